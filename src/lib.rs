@@ -1,0 +1,10 @@
+//! orchestrate: staged, journaled migrations of endpoint-security products
+//! across client fleets.
+//!
+//! The modules follow the data, as DESIGN.md draws it:
+//! [`load`] reads playbooks and inventories → [`plan`] turns them into
+//! clients, waves, hosts and rendered steps (pure, no I/O) → [`run`] executes
+//! a plan over a [`transport`] and emits events → [`report`] renders plans
+//! and events for people and machines. [`cli`] wires them to the command line.
+
+pub mod transport;

@@ -1,0 +1,323 @@
+//! Where a command crosses the wire.
+//!
+//! A transport knows how to reach one host and run things there; it knows
+//! nothing of playbooks, phases, waves or rollback. The runner hands it a
+//! [`Target`] (who to reach and how) and then, over one [`Session`], a series
+//! of [`Command`]s, uploads and reboots. Keeping this seam narrow is what lets
+//! `local`, `ssh` and `winrm` be swapped under the same runner, and lets the
+//! scheduler be tested with a scripted transport.
+//!
+//! Timeouts live here, not in the runner: only the transport can kill what a
+//! timed-out command left running on the far side (a remote process group, a
+//! WinRM shell), so [`Command::timeout`] is enforced by the session and
+//! reported as [`ExitStatus::TimedOut`]. Hard cancellation (a second Ctrl-C)
+//! is the runner dropping the future; sessions must clean up on drop.
+
+pub mod local;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+/// The operating system family of a host, as far as a transport cares:
+/// it decides which shell `run` means and how PowerShell is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Os {
+    Windows,
+    Linux,
+    Macos,
+}
+
+impl Os {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Os::Windows => "windows",
+            Os::Linux => "linux",
+            Os::Macos => "macos",
+        }
+    }
+
+    pub fn is_posix(self) -> bool {
+        !matches!(self, Os::Windows)
+    }
+}
+
+impl std::fmt::Display for Os {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which transport reaches a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Ssh,
+    Winrm,
+    Local,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Ssh => "ssh",
+            TransportKind::Winrm => "winrm",
+            TransportKind::Local => "local",
+        }
+    }
+}
+
+/// A secret value. Its `Debug` never shows the value, so a secret that ends
+/// up in a `{:?}` (a log line, a panic message) is still not disclosed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value itself: call only where it is handed to the far side.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// SSH settings of one host, resolved from inventory defaults, client and
+/// host (paths already expanded, secrets already read).
+#[derive(Debug, Clone, Default)]
+pub struct SshSettings {
+    /// Private key file; `None` means: try the ssh-agent, then the password.
+    pub identity_file: Option<PathBuf>,
+    /// Passphrase of `identity_file`, if it is encrypted.
+    pub identity_passphrase: Option<Secret>,
+    /// Password authentication, if the inventory names a password secret.
+    pub password: Option<Secret>,
+    /// OpenSSH `known_hosts` file to verify (and with `accept-new`, record) keys.
+    pub known_hosts: Option<PathBuf>,
+    /// A key pinned in the inventory (`ssh-ed25519 AAAA...`), checked before known_hosts.
+    pub host_key: Option<String>,
+    /// Jump host as `user@host:port` (user and port optional).
+    pub jump_host: Option<String>,
+}
+
+/// WinRM settings of one host.
+#[derive(Debug, Clone)]
+pub struct WinrmSettings {
+    pub port: u16,
+    pub tls: bool,
+    pub auth: WinrmAuth,
+    pub password: Option<Secret>,
+    /// CA bundle (PEM) to verify the endpoint's certificate instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Certificate verification off: needs an explicit inventory option and warns.
+    pub insecure_skip_verify: bool,
+}
+
+impl Default for WinrmSettings {
+    fn default() -> Self {
+        WinrmSettings {
+            port: 5986,
+            tls: true,
+            auth: WinrmAuth::Ntlm,
+            password: None,
+            ca_file: None,
+            insecure_skip_verify: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WinrmAuth {
+    Basic,
+    Ntlm,
+}
+
+/// How host keys are checked (`--host-key-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyPolicy {
+    /// Unknown or changed keys refuse the host.
+    #[default]
+    Strict,
+    /// Unknown keys are recorded in known_hosts; changed keys refuse the host.
+    AcceptNew,
+    /// No check at all (warned about by the command line).
+    Off,
+}
+
+/// Everything a transport needs to reach one host.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The inventory name, used in every error message.
+    pub name: String,
+    pub address: String,
+    /// `None`: the transport's default port (22, or the WinRM settings' port).
+    pub port: Option<u16>,
+    pub os: Os,
+    pub user: Option<String>,
+    pub kind: TransportKind,
+    pub ssh: SshSettings,
+    pub winrm: WinrmSettings,
+    pub host_key_policy: HostKeyPolicy,
+    /// How long connecting (TCP, handshake, authentication) may take.
+    pub connect_timeout: Duration,
+}
+
+/// What to run. The transport turns it into what the host's shell needs
+/// (for example PowerShell as `-EncodedCommand` over SSH).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Script {
+    /// The host's default shell: `sh` on Linux and macOS, PowerShell on Windows.
+    Default(String),
+    Sh(String),
+    PowerShell(String),
+    Cmd(String),
+}
+
+impl Script {
+    pub fn text(&self) -> &str {
+        match self {
+            Script::Default(s) | Script::Sh(s) | Script::PowerShell(s) | Script::Cmd(s) => s,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub script: Script,
+    /// Bytes written to the command's standard input, then closed.
+    pub stdin: Option<Vec<u8>>,
+    /// Kill the command after this long and report [`ExitStatus::TimedOut`].
+    pub timeout: Option<Duration>,
+}
+
+impl Command {
+    pub fn new(script: Script) -> Self {
+        Command {
+            script,
+            stdin: None,
+            timeout: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A piece of output, streamed while the command runs.
+#[derive(Debug, Clone)]
+pub struct OutputChunk {
+    pub stream: Stream,
+    pub data: bytes::Bytes,
+}
+
+/// Where a session sends output as it arrives (for live progress and logs).
+/// The complete output is also returned in [`Execution`].
+pub type OutputSink = mpsc::UnboundedSender<OutputChunk>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    /// Killed by a signal (POSIX), e.g. `"KILL"`.
+    Signal(String),
+    /// [`Command::timeout`] passed; the command was killed.
+    TimedOut,
+}
+
+#[derive(Debug, Clone)]
+pub struct Execution {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Why a transport could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Could not reach or log in to the host: the host is `unreachable`.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The host key did not match, or is unknown under the strict policy.
+    #[error("{0}")]
+    HostKey(String),
+    /// The connection broke while a command ran: the command's outcome is unknown.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// The transport cannot do this (e.g. `reboot` on `local`).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Anything else, with a message for the operator.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Opens sessions to hosts. One connector serves a whole run, so it can share
+/// what hosts have in common (a decrypted key, a jump connection).
+#[async_trait]
+pub trait Connector: Send + Sync {
+    async fn connect(&self, target: &Target) -> Result<Box<dyn Session>, TransportError>;
+}
+
+/// One open connection to one host, reused for all of its steps.
+#[async_trait]
+pub trait Session: Send + Sync {
+    /// Run a command to its end (or its timeout), streaming output into `sink`.
+    async fn execute(
+        &self,
+        command: &Command,
+        sink: Option<OutputSink>,
+    ) -> Result<Execution, TransportError>;
+
+    /// Write `contents` to `dest` on the host, with POSIX `mode` where it applies.
+    async fn upload(&self, contents: &[u8], dest: &str, mode: u32) -> Result<(), TransportError>;
+
+    /// Remove a file on the host (for `script` steps' temporary copies).
+    async fn remove(&self, path: &str) -> Result<(), TransportError>;
+
+    /// A temporary path on the host for an uploaded script named `name`.
+    fn temp_path(&self, name: &str) -> String;
+
+    /// Restart the host, wait for it to go and come back within `timeout`,
+    /// and reconnect (verifying the host key again).
+    async fn reboot(&self, timeout: Duration) -> Result<(), TransportError>;
+
+    /// Close the connection politely.
+    async fn close(&self);
+}
+
+/// Picks the connector for each host's transport kind.
+#[derive(Clone, Default)]
+pub struct Connectors {
+    pub local: Option<Arc<dyn Connector>>,
+    pub ssh: Option<Arc<dyn Connector>>,
+    pub winrm: Option<Arc<dyn Connector>>,
+}
+
+impl Connectors {
+    pub fn for_kind(&self, kind: TransportKind) -> Result<Arc<dyn Connector>, TransportError> {
+        let found = match kind {
+            TransportKind::Local => self.local.clone(),
+            TransportKind::Ssh => self.ssh.clone(),
+            TransportKind::Winrm => self.winrm.clone(),
+        };
+        found.ok_or_else(|| {
+            TransportError::Unsupported(format!(
+                "the {} transport is not available in this build",
+                kind.as_str()
+            ))
+        })
+    }
+}
