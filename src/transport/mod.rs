@@ -171,6 +171,10 @@ pub struct Target {
     pub host_key_policy: HostKeyPolicy,
     /// How long connecting (TCP, handshake, authentication) may take.
     pub connect_timeout: Duration,
+    /// How to restart this host, if not the OS default (`shutdown -r now`,
+    /// `Restart-Computer -Force`). Inventory `reboot_command`; tests use it to
+    /// "reboot" a host by restarting its server.
+    pub reboot_command: Option<String>,
 }
 
 /// What to run. The transport turns it into what the host's shell needs
