@@ -7,4 +7,8 @@
 //! a plan over a [`transport`] and emits events → [`report`] renders plans
 //! and events for people and machines. [`cli`] wires them to the command line.
 
+pub mod cli;
+pub mod load;
+pub mod plan;
+pub mod report;
 pub mod transport;

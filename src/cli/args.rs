@@ -1,0 +1,112 @@
+//! The command line, as DESIGN.md fixes it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "orchestrate",
+    version,
+    about = "Move client fleets from one endpoint-security product to another: staged waves, failure budgets, rollback.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a playbook on an inventory's hosts, client by client, in waves.
+    Run(RunArgs),
+    /// Check a playbook and an inventory; print nothing but problems.
+    Validate(ValidateArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// The playbook (YAML).
+    pub playbook: PathBuf,
+    /// The inventory (YAML).
+    #[arg(short = 'i', long = "inventory")]
+    pub inventory: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SelectionArgs {
+    /// Only this client (repeat for more).
+    #[arg(long = "client", value_name = "NAME")]
+    pub clients: Vec<String>,
+    /// Only hosts whose name (or client's name) matches this glob.
+    #[arg(long, value_name = "GLOB")]
+    pub limit: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// Connect to nothing; print what would run where.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Connect, run only steps marked check_safe, and report what every other step would do.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub check: bool,
+    /// Hosts at once across all clients.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub forks: u32,
+    /// Answer yes to every confirmation (pause_between_waves: confirm).
+    #[arg(long)]
+    pub yes: bool,
+    /// The journal (SQLite); default .orchestrate/state.db beside the inventory.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Write the JSON report here when the run ends.
+    #[arg(long, value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
+    /// Write a JSON-lines trace of every event here.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// How host keys are checked.
+    #[arg(long, value_enum, default_value_t = HostKeyPolicyArg::Strict)]
+    pub host_key_policy: HostKeyPolicyArg,
+    /// More detail (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyPolicyArg {
+    Strict,
+    AcceptNew,
+    Off,
+}
+
+impl From<HostKeyPolicyArg> for crate::transport::HostKeyPolicy {
+    fn from(p: HostKeyPolicyArg) -> Self {
+        match p {
+            HostKeyPolicyArg::Strict => crate::transport::HostKeyPolicy::Strict,
+            HostKeyPolicyArg::AcceptNew => crate::transport::HostKeyPolicy::AcceptNew,
+            HostKeyPolicyArg::Off => crate::transport::HostKeyPolicy::Off,
+        }
+    }
+}

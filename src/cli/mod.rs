@@ -1,0 +1,130 @@
+//! The command line: parse arguments, call load → plan → run → report, and
+//! turn the outcome into an exit code.
+//!
+//! Exit codes (DESIGN.md): 0 every selected host succeeded; 1 a host failed,
+//! was unreachable, or a client was halted; 2 invalid input; 3 a rollback
+//! failed somewhere; 130 interrupted.
+
+mod args;
+
+use std::io::IsTerminal;
+
+use clap::Parser;
+
+pub use args::{Cli, Command, Format};
+
+use crate::load::{InputErrors, load_inventory, load_playbook};
+use crate::plan::{MissingSecrets, Plan, PlanOptions, Selection, build_plan};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_INVALID: i32 = 2;
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                EXIT_INVALID
+            } else {
+                EXIT_OK
+            };
+        }
+    };
+    install_error_renderer();
+    match cli.command {
+        Command::Validate(a) => {
+            match plan_from(
+                &a.target,
+                &a.selection,
+                MissingSecrets::Placeholder,
+                Default::default(),
+            ) {
+                Ok(_) => EXIT_OK,
+                Err(errors) => report_input_errors(&errors),
+            }
+        }
+        Command::Run(a) => {
+            let missing = if a.dry_run {
+                MissingSecrets::Placeholder
+            } else {
+                MissingSecrets::Fail
+            };
+            let plan = match plan_from(&a.target, &a.selection, missing, a.host_key_policy.into()) {
+                Ok(plan) => plan,
+                Err(errors) => return report_input_errors(&errors),
+            };
+            if a.dry_run {
+                let text = match a.format {
+                    Format::Human => crate::report::plan_text::render(&plan),
+                    Format::Json => crate::report::plan_json::render(&plan),
+                };
+                println!("{}", text.trim_end());
+                return EXIT_OK;
+            }
+            eprintln!(
+                "error: running playbooks is not available in this build yet; use --dry-run to see the plan"
+            );
+            EXIT_FAILED
+        }
+    }
+}
+
+fn plan_from(
+    target: &args::Target,
+    selection: &args::SelectionArgs,
+    missing_secrets: MissingSecrets,
+    host_key_policy: crate::transport::HostKeyPolicy,
+) -> Result<Plan, InputErrors> {
+    // Both files are read and checked before giving up, so one run shows
+    // the problems of both.
+    let playbook = load_playbook(&target.playbook);
+    let inventory = load_inventory(&target.inventory);
+    let (playbook, inventory) = match (playbook, inventory) {
+        (Ok(p), Ok(i)) => (p, i),
+        (p, i) => {
+            let mut all = Vec::new();
+            if let Err(e) = p {
+                all.extend(e.0);
+            }
+            if let Err(e) = i {
+                all.extend(e.0);
+            }
+            return Err(InputErrors(all));
+        }
+    };
+    let options = PlanOptions {
+        selection: Selection {
+            clients: selection.clients.clone(),
+            limit: selection.limit.clone(),
+        },
+        missing_secrets,
+        host_key_policy,
+    };
+    build_plan(playbook, &inventory, &options)
+}
+
+fn install_error_renderer() {
+    let fancy = std::io::stderr().is_terminal();
+    let _ = miette::set_hook(Box::new(move |_| {
+        let theme = if fancy {
+            miette::GraphicalTheme::unicode()
+        } else {
+            miette::GraphicalTheme::unicode_nocolor()
+        };
+        Box::new(miette::GraphicalReportHandler::new_themed(theme).with_context_lines(1))
+    }));
+}
+
+/// Prints every input error with its source snippet; exit code 2.
+fn report_input_errors(errors: &InputErrors) -> i32 {
+    for error in &errors.0 {
+        eprintln!("{:?}", miette::Report::new(error.clone()));
+    }
+    if errors.0.len() > 1 {
+        eprintln!("{} problems found.", errors.0.len());
+    }
+    EXIT_INVALID
+}

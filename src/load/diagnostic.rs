@@ -1,0 +1,223 @@
+//! Errors in the files a user wrote, pointing at the place to fix.
+//!
+//! Every problem found while loading a playbook or an inventory, or while
+//! planning from them, becomes an [`InputError`]: the file, line and column
+//! in its message (so it reads well in a log or a CI console), and the source
+//! line with a caret under the culprit (rendered by miette). The same type
+//! carries template errors, whose place is a line inside a YAML scalar.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use miette::{NamedSource, SourceSpan};
+use serde_saphyr::Location;
+
+/// A file as read from disk: its path as the user named it, and its text.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: Arc<String>,
+}
+
+impl SourceFile {
+    pub fn read(path: &Path) -> Result<SourceFile, InputError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            InputError::plain(format!("cannot read {}: {e}", path.display()))
+                .with_help("check the path; relative paths are taken from the current directory")
+        })?;
+        Ok(SourceFile {
+            path: path.to_path_buf(),
+            text: Arc::new(text),
+        })
+    }
+
+    pub fn from_text(path: impl Into<PathBuf>, text: impl Into<String>) -> SourceFile {
+        SourceFile {
+            path: path.into(),
+            text: Arc::new(text.into()),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Byte offset of a 1-based line and column (columns count characters).
+    pub fn offset_of(&self, line: usize, column: usize) -> usize {
+        let mut offset = 0;
+        for (index, text) in self.text.split_inclusive('\n').enumerate() {
+            if index + 1 == line {
+                let in_line: usize = text
+                    .chars()
+                    .take(column.saturating_sub(1))
+                    .map(char::len_utf8)
+                    .sum();
+                return offset + in_line.min(text.trim_end_matches('\n').len());
+            }
+            offset += text.len();
+        }
+        self.text.len()
+    }
+
+    /// The length of the token that starts at `offset` (at least 1 byte,
+    /// at most to the end of its line), so the caret covers a whole word.
+    fn token_len(&self, offset: usize) -> usize {
+        let rest = &self.text[offset.min(self.text.len())..];
+        let len = rest
+            .char_indices()
+            .find(|(_, c)| c.is_whitespace() || matches!(c, ',' | ']' | '}'))
+            .map(|(i, _)| i)
+            .unwrap_or(rest.len());
+        len.max(1).min(rest.len().max(1))
+    }
+
+    /// An error at a 1-based line and column of this file.
+    pub fn error_at(&self, line: usize, column: usize, message: impl Into<String>) -> InputError {
+        let offset = self.offset_of(line, column);
+        let len = self.token_len(offset);
+        let message = message.into();
+        InputError {
+            message: format!("{}:{line}:{column}: {message}", self.name()),
+            label: message,
+            help: None,
+            code: Some(NamedSource::new(self.name(), Arc::clone(&self.text))),
+            span: Some(SourceSpan::new(offset.into(), len)),
+            line: Some(line),
+            column: Some(column),
+        }
+    }
+
+    /// An error at a location serde-saphyr recorded for a node of this file.
+    pub fn error_at_location(&self, location: &Location, message: impl Into<String>) -> InputError {
+        if location.line() == 0 {
+            return InputError::plain(format!("{}: {}", self.name(), message.into()));
+        }
+        self.error_at(
+            location.line() as usize,
+            location.column() as usize,
+            message,
+        )
+    }
+
+    /// Turns a YAML or type error from serde-saphyr into ours.
+    pub fn yaml_error(&self, error: &serde_saphyr::Error) -> InputError {
+        let message = first_line_of(&error.to_string());
+        match error.location() {
+            Some(location) if location.line() > 0 => self
+                .error_at_location(&location, message)
+                .with_help(help_for(&error.to_string())),
+            _ => InputError::plain(format!("{}: {message}", self.name())),
+        }
+    }
+}
+
+/// serde-saphyr's message without the snippet it renders itself (we render ours).
+fn first_line_of(message: &str) -> String {
+    let line = message.lines().next().unwrap_or(message).trim();
+    // Its messages often end in " at line L, column C": we say that already.
+    match line.rfind(" at line ") {
+        Some(at) => line[..at].to_string(),
+        None => line.to_string(),
+    }
+}
+
+fn help_for(message: &str) -> &'static str {
+    if message.contains("unknown field") {
+        "remove the key or fix its spelling; DESIGN.md and the README list every key"
+    } else if message.contains("invalid type") {
+        "this value has the wrong type for this key"
+    } else {
+        "fix the YAML at this place"
+    }
+}
+
+/// A problem with the user's input. Exit code 2.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct InputError {
+    /// `file:line:column: what is wrong`, or just what is wrong.
+    pub message: String,
+    label: String,
+    help: Option<String>,
+    code: Option<NamedSource<Arc<String>>>,
+    span: Option<SourceSpan>,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+}
+
+impl InputError {
+    /// An error with no place in a file (a missing file, a bad flag).
+    pub fn plain(message: impl Into<String>) -> InputError {
+        let message = message.into();
+        InputError {
+            label: message.clone(),
+            message,
+            help: None,
+            code: None,
+            span: None,
+            line: None,
+            column: None,
+        }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> InputError {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Puts more context in front of the message (e.g. the host and step).
+    pub fn context(mut self, context: impl std::fmt::Display) -> InputError {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+}
+
+impl miette::Diagnostic for InputError {
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.code.as_ref().map(|s| s as &dyn miette::SourceCode)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        let span = self.span?;
+        Some(Box::new(std::iter::once(
+            miette::LabeledSpan::new_with_span(Some(self.label.clone()), span),
+        )))
+    }
+
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        None
+    }
+}
+
+/// Several input errors found in one pass: all are shown, so a user fixes
+/// them in one round instead of one run per typo.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", summary(.0))]
+pub struct InputErrors(pub Vec<InputError>);
+
+fn summary(errors: &[InputError]) -> String {
+    match errors {
+        [one] => one.message.clone(),
+        many => format!("{} problems found", many.len()),
+    }
+}
+
+impl miette::Diagnostic for InputErrors {
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
+        Some(Box::new(
+            self.0.iter().map(|e| e as &dyn miette::Diagnostic),
+        ))
+    }
+}
+
+impl From<InputError> for InputErrors {
+    fn from(error: InputError) -> Self {
+        InputErrors(vec![error])
+    }
+}

@@ -1,0 +1,194 @@
+//! Plan: what will run where, decided before anything connects.
+//!
+//! A [`Plan`] is a pure function of a playbook, an inventory and a
+//! [`Selection`]: clients → waves → hosts → steps with their commands
+//! rendered for that host. Planning renders every template for every host
+//! (or, where a template reads a value captured at run time, proves that it
+//! can be rendered then), so a typo fails the whole run up front instead of
+//! on host 312 of 400. `--dry-run` prints a plan; the runner executes one.
+
+pub mod quote;
+pub mod secrets;
+pub mod templates;
+pub mod waves;
+
+mod build;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use build::{PlanOptions, Selection, build_plan};
+pub use secrets::{MissingSecrets, Redactor, SecretStore};
+pub use templates::Templates;
+
+use crate::load::{Pause, Playbook, Size, Step};
+use crate::transport::{Os, Script, Target};
+
+pub struct Plan {
+    pub playbook: Arc<Playbook>,
+    pub playbook_path: PathBuf,
+    pub inventory_path: PathBuf,
+    pub clients: Vec<ClientPlan>,
+    pub templates: Arc<Templates>,
+    pub secrets: Arc<SecretStore>,
+}
+
+impl Plan {
+    pub fn hosts(&self) -> impl Iterator<Item = &HostPlan> {
+        self.clients.iter().flat_map(|c| c.hosts.iter())
+    }
+
+    pub fn redactor(&self) -> Redactor {
+        self.secrets.redactor()
+    }
+}
+
+pub struct ClientPlan {
+    pub name: String,
+    pub waves: Vec<Wave>,
+    /// Every selected host of the client, in inventory order, skipped ones included.
+    pub hosts: Vec<HostPlan>,
+    pub failure_budget: Size,
+    /// More failed hosts than this halts the client.
+    pub allowed_failures: usize,
+    pub pause_between_waves: Pause,
+    /// Hosts of this client at once.
+    pub concurrency: usize,
+}
+
+impl ClientPlan {
+    pub fn host(&self, name: &str) -> Option<&HostPlan> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Wave {
+    /// 1-based.
+    pub index: usize,
+    pub hosts: Vec<String>,
+}
+
+pub struct HostPlan {
+    pub name: String,
+    pub client: String,
+    pub os: Os,
+    /// 1-based wave; `None` for a skipped host.
+    pub wave: Option<usize>,
+    /// Why the host is skipped (its OS is not the playbook's), if it is.
+    pub skipped: Option<String>,
+    pub target: Target,
+    /// Variables for the host's templates (everything but captured values).
+    pub vars: serde_json::Map<String, serde_json::Value>,
+    pub steps: Vec<PlannedStep>,
+    pub on_failure: Vec<PlannedStep>,
+}
+
+/// A step as defined in the playbook, shared by all hosts' plans.
+#[derive(Debug)]
+pub struct StepDef {
+    /// Names the step's templates, e.g. `phases[1].steps[0].rollback[0]`.
+    pub key: String,
+    pub phase: String,
+    pub step: Step,
+    pub rollback: Vec<Arc<StepDef>>,
+}
+
+/// A step for one host.
+pub struct PlannedStep {
+    pub def: Arc<StepDef>,
+    /// The command as it will run; `None` when it reads a captured value
+    /// and is rendered at run time.
+    pub action: Option<RenderedAction>,
+    /// The step's `when` reads captured values: decided at run time.
+    pub when_deferred: bool,
+    /// Known at plan time not to run on this host (`os`, or a `when` that
+    /// is already false), and why.
+    pub skip: Option<String>,
+    pub rollback: Vec<PlannedStep>,
+}
+
+impl PlannedStep {
+    pub fn name(&self) -> &str {
+        &self.def.step.name
+    }
+    pub fn phase(&self) -> &str {
+        &self.def.phase
+    }
+}
+
+/// A step's action with every template rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderedAction {
+    Shell(Script),
+    /// Upload the controller's `src` to a temporary path, run it with `args`, remove it.
+    Script {
+        src: PathBuf,
+        args: Vec<String>,
+    },
+    Upload {
+        src: PathBuf,
+        dest: String,
+        mode: u32,
+    },
+    Reboot {
+        timeout: Duration,
+    },
+    Wait(Duration),
+}
+
+impl RenderedAction {
+    /// The command as a person reads it in a plan (not yet redacted).
+    pub fn describe(&self) -> String {
+        use crate::load::HumanDuration;
+        match self {
+            RenderedAction::Shell(script) => script.text().to_string(),
+            RenderedAction::Script { src, args } => {
+                let mut line = format!("script {}", src.display());
+                for arg in args {
+                    line.push(' ');
+                    line.push_str(arg);
+                }
+                line
+            }
+            RenderedAction::Upload { src, dest, mode } => {
+                format!("upload {} -> {dest} (mode {mode:04o})", src.display())
+            }
+            RenderedAction::Reboot { timeout } => {
+                format!(
+                    "reboot, then wait up to {} for the host",
+                    HumanDuration(*timeout)
+                )
+            }
+            RenderedAction::Wait(d) => format!("wait {}", HumanDuration(*d)),
+        }
+    }
+
+    /// The keyword of the action, as written in the playbook.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            RenderedAction::Shell(Script::Default(_)) => "run",
+            RenderedAction::Shell(Script::Sh(_)) => "sh",
+            RenderedAction::Shell(Script::PowerShell(_)) => "powershell",
+            RenderedAction::Shell(Script::Cmd(_)) => "cmd",
+            RenderedAction::Script { .. } => "script",
+            RenderedAction::Upload { .. } => "upload",
+            RenderedAction::Reboot { .. } => "reboot",
+            RenderedAction::Wait(_) => "wait",
+        }
+    }
+}
+
+/// The default timeout of a `reboot` step.
+pub const DEFAULT_REBOOT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Relative script and upload sources are relative to the playbook.
+pub(crate) fn resolve_source(playbook_dir: &Path, src: &str) -> PathBuf {
+    let path = PathBuf::from(src);
+    if path.is_absolute() {
+        path
+    } else {
+        playbook_dir.join(path)
+    }
+}

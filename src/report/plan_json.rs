@@ -1,0 +1,114 @@
+//! The plan as JSON (`run --dry-run --format json`), in the shape DESIGN.md
+//! fixes: `clients[].waves[]` as in the report, and per host `name`, `wave`,
+//! `status` (`planned` | `skipped`) and `steps[]` with `phase`, `name` and
+//! `command` (secrets as `***`; `null` where rendered at run time).
+
+use serde::Serialize;
+
+use crate::plan::{Plan, PlannedStep, Redactor, Wave};
+
+#[derive(Serialize)]
+pub struct PlanDoc<'a> {
+    pub playbook: String,
+    pub inventory: String,
+    pub name: &'a str,
+    pub clients: Vec<ClientDoc<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct ClientDoc<'a> {
+    pub name: &'a str,
+    pub failure_budget: String,
+    pub allowed_failures: usize,
+    pub concurrency: usize,
+    pub pause_between_waves: String,
+    pub waves: &'a [Wave],
+    pub hosts: Vec<HostDoc<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct HostDoc<'a> {
+    pub name: &'a str,
+    pub wave: Option<usize>,
+    pub status: &'static str,
+    pub skip_reason: Option<&'a str>,
+    pub os: &'static str,
+    pub address: &'a str,
+    pub transport: &'static str,
+    pub steps: Vec<StepDoc<'a>>,
+    pub on_failure: Vec<StepDoc<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct StepDoc<'a> {
+    pub phase: &'a str,
+    pub name: &'a str,
+    pub action: &'static str,
+    pub command: Option<String>,
+    /// Why the step will not run on this host, when known at plan time.
+    pub skip: Option<&'a str>,
+    pub when: Option<&'a str>,
+    pub check_safe: bool,
+    pub rollback: Vec<StepDoc<'a>>,
+}
+
+pub fn plan_doc<'a>(plan: &'a Plan, redactor: &Redactor) -> PlanDoc<'a> {
+    PlanDoc {
+        playbook: plan.playbook_path.display().to_string(),
+        inventory: plan.inventory_path.display().to_string(),
+        name: &plan.playbook.name,
+        clients: plan
+            .clients
+            .iter()
+            .map(|c| ClientDoc {
+                name: &c.name,
+                failure_budget: c.failure_budget.to_string(),
+                allowed_failures: c.allowed_failures,
+                concurrency: c.concurrency,
+                pause_between_waves: c.pause_between_waves.to_string(),
+                waves: &c.waves,
+                hosts: c
+                    .hosts
+                    .iter()
+                    .map(|h| HostDoc {
+                        name: &h.name,
+                        wave: h.wave,
+                        status: if h.skipped.is_some() {
+                            "skipped"
+                        } else {
+                            "planned"
+                        },
+                        skip_reason: h.skipped.as_deref(),
+                        os: h.os.as_str(),
+                        address: &h.target.address,
+                        transport: h.target.kind.as_str(),
+                        steps: h.steps.iter().map(|s| step_doc(s, redactor)).collect(),
+                        on_failure: h.on_failure.iter().map(|s| step_doc(s, redactor)).collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn step_doc<'a>(step: &'a PlannedStep, redactor: &Redactor) -> StepDoc<'a> {
+    StepDoc {
+        phase: step.phase(),
+        name: step.name(),
+        action: step.def.step.action.keyword(),
+        command: step.action.as_ref().map(|a| redactor.redact(&a.describe())),
+        skip: step.skip.as_deref(),
+        when: step.def.step.when.as_ref().map(|w| w.text.as_str()),
+        check_safe: step.def.step.check_safe,
+        rollback: step
+            .rollback
+            .iter()
+            .map(|r| step_doc(r, redactor))
+            .collect(),
+    }
+}
+
+pub fn render(plan: &Plan) -> String {
+    let redactor = plan.redactor();
+    serde_json::to_string_pretty(&plan_doc(plan, &redactor)).expect("a plan serializes")
+}

@@ -1,0 +1,266 @@
+//! The plan for a person (`run --dry-run`): each client, its waves with
+//! their hosts, and the exact commands each host would run, rollbacks and
+//! `on_failure` included, secrets as `***`.
+//!
+//! A client of 400 hosts must stay readable, so hosts whose rendered steps
+//! are identical are shown once, as a group; only hosts whose commands
+//! differ (because a template reads `host.name` or a host var) get sections
+//! of their own.
+
+use std::fmt::Write;
+
+use indexmap::IndexMap;
+
+use crate::plan::{ClientPlan, HostPlan, Plan, PlannedStep, Redactor};
+
+pub fn render(plan: &Plan) -> String {
+    let redactor = plan.redactor();
+    let mut out = String::new();
+    let hosts: Vec<&HostPlan> = plan.hosts().collect();
+    let skipped = hosts.iter().filter(|h| h.skipped.is_some()).count();
+    let _ = writeln!(
+        out,
+        "Dry run: {} ({})",
+        plan.playbook.name,
+        plan.playbook_path.display()
+    );
+    let _ = writeln!(
+        out,
+        "Inventory: {}: {} client{}, {} host{} ({} planned, {} skipped). Nothing is contacted.",
+        plan.inventory_path.display(),
+        plan.clients.len(),
+        plural(plan.clients.len()),
+        hosts.len(),
+        plural(hosts.len()),
+        hosts.len() - skipped,
+        skipped
+    );
+    for client in &plan.clients {
+        out.push('\n');
+        render_client(&mut out, client, &redactor);
+    }
+    let missing = plan.secrets.missing();
+    if !missing.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nnote: secrets not set on this machine (shown as ***; a real run needs them): {}",
+            missing.join(", ")
+        );
+    }
+    out
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn render_client(out: &mut String, client: &ClientPlan, redactor: &Redactor) {
+    let planned = client.hosts.iter().filter(|h| h.skipped.is_none()).count();
+    if planned == 0 {
+        let _ = writeln!(out, "client {}: nothing to do", client.name);
+        render_skipped(out, client);
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "client {}: {planned} host{} in {} wave{}",
+        client.name,
+        plural(planned),
+        client.waves.len(),
+        plural(client.waves.len())
+    );
+    let _ = writeln!(
+        out,
+        "  failure budget {} (halts after more than {} failed host{}), {} hosts at once, between waves: {}",
+        client.failure_budget,
+        client.allowed_failures,
+        plural(client.allowed_failures),
+        client.concurrency,
+        match client.pause_between_waves {
+            crate::load::Pause::Confirm => "ask for confirmation".to_string(),
+            crate::load::Pause::Wait(d) if d.0.is_zero() => "no pause".to_string(),
+            crate::load::Pause::Wait(d) => format!("wait {d}"),
+        }
+    );
+    for wave in &client.waves {
+        let _ = writeln!(
+            out,
+            "  wave {} ({} host{}): {}",
+            wave.index,
+            wave.hosts.len(),
+            plural(wave.hosts.len()),
+            wave.hosts.join(", ")
+        );
+    }
+    render_skipped(out, client);
+
+    // Group hosts by their rendered steps.
+    let mut groups: IndexMap<String, Vec<&str>> = IndexMap::new();
+    for host in client.hosts.iter().filter(|h| h.skipped.is_none()) {
+        let mut section = String::new();
+        render_steps(&mut section, host, redactor);
+        groups.entry(section).or_default().push(&host.name);
+    }
+    for (section, names) in groups {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "  steps on {}:", group_label(&names));
+        out.push_str(&section);
+    }
+}
+
+/// Skipped hosts, one line per reason.
+fn render_skipped(out: &mut String, client: &ClientPlan) {
+    let mut by_reason: IndexMap<&str, Vec<&str>> = IndexMap::new();
+    for host in &client.hosts {
+        if let Some(reason) = &host.skipped {
+            by_reason.entry(reason).or_default().push(&host.name);
+        }
+    }
+    for (reason, names) in by_reason {
+        let _ = writeln!(out, "  skipped ({reason}): {}", names.join(", "));
+    }
+}
+
+fn group_label(names: &[&str]) -> String {
+    match names.len() {
+        1 => names[0].to_string(),
+        n if n <= 6 => format!("{} ({n} hosts)", names.join(", ")),
+        n => format!(
+            "{}, ... {} ({n} hosts)",
+            names[..3].join(", "),
+            names[n - 1]
+        ),
+    }
+}
+
+fn render_steps(out: &mut String, host: &HostPlan, redactor: &Redactor) {
+    let mut phase = "";
+    for (i, step) in host.steps.iter().enumerate() {
+        if step.phase() != phase {
+            phase = step.phase();
+            let _ = writeln!(out, "    {phase}");
+        }
+        render_step(out, step, &format!("{}.", i + 1), 6, redactor);
+    }
+    if !host.on_failure.is_empty() {
+        let _ = writeln!(out, "    on failure (after rollback)");
+        for step in &host.on_failure {
+            render_step(out, step, "-", 6, redactor);
+        }
+    }
+}
+
+fn render_step(
+    out: &mut String,
+    step: &PlannedStep,
+    bullet: &str,
+    indent: usize,
+    redactor: &Redactor,
+) {
+    let pad = " ".repeat(indent);
+    let s = &step.def.step;
+    let mut flags = Vec::new();
+    if s.check_safe {
+        flags.push("check-safe".to_string());
+    }
+    if s.retries > 0 {
+        flags.push(format!("retries {} every {}", s.retries, s.retry_delay));
+    }
+    if let Some(t) = s.timeout {
+        flags.push(format!("timeout {t}"));
+    }
+    if s.ok_codes != [0] {
+        flags.push(format!("ok codes {:?}", s.ok_codes));
+    }
+    if !s.reboot_codes.is_empty() {
+        flags.push(format!("reboot on {:?}", s.reboot_codes));
+    }
+    if let Some(m) = s.marks {
+        flags.push(format!(
+            "marks {}",
+            serde_json::to_value(m)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        ));
+    }
+    if s.sensitive {
+        flags.push("sensitive".into());
+    }
+    let flags = if flags.is_empty() {
+        String::new()
+    } else {
+        format!("  [{}]", flags.join(", "))
+    };
+    let _ = writeln!(out, "{pad}{bullet} {}{flags}", s.name);
+    let inner = " ".repeat(indent + bullet.len() + 1);
+    if let Some(reason) = &step.skip {
+        let _ = writeln!(out, "{inner}skipped: {reason}");
+        return;
+    }
+    if let Some(when) = &s.when {
+        let timing = if step.when_deferred {
+            " (decided at run time)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "{inner}when: {}{timing}", when.text.trim());
+    }
+    if let Some(capture) = &s.capture {
+        let _ = writeln!(
+            out,
+            "{inner}captures `{}` ({})",
+            capture.name,
+            serde_json::to_value(capture.parse)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        );
+    }
+    match &step.action {
+        Some(action) => write_command(
+            out,
+            &inner,
+            action.keyword(),
+            &redactor.redact(&action.describe()),
+        ),
+        None => {
+            let text = template_text(step);
+            write_command(
+                out,
+                &inner,
+                s.action.keyword(),
+                &format!("{text}\n(rendered at run time from captured values)"),
+            );
+        }
+    }
+    if !step.rollback.is_empty() {
+        let _ = writeln!(out, "{inner}rollback:");
+        for r in &step.rollback {
+            render_step(out, r, "-", indent + bullet.len() + 3, redactor);
+        }
+    }
+}
+
+fn template_text(step: &PlannedStep) -> String {
+    use crate::load::Action;
+    match &step.def.step.action {
+        Action::Run(t) | Action::Sh(t) | Action::PowerShell(t) | Action::Cmd(t) => t.text.clone(),
+        Action::Script { src, args } => {
+            let args: Vec<&str> = args.iter().map(|a| a.text.as_str()).collect();
+            format!("script {} {}", src.text, args.join(" "))
+        }
+        Action::Upload { src, dest, .. } => format!("upload {} -> {}", src.text, dest.text),
+        Action::Reboot { .. } | Action::Wait(_) => String::new(),
+    }
+}
+
+fn write_command(out: &mut String, pad: &str, keyword: &str, text: &str) {
+    let mut lines = text.trim_end().lines();
+    let first = lines.next().unwrap_or("");
+    let _ = writeln!(out, "{pad}{keyword}: {first}");
+    let cont = " ".repeat(keyword.len() + 2);
+    for line in lines {
+        let _ = writeln!(out, "{pad}{cont}{line}");
+    }
+}
