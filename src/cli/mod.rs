@@ -109,10 +109,11 @@ fn plan_from(
 fn install_error_renderer() {
     let fancy = std::io::stderr().is_terminal();
     let _ = miette::set_hook(Box::new(move |_| {
+        // Logs and CI consoles get plain ASCII: a `^` under the culprit.
         let theme = if fancy {
             miette::GraphicalTheme::unicode()
         } else {
-            miette::GraphicalTheme::unicode_nocolor()
+            miette::GraphicalTheme::none()
         };
         Box::new(miette::GraphicalReportHandler::new_themed(theme).with_context_lines(1))
     }));

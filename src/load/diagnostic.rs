@@ -59,26 +59,50 @@ impl SourceFile {
         self.text.len()
     }
 
-    /// The length of the token that starts at `offset` (at least 1 byte,
-    /// at most to the end of its line), so the caret covers a whole word.
-    fn token_len(&self, offset: usize) -> usize {
-        let rest = &self.text[offset.min(self.text.len())..];
-        let len = rest
-            .char_indices()
-            .find(|(_, c)| c.is_whitespace() || matches!(c, ',' | ']' | '}'))
-            .map(|(i, _)| i)
-            .unwrap_or(rest.len());
-        len.max(1).min(rest.len().max(1))
+    /// The span to underline for a problem at `offset`: the token there
+    /// (a word, a quoted string, a `[...]` or `{...}`), at most to the end
+    /// of its line. A one-character value is underlined with its key
+    /// (`concurrency: 0`), so there is always a visible caret.
+    fn culprit(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let rest = &self.text[offset..];
+        let line_end = rest.find('\n').unwrap_or(rest.len());
+        let rest = &rest[..line_end];
+        let len = match rest.chars().next() {
+            Some(open @ ('[' | '{' | '"' | '\'')) => {
+                let close = match open {
+                    '[' => ']',
+                    '{' => '}',
+                    other => other,
+                };
+                rest[1..].find(close).map(|i| i + 2).unwrap_or(rest.len())
+            }
+            _ => rest
+                .char_indices()
+                .find(|(_, c)| c.is_whitespace() || matches!(c, ',' | ']' | '}'))
+                .map(|(i, _)| i)
+                .unwrap_or(rest.len()),
+        };
+        if len > 1 {
+            return (offset, len);
+        }
+        let line_start = self.text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let before = &self.text[line_start..offset];
+        let key_start = line_start + (before.len() - before.trim_start_matches([' ', '-']).len());
+        if key_start < offset {
+            (key_start, offset - key_start + len.max(1))
+        } else {
+            (offset, len.max(1).min(self.text.len() - offset).max(1))
+        }
     }
 
     /// An error at a 1-based line and column of this file.
     pub fn error_at(&self, line: usize, column: usize, message: impl Into<String>) -> InputError {
-        let offset = self.offset_of(line, column);
-        let len = self.token_len(offset);
+        let (offset, len) = self.culprit(self.offset_of(line, column));
         let message = message.into();
         InputError {
             message: format!("{}:{line}:{column}: {message}", self.name()),
-            label: message,
+            label: short_label(&message),
             help: None,
             code: Some(NamedSource::new(self.name(), Arc::clone(&self.text))),
             span: Some(SourceSpan::new(offset.into(), len)),
@@ -109,6 +133,16 @@ impl SourceFile {
             _ => InputError::plain(format!("{}: {message}", self.name())),
         }
     }
+}
+
+/// The label under the caret: the message up to its first explanation.
+fn short_label(message: &str) -> String {
+    let cut = [", expected", "; "]
+        .iter()
+        .filter_map(|sep| message.find(sep))
+        .min()
+        .unwrap_or(message.len());
+    message[..cut].to_string()
 }
 
 /// serde-saphyr's message without the snippet it renders itself (we render ours).

@@ -707,7 +707,10 @@ impl HostPlanner<'_> {
                 self.host,
                 RenderError {
                     message,
-                    at: def.step.at,
+                    at: self
+                        .templates
+                        .place_of(key, &name, self.source)
+                        .unwrap_or(def.step.at),
                 },
             );
             return None;

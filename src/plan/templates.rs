@@ -19,9 +19,13 @@ use super::quote::{ps_quote, regex_escape, sh_quote};
 use super::secrets::SecretStore;
 use crate::load::{InputError, Place, SourceFile, Template};
 
+/// How a condition is wrapped into a template that renders `true` or `false`.
+const CONDITION_PREFIX: &str = "{% if ";
+
 pub struct Templates {
     tera: Tera,
-    places: HashMap<String, Place>,
+    /// Where each template was written, and its text as written.
+    places: HashMap<String, (Place, String)>,
 }
 
 /// A template failed to render; `line`/`column` are in the playbook.
@@ -67,7 +71,7 @@ impl Templates {
         template: &Template,
         source: &SourceFile,
     ) -> Result<(), InputError> {
-        self.compile(key, &template.text, template.at, source)
+        self.compile(key, &template.text, template, 0, source)
     }
 
     /// Compiles a condition (`when`, `until`): a bare expression.
@@ -78,22 +82,28 @@ impl Templates {
         source: &SourceFile,
     ) -> Result<(), InputError> {
         let text = format!(
-            "{{% if {} %}}true{{% else %}}false{{% endif %}}",
+            "{CONDITION_PREFIX}{} %}}true{{% else %}}false{{% endif %}}",
             template.text.trim()
         );
-        self.compile(key, &text, template.at, source)
+        self.compile(key, &text, template, CONDITION_PREFIX.len(), source)
     }
 
     fn compile(
         &mut self,
         key: &str,
         text: &str,
-        at: Place,
+        written: &Template,
+        shift: usize,
         source: &SourceFile,
     ) -> Result<(), InputError> {
-        self.places.insert(key.to_string(), at);
+        let at = written.at;
+        self.places
+            .insert(key.to_string(), (at, written.text.clone()));
         self.tera.add_raw_template(key, text).map_err(|e| {
-            let (message, place) = describe(&e, at, source);
+            let (message, mut place) = describe(&e, at, source);
+            if place.line == at.line {
+                place.column = place.column.saturating_sub(shift).max(at.column);
+            }
             source
                 .error_at(
                     place.line,
@@ -124,10 +134,29 @@ impl Templates {
         source: &SourceFile,
     ) -> Result<String, RenderError> {
         self.tera.render(key, context).map_err(|e| {
-            let at = self.places.get(key).copied().unwrap_or_default();
+            let at = self.places.get(key).map(|(at, _)| *at).unwrap_or_default();
             let (message, at) = describe(&e, at, source);
             RenderError { message, at }
         })
+    }
+
+    /// Where in the file the first use of variable `name` in `key` is.
+    pub fn place_of(&self, key: &str, name: &str, source: &SourceFile) -> Option<Place> {
+        let (at, text) = self.places.get(key)?;
+        let mut from = 0;
+        while let Some(found) = text[from..].find(name) {
+            let start = from + found;
+            let end = start + name.len();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            if !word(text[..start].chars().next_back()) && !word(text[end..].chars().next()) {
+                let before = &text[..start];
+                let tline = before.matches('\n').count() + 1;
+                let tcol = before.rsplit('\n').next().unwrap_or("").chars().count();
+                return Some(place_in_file(source, *at, tline, tcol));
+            }
+            from = end;
+        }
+        None
     }
 
     pub fn condition(

@@ -1,0 +1,423 @@
+//! Bad input: every mistake in a playbook or an inventory is an error that
+//! names the file, the line and the column, shows the line with a caret
+//! under the culprit, and exits with code 2. Never a panic.
+
+mod harness;
+
+use harness::Scratch;
+
+const GOOD_PLAYBOOK: &str = r#"name: good
+waves: [1, "100%"]
+phases:
+  - name: work
+    steps:
+      - name: say hello
+        run: echo hello
+"#;
+
+const GOOD_INVENTORY: &str = r#"clients:
+  acme:
+    hosts:
+      - { name: a1, address: 127.0.0.1, os: linux, transport: local }
+      - { name: a2, address: 127.0.0.1, os: linux, transport: local }
+      - { name: a3, address: 127.0.0.1, os: linux, transport: local }
+"#;
+
+enum Bad {
+    Playbook(&'static str),
+    Inventory(&'static str),
+}
+
+/// Checks that `bad` fails validation and a dry run with exit 2 and an
+/// error at `file:line` saying `says`.
+#[track_caller]
+fn rejects(bad: Bad, line: usize, says: &str) {
+    let scratch = Scratch::new();
+    let (playbook, inventory, file) = match bad {
+        Bad::Playbook(text) => (text, GOOD_INVENTORY, "playbook.yml"),
+        Bad::Inventory(text) => (GOOD_PLAYBOOK, text, "inventory.yml"),
+    };
+    scratch.write("playbook.yml", playbook);
+    scratch.write("inventory.yml", inventory);
+    for args in [
+        &["validate", "playbook.yml", "-i", "inventory.yml"][..],
+        &["run", "playbook.yml", "-i", "inventory.yml", "--dry-run"][..],
+    ] {
+        let run = scratch.orchestrate(args);
+        run.expect_code(2);
+        let place = format!("{file}:{line}:");
+        assert!(
+            run.stderr.contains(&place),
+            "{args:?}: expected an error at {place}, got:\n{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(says),
+            "{args:?}: expected {says:?} in:\n{}",
+            run.stderr
+        );
+        let source_line = (if file == "playbook.yml" {
+            playbook
+        } else {
+            inventory
+        })
+        .lines()
+        .nth(line - 1)
+        .unwrap()
+        .trim();
+        assert!(
+            run.stderr.contains(source_line),
+            "the offending line {source_line:?} is shown:\n{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains('^'),
+            "a caret points at it:\n{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        assert!(run.stdout.is_empty(), "nothing is planned: {}", run.stdout);
+    }
+}
+
+#[test]
+fn malformed_yaml() {
+    rejects(
+        Bad::Playbook("name: x\nphases:\n  - name: [unclosed\n    steps: []\n"),
+        3,
+        "",
+    );
+}
+
+#[test]
+fn unknown_key_in_a_step() {
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - run: echo\n        timout: 5m\n",
+        ),
+        6,
+        "unknown field `timout`",
+    );
+}
+
+#[test]
+fn unknown_key_at_the_top_of_a_playbook() {
+    rejects(
+        Bad::Playbook("name: x\nwave: [1]\nphases:\n  - name: p\n    steps: []\n"),
+        2,
+        "unknown field `wave`",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - run: echo\n        retries: many\n",
+        ),
+        6,
+        "",
+    );
+}
+
+#[test]
+fn a_step_with_no_action() {
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - name: nothing to do\n        retries: 2\n",
+        ),
+        5,
+        "has no action",
+    );
+}
+
+#[test]
+fn a_step_with_two_actions() {
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - name: both\n        run: echo a\n        sh: echo b\n",
+        ),
+        5,
+        "has 2 actions (run, sh)",
+    );
+}
+
+#[test]
+fn duplicate_host_names() {
+    rejects(
+        Bad::Inventory(
+            "clients:\n  a:\n    hosts:\n      - { name: h1, address: 10.0.0.1, os: linux }\n  b:\n    hosts:\n      - { name: h1, address: 10.0.0.2, os: linux }\n",
+        ),
+        7,
+        "host `h1` is already defined at line 4",
+    );
+}
+
+#[test]
+fn a_wave_list_that_cannot_cover_the_client() {
+    rejects(
+        Bad::Playbook(
+            "name: x\nwaves: [1, 1]\nphases:\n  - name: p\n    steps:\n      - run: echo\n",
+        ),
+        2,
+        "cover 2 of this client's 3 hosts",
+    );
+}
+
+#[test]
+fn a_client_wave_override_that_cannot_cover_it() {
+    rejects(
+        Bad::Inventory(
+            "clients:\n  acme:\n    waves: [1]\n    hosts:\n      - { name: a1, address: 10.0.0.1, os: linux }\n      - { name: a2, address: 10.0.0.2, os: linux }\n",
+        ),
+        3,
+        "cover 1 of this client's 2 hosts",
+    );
+}
+
+#[test]
+fn an_empty_client() {
+    rejects(
+        Bad::Inventory("clients:\n  acme:\n    hosts: []\n"),
+        3,
+        "client `acme` has an empty host list",
+    );
+}
+
+#[test]
+fn a_client_without_hosts() {
+    rejects(
+        Bad::Inventory("clients:\n  acme:\n    vars: { a: 1 }\n"),
+        3,
+        "client `acme` has no hosts",
+    );
+}
+
+#[test]
+fn a_percentage_over_100() {
+    rejects(
+        Bad::Playbook("name: x\nfailure_budget: \"150%\"\nphases:\n  - name: p\n    steps: []\n"),
+        2,
+        "must be between 0% and 100%",
+    );
+}
+
+#[test]
+fn a_duration_that_does_not_parse() {
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - run: echo\n        timeout: 5 minutes\n",
+        ),
+        6,
+        "is not a duration",
+    );
+}
+
+#[test]
+fn a_pause_that_is_neither_a_duration_nor_confirm() {
+    rejects(
+        Bad::Playbook("name: x\npause_between_waves: soon\nphases:\n  - name: p\n    steps: []\n"),
+        2,
+        "or write `confirm`",
+    );
+}
+
+#[test]
+fn an_undefined_template_variable() {
+    rejects(
+        Bad::Playbook(
+            "name: x\nvars: { greeting: hi }\nphases:\n  - name: p\n    steps:\n      - run: echo {{ greting }}\n",
+        ),
+        6,
+        "undefined variable `greting` (did you mean `greeting`?)",
+    );
+}
+
+#[test]
+fn a_template_syntax_error() {
+    rejects(
+        Bad::Playbook("name: x\nphases:\n  - name: p\n    steps:\n      - run: echo {{ oops\n"),
+        5,
+        "template syntax",
+    );
+}
+
+#[test]
+fn a_capture_name_that_cannot_be_a_variable() {
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - run: echo\n        capture: { as: 1st-result }\n",
+        ),
+        6,
+        "cannot be a variable name",
+    );
+}
+
+#[test]
+fn an_unknown_transport() {
+    rejects(
+        Bad::Inventory(
+            "clients:\n  acme:\n    hosts:\n      - { name: a1, address: 10.0.0.1, os: linux, transport: telnet }\n",
+        ),
+        4,
+        "telnet",
+    );
+}
+
+#[test]
+fn an_unknown_os() {
+    rejects(
+        Bad::Inventory(
+            "clients:\n  acme:\n    hosts:\n      - { name: a1, address: 10.0.0.1, os: windoze }\n",
+        ),
+        4,
+        "windoze",
+    );
+}
+
+#[test]
+fn a_host_without_an_address() {
+    rejects(
+        Bad::Inventory("clients:\n  acme:\n    hosts:\n      - name: a1\n        os: linux\n"),
+        4,
+        "host `a1` has no address",
+    );
+}
+
+#[test]
+fn a_template_reading_a_value_captured_later() {
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - run: echo {{ found }}\n      - run: ls\n        capture: { as: found, parse: lines }\n",
+        ),
+        5,
+        "`found` is captured by step `run ls`, which runs after this one",
+    );
+}
+
+#[test]
+fn a_script_that_does_not_exist() {
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - script: { src: scripts/missing.sh }\n",
+        ),
+        5,
+        "missing.sh does not exist",
+    );
+}
+
+#[test]
+fn the_same_name_captured_twice() {
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - run: ls\n        capture: { as: out }\n      - run: ls\n        capture: { as: out }\n",
+        ),
+        7,
+        "`out` is already captured by the step at line 5",
+    );
+}
+
+#[test]
+fn a_duplicate_key() {
+    rejects(
+        Bad::Playbook("name: x\nname: y\nphases:\n  - name: p\n    steps: []\n"),
+        2,
+        "",
+    );
+}
+
+#[test]
+fn concurrency_zero() {
+    rejects(
+        Bad::Playbook("name: x\nconcurrency: 0\nphases:\n  - name: p\n    steps: []\n"),
+        2,
+        "concurrency 0",
+    );
+}
+
+#[test]
+fn a_missing_secret_fails_a_real_run_but_not_a_dry_run() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "playbook.yml",
+        "name: x\nphases:\n  - name: p\n    steps:\n      - run: echo {{ secret(name=\"NO_SUCH_SECRET_XY\") }}\n",
+    );
+    scratch.write("inventory.yml", GOOD_INVENTORY);
+    scratch
+        .orchestrate(&["run", "playbook.yml", "-i", "inventory.yml", "--dry-run"])
+        .expect_code(0);
+    let run = scratch.orchestrate(&["run", "playbook.yml", "-i", "inventory.yml"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("playbook.yml:5:"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("secret `NO_SUCH_SECRET_XY` is not set: export the environment variable NO_SUCH_SECRET_XY"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_unknown_client_or_an_empty_selection() {
+    let scratch = Scratch::new();
+    scratch.write("playbook.yml", GOOD_PLAYBOOK);
+    scratch.write("inventory.yml", GOOD_INVENTORY);
+    let run = scratch.orchestrate(&[
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--dry-run",
+        "--client",
+        "nope",
+    ]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("--client nope: no such client") && run.stderr.contains("acme"),
+        "{}",
+        run.stderr
+    );
+    let run = scratch.orchestrate(&[
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--dry-run",
+        "--limit",
+        "zz*",
+    ]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("no host"), "{}", run.stderr);
+}
+
+#[test]
+fn a_missing_file() {
+    let scratch = Scratch::new();
+    scratch.write("inventory.yml", GOOD_INVENTORY);
+    let run = scratch.orchestrate(&["validate", "nope.yml", "-i", "inventory.yml"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("cannot read nope.yml"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn several_problems_are_reported_together() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "playbook.yml",
+        "name: x\nphases:\n  - name: p\n    steps:\n      - name: none\n      - run: a\n        sh: b\n",
+    );
+    scratch.write("inventory.yml", "clients:\n  acme:\n    hosts: []\n");
+    let run = scratch.orchestrate(&["validate", "playbook.yml", "-i", "inventory.yml"]);
+    run.expect_code(2);
+    for expected in [
+        "playbook.yml:5:",
+        "playbook.yml:6:",
+        "inventory.yml:3:",
+        "3 problems found",
+    ] {
+        assert!(run.stderr.contains(expected), "{expected}: {}", run.stderr);
+    }
+}
