@@ -11,4 +11,5 @@ pub mod cli;
 pub mod load;
 pub mod plan;
 pub mod report;
+pub mod run;
 pub mod transport;

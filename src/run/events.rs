@@ -1,0 +1,256 @@
+//! The one type the runner and everything that watches it share.
+//!
+//! The runner decides and emits [`Event`]s; it never prints. Progress bars,
+//! the JSON-lines log, the final summary, the JSON report and the journal
+//! are all [`Observer`]s of the same stream. Events are delivered
+//! synchronously, in order, to every observer before the runner goes on,
+//! so an observer that writes to disk (the journal) has recorded a step's
+//! end before the next step starts: a crash loses nothing that finished.
+//!
+//! Events carry no secret values: commands and output are redacted before
+//! they are put in an event, and `sensitive` steps carry no output at all.
+
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::plan::Wave;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Ok,
+    Failed,
+    Skipped,
+    TimedOut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostStatus {
+    Succeeded,
+    Failed,
+    RollbackFailed,
+    Unreachable,
+    Skipped,
+    NotStarted,
+}
+
+impl HostStatus {
+    /// Counts against the client's failure budget.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            HostStatus::Failed | HostStatus::RollbackFailed | HostStatus::Unreachable
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostStatus::Succeeded => "succeeded",
+            HostStatus::Failed => "failed",
+            HostStatus::RollbackFailed => "rollback_failed",
+            HostStatus::Unreachable => "unreachable",
+            HostStatus::Skipped => "skipped",
+            HostStatus::NotStarted => "not_started",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientStatus {
+    Succeeded,
+    Failed,
+    Halted,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    Halted,
+    RollbackFailed,
+    Interrupted,
+}
+
+/// A host as the run starts: where it stands in its client.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostInfo {
+    pub name: String,
+    pub wave: Option<usize>,
+    pub skipped: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientInfo {
+    pub name: String,
+    pub waves: Vec<Wave>,
+    pub hosts: Vec<HostInfo>,
+    pub allowed_failures: usize,
+}
+
+/// A step's end, as every observer records it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub phase: String,
+    pub name: String,
+    /// Position in the host's step list (0-based), for resume.
+    pub index: usize,
+    pub status: StepStatus,
+    pub exit_code: Option<i32>,
+    pub attempts: u32,
+    pub duration_ms: u64,
+    /// Why it was skipped, what failed, or what `--check` says it would do.
+    pub detail: Option<String>,
+    /// Redacted, capped; `None` for sensitive steps.
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub check_safe: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackRecord {
+    pub name: String,
+    pub status: StepStatus,
+    pub exit_code: Option<i32>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        run_id: String,
+        playbook: String,
+        inventory: String,
+        started_at: String,
+        check: bool,
+        clients: Vec<ClientInfo>,
+    },
+    WaveStarted {
+        client: String,
+        wave: usize,
+        hosts: Vec<String>,
+    },
+    WaveFinished {
+        client: String,
+        wave: usize,
+        failed_so_far: usize,
+        allowed_failures: usize,
+    },
+    /// Waiting between waves (a duration, or for confirmation).
+    Paused {
+        client: String,
+        next_wave: usize,
+        reason: String,
+    },
+    ClientHalted {
+        client: String,
+        reason: String,
+    },
+    HostStarted {
+        client: String,
+        host: String,
+        wave: usize,
+    },
+    StepStarted {
+        client: String,
+        host: String,
+        index: usize,
+        phase: String,
+        name: String,
+        attempt: u32,
+    },
+    StepFinished {
+        client: String,
+        host: String,
+        step: StepRecord,
+    },
+    RollbackStarted {
+        client: String,
+        host: String,
+        reason: String,
+    },
+    RollbackStepFinished {
+        client: String,
+        host: String,
+        step: RollbackRecord,
+    },
+    Rebooting {
+        client: String,
+        host: String,
+    },
+    HostFinished {
+        client: String,
+        host: String,
+        status: HostStatus,
+        error: Option<String>,
+        protection_gap_ms: Option<u64>,
+    },
+    /// A host that will not be started (a halt or an interruption).
+    HostNotStarted {
+        client: String,
+        host: String,
+        reason: String,
+    },
+    ClientFinished {
+        client: String,
+        status: ClientStatus,
+    },
+    /// The first Ctrl-C: no new hosts or steps start.
+    Interrupting,
+    RunFinished {
+        status: RunStatus,
+        finished_at: String,
+    },
+}
+
+/// Something that watches a run. Called in order, on the runner's task:
+/// keep it quick (write a line, update a bar, insert a row).
+pub trait Observer: Send {
+    fn on_event(&mut self, event: &Event);
+}
+
+/// Delivers events to every observer.
+#[derive(Default)]
+pub struct Events {
+    observers: Mutex<Vec<Box<dyn Observer>>>,
+}
+
+impl Events {
+    pub fn new(observers: Vec<Box<dyn Observer>>) -> Events {
+        Events {
+            observers: Mutex::new(observers),
+        }
+    }
+
+    pub fn emit(&self, event: Event) {
+        let mut observers = self.observers.lock().unwrap_or_else(|p| p.into_inner());
+        for observer in observers.iter_mut() {
+            observer.on_event(&event);
+        }
+    }
+
+    /// Takes the observers back (to read what they gathered).
+    pub fn into_observers(self) -> Vec<Box<dyn Observer>> {
+        self.observers.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An observer that keeps every event; for tests and the report builder.
+#[derive(Default, Clone)]
+pub struct Recorder {
+    pub events: std::sync::Arc<Mutex<Vec<Event>>>,
+}
+
+impl Observer for Recorder {
+    fn on_event(&mut self, event: &Event) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event.clone());
+    }
+}

@@ -1,0 +1,566 @@
+//! One host's run: its steps in order, then, if one fails, the rollback of
+//! everything done so far and the playbook's `on_failure` steps.
+//!
+//! The rule this module exists to keep: an endpoint is never left without
+//! protection and without a record. Every path out of [`run_host`] emits a
+//! `HostFinished`; a step that fails after its retries, and an interruption
+//! that catches a host half migrated, both roll the host back before it is
+//! let go.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::capture;
+use super::events::{Event, Events, HostStatus, RollbackRecord, StepRecord, StepStatus};
+use crate::load::{Mark, Step};
+use crate::plan::{HostPlan, Plan, PlannedStep, Redactor, RenderedAction};
+use crate::transport::{
+    Command, Connectors, Execution, ExitStatus, Script, Session, TransportError,
+};
+
+/// Output kept per step in records: the last 64 KiB.
+const OUTPUT_CAP: usize = 64 * 1024;
+
+pub(crate) struct HostRun<'a> {
+    pub plan: &'a Plan,
+    pub host: &'a HostPlan,
+    pub events: &'a Events,
+    pub redactor: &'a Redactor,
+    /// The first Ctrl-C: start no further step.
+    pub stop: &'a CancellationToken,
+    /// `--check`: run only check_safe steps; say what the others would do.
+    pub check: bool,
+}
+
+/// What a step attempt came to.
+struct Attempt {
+    status: StepStatus,
+    exit_code: Option<i32>,
+    detail: Option<String>,
+    stdout: String,
+    stderr: String,
+}
+
+impl HostRun<'_> {
+    fn client(&self) -> String {
+        self.host.client.clone()
+    }
+
+    fn finish(&self, status: HostStatus, error: Option<String>, gap: Option<Duration>) -> HostStatus {
+        self.events.emit(Event::HostFinished {
+            client: self.client(),
+            host: self.host.name.clone(),
+            status,
+            error: error.map(|e| self.redactor.redact(&e)),
+            protection_gap_ms: gap.map(|g| g.as_millis() as u64),
+        });
+        status
+    }
+}
+
+/// Tracks how long the endpoint went without protection, from the steps
+/// marked `protection_off` / `protection_on`.
+#[derive(Default)]
+struct Gap {
+    since: Option<Instant>,
+    total: Option<Duration>,
+}
+
+impl Gap {
+    fn off(&mut self) {
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+    }
+    fn on(&mut self) {
+        if let Some(since) = self.since.take() {
+            *self.total.get_or_insert(Duration::ZERO) += since.elapsed();
+        }
+    }
+    fn end(mut self) -> Option<Duration> {
+        self.on();
+        self.total
+    }
+}
+
+pub(crate) async fn run_host(run: HostRun<'_>, connectors: &Connectors) -> HostStatus {
+    let host = run.host;
+    let session = match connect(host, connectors).await {
+        Ok(session) => session,
+        Err(e) => return run.finish(HostStatus::Unreachable, Some(e.to_string()), None),
+    };
+    let status = run_steps(&run, session.as_ref()).await;
+    session.close().await;
+    status
+}
+
+async fn connect(host: &HostPlan, connectors: &Connectors) -> Result<Box<dyn Session>, TransportError> {
+    let connector = connectors.for_kind(host.target.kind)?;
+    // The transports bound their own handshakes; this is the backstop
+    // that keeps one silent host from holding a fork forever.
+    let limit = host.target.connect_timeout * 2 + Duration::from_secs(5);
+    match tokio::time::timeout(limit, connector.connect(&host.target)).await {
+        Ok(result) => result,
+        Err(_) => Err(TransportError::Unreachable(format!(
+            "host {}: no connection after {}s",
+            host.name,
+            limit.as_secs()
+        ))),
+    }
+}
+
+async fn run_steps(run: &HostRun<'_>, session: &dyn Session) -> HostStatus {
+    let mut vars: Map<String, Value> = run.host.vars.clone();
+    let mut done: Vec<&PlannedStep> = Vec::new();
+    let mut changed = false;
+    let mut gap = Gap::default();
+
+    for (index, step) in run.host.steps.iter().enumerate() {
+        if run.stop.is_cancelled() {
+            if !changed {
+                return run.finish(
+                    HostStatus::NotStarted,
+                    Some("interrupted before anything was changed".into()),
+                    gap.end(),
+                );
+            }
+            let reason = format!("interrupted after step `{}`", done.last().map(|s| s.name()).unwrap_or(""));
+            return roll_back(run, session, &done, &mut vars, reason, gap).await;
+        }
+        let def = &step.def.step;
+        if let Some(reason) = skip_reason(run, step, &vars) {
+            emit_step(run, step, index, skipped(reason));
+            continue;
+        }
+        if run.check && !def.check_safe {
+            let detail = match resolve_action(run, step, &vars) {
+                Ok(action) => format!("would run: {}", run.redactor.redact(&action.describe())),
+                Err(e) => format!("would run (not renderable yet: {e})"),
+            };
+            emit_step(run, step, index, skipped(detail));
+            continue;
+        }
+        if def.marks == Some(Mark::ProtectionOff) {
+            gap.off();
+        }
+        let (attempt, attempts, duration) = run_with_retries(run, session, step, index, &mut vars).await;
+        let ok = attempt.status == StepStatus::Ok;
+        let error = (!ok).then(|| {
+            format!(
+                "step `{}` ({}) {}",
+                def.name,
+                step.phase(),
+                attempt.detail.clone().unwrap_or_else(|| "failed".into())
+            )
+        });
+        emit_record(run, step, index, &attempt, attempts, duration);
+        if !ok {
+            if run.check {
+                return run.finish(HostStatus::Failed, error, gap.end());
+            }
+            let mut to_undo = done.clone();
+            to_undo.push(step);
+            return roll_back(run, session, &to_undo, &mut vars, error.unwrap_or_default(), gap).await;
+        }
+        if def.marks == Some(Mark::ProtectionOn) {
+            gap.on();
+        }
+        changed |= !def.check_safe;
+        done.push(step);
+    }
+    run.finish(HostStatus::Succeeded, None, gap.end())
+}
+
+fn skipped(detail: String) -> Attempt {
+    Attempt {
+        status: StepStatus::Skipped,
+        exit_code: None,
+        detail: Some(detail),
+        stdout: String::new(),
+        stderr: String::new(),
+    }
+}
+
+/// Why a step does not run here: planned so, or its `when` is false now.
+fn skip_reason(run: &HostRun<'_>, step: &PlannedStep, vars: &Map<String, Value>) -> Option<String> {
+    if let Some(reason) = &step.skip {
+        return Some(reason.clone());
+    }
+    let when = step.def.step.when.as_ref()?;
+    if !step.when_deferred {
+        return None;
+    }
+    match condition(run, &format!("{}.when", step.def.key), vars) {
+        Ok(true) => None,
+        Ok(false) => Some(format!("when `{}` is false", when.text.trim())),
+        // A `when` that cannot be decided does not run the step; the
+        // record says why, so nothing happens silently.
+        Err(e) => Some(format!("when `{}` could not be decided: {e}", when.text.trim())),
+    }
+}
+
+fn context(vars: &Map<String, Value>) -> tera::Context {
+    tera::Context::from_serialize(vars).unwrap_or_default()
+}
+
+fn condition(run: &HostRun<'_>, key: &str, vars: &Map<String, Value>) -> Result<bool, String> {
+    run.plan
+        .templates
+        .condition(key, &context(vars), &run.plan.playbook.source)
+        .map_err(|e| e.message)
+}
+
+fn resolve_action(run: &HostRun<'_>, step: &PlannedStep, vars: &Map<String, Value>) -> Result<RenderedAction, String> {
+    if let Some(action) = &step.action {
+        return Ok(action.clone());
+    }
+    crate::plan::render_action(
+        &run.plan.templates,
+        &run.plan.playbook.source,
+        &run.plan.playbook.dir(),
+        &step.def,
+        &context(vars),
+    )
+    .map_err(|e| format!("template at line {}: {}", e.at.line, e.message))
+}
+
+/// Runs a step until it succeeds (and its `until` holds) or its retries
+/// are spent. Returns the last attempt, the number of attempts and the time.
+async fn run_with_retries(
+    run: &HostRun<'_>,
+    session: &dyn Session,
+    step: &PlannedStep,
+    index: usize,
+    vars: &mut Map<String, Value>,
+) -> (Attempt, u32, Duration) {
+    let def = &step.def.step;
+    let started = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        run.events.emit(Event::StepStarted {
+            client: run.client(),
+            host: run.host.name.clone(),
+            index,
+            phase: step.phase().to_string(),
+            name: def.name.clone(),
+            attempt: attempts,
+        });
+        let attempt = attempt_step(run, session, step, vars).await;
+        if attempt.status == StepStatus::Ok || attempts > def.retries || run.stop.is_cancelled() {
+            return (attempt, attempts, started.elapsed());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(def.retry_delay.0) => {}
+            _ = run.stop.cancelled() => return (attempt, attempts, started.elapsed()),
+        }
+    }
+}
+
+async fn attempt_step(
+    run: &HostRun<'_>,
+    session: &dyn Session,
+    step: &PlannedStep,
+    vars: &mut Map<String, Value>,
+) -> Attempt {
+    let def: &Step = &step.def.step;
+    let action = match resolve_action(run, step, vars) {
+        Ok(action) => action,
+        Err(e) => return failed(None, e),
+    };
+    let execution = match perform(run, session, &action, def.timeout.map(|t| t.0)).await {
+        Ok(execution) => execution,
+        Err(e) => return failed(None, e.to_string()),
+    };
+    let stdout = String::from_utf8_lossy(&execution.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&execution.stderr).into_owned();
+    let mut attempt = Attempt {
+        status: StepStatus::Ok,
+        exit_code: None,
+        detail: None,
+        stdout,
+        stderr,
+    };
+    match execution.status {
+        ExitStatus::Code(code) => {
+            attempt.exit_code = Some(code);
+            // A reboot code is a success that asks for a reboot (msiexec 3010, 1641).
+            if !def.ok_codes.contains(&code) && !def.reboot_codes.contains(&code) {
+                attempt.status = StepStatus::Failed;
+                attempt.detail = Some(format!("exited with {code} (ok: {:?}){}", def.ok_codes, last_line(&attempt.stderr)));
+                return attempt;
+            }
+            if def.reboot_codes.contains(&code) {
+                run.events.emit(Event::Rebooting {
+                    client: run.client(),
+                    host: run.host.name.clone(),
+                });
+                let timeout = def.timeout.map(|t| t.0).unwrap_or(crate::plan::DEFAULT_REBOOT_TIMEOUT);
+                if let Err(e) = session.reboot(timeout).await {
+                    attempt.status = StepStatus::Failed;
+                    attempt.detail = Some(format!("exited with {code}, which asks for a reboot, and the reboot failed: {e}"));
+                    return attempt;
+                }
+            }
+        }
+        ExitStatus::Signal(signal) => {
+            attempt.status = StepStatus::Failed;
+            attempt.detail = Some(format!("was killed by signal {signal}"));
+            return attempt;
+        }
+        ExitStatus::TimedOut => {
+            attempt.status = StepStatus::TimedOut;
+            attempt.detail = Some(format!(
+                "timed out after {} and was killed",
+                def.timeout.map(|t| t.to_string()).unwrap_or_default()
+            ));
+            return attempt;
+        }
+    }
+    if let Some(capture) = &def.capture {
+        match capture::parse(capture.parse, &attempt.stdout) {
+            Ok(value) => {
+                vars.insert(capture.name.clone(), value);
+            }
+            Err(e) => {
+                attempt.status = StepStatus::Failed;
+                attempt.detail = Some(format!("output could not be captured as `{}`: {e}", capture.name));
+                return attempt;
+            }
+        }
+    }
+    if let Some(until) = &def.until {
+        let mut with_result = vars.clone();
+        with_result.insert(
+            "result".into(),
+            json!({ "exit_code": attempt.exit_code, "stdout": attempt.stdout, "stderr": attempt.stderr }),
+        );
+        match condition(run, &format!("{}.until", step.def.key), &with_result) {
+            Ok(true) => {}
+            Ok(false) => {
+                attempt.status = StepStatus::Failed;
+                attempt.detail = Some(format!("until `{}` is not met", until.text.trim()));
+            }
+            Err(e) => {
+                attempt.status = StepStatus::Failed;
+                attempt.detail = Some(format!("until `{}` could not be decided: {e}", until.text.trim()));
+            }
+        }
+    }
+    attempt
+}
+
+fn last_line(stderr: &str) -> String {
+    match stderr.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(line) => format!(": {}", line.trim()),
+        None => String::new(),
+    }
+}
+
+fn failed(exit_code: Option<i32>, detail: String) -> Attempt {
+    Attempt {
+        status: StepStatus::Failed,
+        exit_code,
+        detail: Some(detail),
+        stdout: String::new(),
+        stderr: String::new(),
+    }
+}
+
+/// Carries out a rendered action over the session.
+async fn perform(
+    run: &HostRun<'_>,
+    session: &dyn Session,
+    action: &RenderedAction,
+    timeout: Option<Duration>,
+) -> Result<Execution, TransportError> {
+    let done = || Execution {
+        status: ExitStatus::Code(0),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    match action {
+        RenderedAction::Shell(script) => {
+            let mut command = Command::new(script.clone());
+            command.timeout = timeout;
+            session.execute(&command, None).await
+        }
+        RenderedAction::Script { src, args } => {
+            let contents = read_local(src)?;
+            let name = src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "script".into());
+            let remote = session.temp_path(&name);
+            session.upload(&contents, &remote, 0o755).await?;
+            let mut command = Command::new(script_command(run, &remote, &name, args));
+            command.timeout = timeout;
+            let result = session.execute(&command, None).await;
+            // The copy goes whatever happened; a failure to remove it is
+            // not worth failing the step for.
+            let _ = session.remove(&remote).await;
+            result
+        }
+        RenderedAction::Upload { src, dest, mode } => {
+            let contents = read_local(src)?;
+            session.upload(&contents, dest, *mode).await?;
+            Ok(done())
+        }
+        RenderedAction::Reboot { timeout } => {
+            run.events.emit(Event::Rebooting {
+                client: run.client(),
+                host: run.host.name.clone(),
+            });
+            session.reboot(*timeout).await?;
+            Ok(done())
+        }
+        RenderedAction::Wait(duration) => {
+            tokio::time::sleep(*duration).await;
+            Ok(done())
+        }
+    }
+}
+
+fn read_local(src: &std::path::Path) -> Result<Vec<u8>, TransportError> {
+    std::fs::read(src).map_err(|e| TransportError::Other(format!("cannot read {} on this controller: {e}", src.display())))
+}
+
+/// How an uploaded script is started: by its interpreter on Windows, as an
+/// executable elsewhere.
+fn script_command(run: &HostRun<'_>, remote: &str, name: &str, args: &[String]) -> Script {
+    use crate::plan::quote::{ps_quote, sh_quote};
+    if run.host.os.is_posix() {
+        let mut line = sh_quote(remote);
+        for arg in args {
+            line.push(' ');
+            line.push_str(&sh_quote(arg));
+        }
+        Script::Sh(line)
+    } else if name.ends_with(".bat") || name.ends_with(".cmd") {
+        let mut line = format!("\"{remote}\"");
+        for arg in args {
+            line.push(' ');
+            line.push_str(arg);
+        }
+        Script::Cmd(line)
+    } else {
+        let mut line = format!("& {}", ps_quote(remote));
+        for arg in args {
+            line.push(' ');
+            line.push_str(&ps_quote(arg));
+        }
+        Script::PowerShell(line)
+    }
+}
+
+fn cap(text: &str) -> String {
+    if text.len() <= OUTPUT_CAP {
+        return text.to_string();
+    }
+    let mut start = text.len() - OUTPUT_CAP;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[... {} bytes cut ...]\n{}", start, &text[start..])
+}
+
+fn emit_step(run: &HostRun<'_>, step: &PlannedStep, index: usize, attempt: Attempt) {
+    emit_record(run, step, index, &attempt, 0, Duration::ZERO);
+}
+
+fn emit_record(run: &HostRun<'_>, step: &PlannedStep, index: usize, attempt: &Attempt, attempts: u32, duration: Duration) {
+    let def = &step.def.step;
+    let keep = |text: &str| (!def.sensitive).then(|| cap(&run.redactor.redact(text)));
+    run.events.emit(Event::StepFinished {
+        client: run.client(),
+        host: run.host.name.clone(),
+        step: StepRecord {
+            phase: step.phase().to_string(),
+            name: def.name.clone(),
+            index,
+            status: attempt.status,
+            exit_code: attempt.exit_code,
+            attempts,
+            duration_ms: duration.as_millis() as u64,
+            detail: attempt.detail.as_ref().map(|d| run.redactor.redact(d)),
+            stdout: keep(&attempt.stdout),
+            stderr: keep(&attempt.stderr),
+            check_safe: def.check_safe,
+        },
+    });
+}
+
+/// Undoes `done` (the failed step last) in reverse order, then runs the
+/// playbook's `on_failure` steps. Every rollback step is tried even when
+/// one fails: each may restore a different part of the protection.
+async fn roll_back(
+    run: &HostRun<'_>,
+    session: &dyn Session,
+    done: &[&PlannedStep],
+    vars: &mut Map<String, Value>,
+    reason: String,
+    mut gap: Gap,
+) -> HostStatus {
+    run.events.emit(Event::RollbackStarted {
+        client: run.client(),
+        host: run.host.name.clone(),
+        reason: run.redactor.redact(&reason),
+    });
+    let mut all_ok = true;
+    for step in done.iter().rev() {
+        for undo in &step.rollback {
+            all_ok &= run_rollback_step(run, session, undo, vars).await;
+        }
+    }
+    for step in &run.host.on_failure {
+        all_ok &= run_rollback_step(run, session, step, vars).await;
+    }
+    if all_ok {
+        // Rolled back: protection is what it was before (or on_failure
+        // switched some on).
+        gap.on();
+        run.finish(HostStatus::Failed, Some(reason), gap.end())
+    } else {
+        run.finish(
+            HostStatus::RollbackFailed,
+            Some(format!("{reason}; the rollback failed too: a person must look at this host")),
+            gap.end(),
+        )
+    }
+}
+
+async fn run_rollback_step(
+    run: &HostRun<'_>,
+    session: &dyn Session,
+    step: &PlannedStep,
+    vars: &mut Map<String, Value>,
+) -> bool {
+    let def = &step.def.step;
+    let record = |status: StepStatus, exit_code: Option<i32>, detail: Option<String>| {
+        run.events.emit(Event::RollbackStepFinished {
+            client: run.client(),
+            host: run.host.name.clone(),
+            step: RollbackRecord {
+                name: def.name.clone(),
+                status,
+                exit_code,
+                detail: detail.map(|d| run.redactor.redact(&d)),
+            },
+        });
+    };
+    if let Some(reason) = skip_reason(run, step, vars) {
+        record(StepStatus::Skipped, None, Some(reason));
+        return true;
+    }
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let attempt = attempt_step(run, session, step, vars).await;
+        if attempt.status == StepStatus::Ok || attempts > def.retries {
+            let ok = attempt.status == StepStatus::Ok;
+            record(attempt.status, attempt.exit_code, attempt.detail);
+            return ok;
+        }
+        tokio::time::sleep(def.retry_delay.0).await;
+    }
+}
+

@@ -1,0 +1,121 @@
+//! Run: execute a plan over the transports, emitting events.
+//!
+//! [`scheduler`] decides which host runs when (waves, budgets, pauses,
+//! parallelism); [`host`] runs one host's steps and rollback; [`capture`]
+//! turns output into values. Nothing here prints: everything a person or
+//! a file sees is drawn by an observer of [`events`].
+
+pub mod capture;
+pub mod events;
+mod host;
+pub mod scheduler;
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+pub use events::{
+    ClientStatus, Event, Events, HostStatus, Observer, Recorder, RunStatus, StepStatus,
+};
+pub use scheduler::{AlwaysYes, Confirm, Interrupt};
+
+use crate::plan::Plan;
+use crate::transport::Connectors;
+
+pub struct RunOptions {
+    pub run_id: String,
+    pub forks: usize,
+    pub check: bool,
+    pub confirm: Arc<dyn Confirm>,
+}
+
+/// How a run ended, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub status: RunStatus,
+}
+
+/// Runs `plan` to its end (or its interruption) and emits every event.
+pub async fn execute(
+    plan: Arc<Plan>,
+    connectors: Connectors,
+    options: RunOptions,
+    events: Arc<Events>,
+    interrupt: Interrupt,
+) -> RunOutcome {
+    events.emit(Event::RunStarted {
+        run_id: options.run_id.clone(),
+        playbook: plan.playbook_path.display().to_string(),
+        inventory: plan.inventory_path.display().to_string(),
+        started_at: now(),
+        check: options.check,
+        clients: plan
+            .clients
+            .iter()
+            .map(|c| events::ClientInfo {
+                name: c.name.clone(),
+                waves: c.waves.clone(),
+                allowed_failures: c.allowed_failures,
+                hosts: c
+                    .hosts
+                    .iter()
+                    .map(|h| events::HostInfo {
+                        name: h.name.clone(),
+                        wave: h.wave,
+                        skipped: h.skipped.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    });
+    let scheduler = Arc::new(scheduler::Scheduler {
+        redactor: Arc::new(plan.redactor()),
+        plan,
+        connectors,
+        events: Arc::clone(&events),
+        forks: Arc::new(Semaphore::new(options.forks.max(1))),
+        confirm: options.confirm,
+        interrupt: interrupt.clone(),
+        check: options.check,
+    });
+    let clients = tokio::select! {
+        clients = scheduler.run() => clients,
+        _ = interrupt.hard.cancelled() => Vec::new(),
+    };
+    let status = if interrupt.hard.is_cancelled() {
+        RunStatus::Interrupted
+    } else {
+        run_status(&clients, &events)
+    };
+    events.emit(Event::RunFinished {
+        status,
+        finished_at: now(),
+    });
+    RunOutcome { status }
+}
+
+fn run_status(clients: &[(String, ClientStatus)], _events: &Events) -> RunStatus {
+    let any = |s: ClientStatus| clients.iter().any(|(_, c)| *c == s);
+    if any(ClientStatus::Interrupted) {
+        RunStatus::Interrupted
+    } else if any(ClientStatus::Halted) {
+        RunStatus::Halted
+    } else if any(ClientStatus::Failed) {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    }
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A run id: sortable by time, unique enough for one MSP's journal.
+pub fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    hasher.write_u32(std::process::id());
+    format!("{}-{:04x}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), hasher.finish() & 0xffff)
+}

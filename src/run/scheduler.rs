@@ -1,0 +1,281 @@
+//! The scheduler: clients side by side, each client's waves one after
+//! another, the hosts of a wave in parallel, and the failure budget.
+//!
+//! What MSPs cannot get from Ansible's `serial` + `max_fail_percentage`:
+//! the budget is counted per client over the whole run (not per batch),
+//! exceeding it halts that client only (its hosts in flight finish, none of
+//! its hosts starts again, other clients go on), and a budget of "100%"
+//! never halts, even when every host of a wave fails.
+//!
+//! Parallelism has two bounds: a client's `concurrency` and `--forks` over
+//! all clients. Hosts wait for their client's permit first, then for a
+//! fork, both queues first-come first-served, so hosts start in inventory
+//! order and one large client cannot starve the others of its own permits.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::events::{ClientStatus, Event, Events, HostStatus};
+use super::host::{HostRun, run_host};
+use crate::load::Pause;
+use crate::plan::{ClientPlan, Plan, Redactor};
+use crate::transport::Connectors;
+
+/// Asks whether to go on to the next wave (`pause_between_waves: confirm`).
+#[async_trait]
+pub trait Confirm: Send + Sync {
+    /// `Ok(())` to go on; `Err(why)` halts the client with that reason.
+    async fn confirm(&self, client: &str, next_wave: usize, so_far: &str) -> Result<(), String>;
+}
+
+/// `--yes`: every confirmation is answered yes.
+pub struct AlwaysYes;
+
+#[async_trait]
+impl Confirm for AlwaysYes {
+    async fn confirm(&self, _: &str, _: usize, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// First and second Ctrl-C.
+#[derive(Clone, Default)]
+pub struct Interrupt {
+    /// Start no new host or step; let running steps end; roll back hosts
+    /// caught half-way.
+    pub soft: CancellationToken,
+    /// Stop at once.
+    pub hard: CancellationToken,
+}
+
+pub struct Scheduler {
+    pub plan: Arc<Plan>,
+    pub connectors: Connectors,
+    pub events: Arc<Events>,
+    pub forks: Arc<Semaphore>,
+    pub confirm: Arc<dyn Confirm>,
+    pub interrupt: Interrupt,
+    pub check: bool,
+    pub redactor: Arc<Redactor>,
+}
+
+/// Where a client stands while its waves run.
+struct ClientState {
+    failed: AtomicUsize,
+    halted: AtomicBool,
+    /// Why the client halted, said once.
+    reason: Mutex<Option<String>>,
+}
+
+impl Scheduler {
+    /// Runs every client to its end; returns each client's status.
+    pub async fn run(self: Arc<Self>) -> Vec<(String, ClientStatus)> {
+        let mut clients = tokio::task::JoinSet::new();
+        for index in 0..self.plan.clients.len() {
+            let this = Arc::clone(&self);
+            clients.spawn(async move {
+                let client = &this.plan.clients[index];
+                (client.name.clone(), this.run_client(client).await)
+            });
+        }
+        let mut statuses = Vec::new();
+        while let Some(done) = clients.join_next().await {
+            if let Ok(status) = done {
+                statuses.push(status);
+            }
+        }
+        // Report in inventory order, whatever order clients ended in.
+        statuses.sort_by_key(|(name, _)| self.plan.clients.iter().position(|c| &c.name == name));
+        statuses
+    }
+
+    async fn run_client(self: &Arc<Self>, client: &ClientPlan) -> ClientStatus {
+        for host in client.hosts.iter().filter(|h| h.skipped.is_some()) {
+            self.events.emit(Event::HostFinished {
+                client: client.name.clone(),
+                host: host.name.clone(),
+                status: HostStatus::Skipped,
+                error: host.skipped.clone(),
+                protection_gap_ms: None,
+            });
+        }
+        let state = Arc::new(ClientState {
+            failed: AtomicUsize::new(0),
+            halted: AtomicBool::new(false),
+            reason: Mutex::new(None),
+        });
+        let permits = Arc::new(Semaphore::new(client.concurrency));
+        let mut any_failed = false;
+        for wave in &client.waves {
+            if state.halted.load(Ordering::SeqCst) || self.interrupt.soft.is_cancelled() {
+                self.not_started(client, &wave.hosts, &state);
+                continue;
+            }
+            if wave.index > 1 {
+                if let Err(reason) = self.pause(client, wave.index, &state).await {
+                    self.halt(client, &state, reason);
+                    self.not_started(client, &wave.hosts, &state);
+                    continue;
+                }
+                if self.interrupt.soft.is_cancelled() {
+                    self.not_started(client, &wave.hosts, &state);
+                    continue;
+                }
+            }
+            self.events.emit(Event::WaveStarted {
+                client: client.name.clone(),
+                wave: wave.index,
+                hosts: wave.hosts.clone(),
+            });
+            let mut hosts = tokio::task::JoinSet::new();
+            for name in &wave.hosts {
+                let this = Arc::clone(self);
+                let state = Arc::clone(&state);
+                let permits = Arc::clone(&permits);
+                let client_index = self.plan.clients.iter().position(|c| c.name == client.name).unwrap_or(0);
+                let name = name.clone();
+                let wave_index = wave.index;
+                hosts.spawn(async move {
+                    let client = &this.plan.clients[client_index];
+                    this.run_one(client, &name, wave_index, &state, &permits).await
+                });
+            }
+            while let Some(done) = hosts.join_next().await {
+                if let Ok(status) = done {
+                    any_failed |= status.is_failure();
+                }
+            }
+            self.events.emit(Event::WaveFinished {
+                client: client.name.clone(),
+                wave: wave.index,
+                failed_so_far: state.failed.load(Ordering::SeqCst),
+                allowed_failures: client.allowed_failures,
+            });
+        }
+        let status = if state.halted.load(Ordering::SeqCst) {
+            ClientStatus::Halted
+        } else if self.interrupt.soft.is_cancelled() {
+            ClientStatus::Interrupted
+        } else if any_failed {
+            ClientStatus::Failed
+        } else {
+            ClientStatus::Succeeded
+        };
+        self.events.emit(Event::ClientFinished {
+            client: client.name.clone(),
+            status,
+        });
+        status
+    }
+
+    async fn run_one(
+        self: &Arc<Self>,
+        client: &ClientPlan,
+        name: &str,
+        wave: usize,
+        state: &ClientState,
+        permits: &Semaphore,
+    ) -> HostStatus {
+        let Some(host) = client.host(name) else {
+            return HostStatus::NotStarted;
+        };
+        let _client_permit = permits.acquire().await.expect("never closed");
+        let _fork = self.forks.acquire().await.expect("never closed");
+        if state.halted.load(Ordering::SeqCst) || self.interrupt.soft.is_cancelled() {
+            self.not_started(client, &[name.to_string()], state);
+            return HostStatus::NotStarted;
+        }
+        self.events.emit(Event::HostStarted {
+            client: client.name.clone(),
+            host: name.to_string(),
+            wave,
+        });
+        let run = HostRun {
+            plan: &self.plan,
+            host,
+            events: &self.events,
+            redactor: &self.redactor,
+            stop: &self.interrupt.soft,
+            check: self.check,
+        };
+        let status = run_host(run, &self.connectors).await;
+        if status.is_failure() {
+            let failed = state.failed.fetch_add(1, Ordering::SeqCst) + 1;
+            if failed > client.allowed_failures {
+                self.halt(
+                    client,
+                    state,
+                    format!(
+                        "{failed} hosts failed, more than the failure budget of {} allows ({}); fix the cause, then resume the run",
+                        client.failure_budget, client.allowed_failures
+                    ),
+                );
+            }
+        }
+        status
+    }
+
+    fn halt(&self, client: &ClientPlan, state: &ClientState, reason: String) {
+        if !state.halted.swap(true, Ordering::SeqCst) {
+            *state.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+            self.events.emit(Event::ClientHalted {
+                client: client.name.clone(),
+                reason,
+            });
+        }
+    }
+
+    fn not_started(&self, client: &ClientPlan, hosts: &[String], state: &ClientState) {
+        let reason = if state.halted.load(Ordering::SeqCst) {
+            "the client was halted".to_string()
+        } else {
+            "the run was interrupted".to_string()
+        };
+        for host in hosts {
+            self.events.emit(Event::HostNotStarted {
+                client: client.name.clone(),
+                host: host.clone(),
+                reason: reason.clone(),
+            });
+        }
+    }
+
+    /// Waits between waves; `Err` halts the client.
+    async fn pause(&self, client: &ClientPlan, next_wave: usize, state: &ClientState) -> Result<(), String> {
+        match client.pause_between_waves {
+            Pause::Wait(d) if d.0.is_zero() => Ok(()),
+            Pause::Wait(d) => {
+                self.events.emit(Event::Paused {
+                    client: client.name.clone(),
+                    next_wave,
+                    reason: format!("waiting {d} before wave {next_wave}"),
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(d.0) => {}
+                    _ = self.interrupt.soft.cancelled() => {}
+                }
+                Ok(())
+            }
+            Pause::Confirm => {
+                self.events.emit(Event::Paused {
+                    client: client.name.clone(),
+                    next_wave,
+                    reason: format!("waiting for confirmation before wave {next_wave}"),
+                });
+                let so_far = format!(
+                    "{} of {} allowed failures so far",
+                    state.failed.load(Ordering::SeqCst),
+                    client.allowed_failures
+                );
+                tokio::select! {
+                    answer = self.confirm.confirm(&client.name, next_wave, &so_far) => answer,
+                    _ = self.interrupt.soft.cancelled() => Ok(()),
+                }
+            }
+        }
+    }
+}
