@@ -6,6 +6,7 @@
 //! failed somewhere; 130 interrupted.
 
 mod args;
+mod execute;
 
 use std::io::IsTerminal;
 
@@ -17,7 +18,6 @@ use crate::load::{InputErrors, load_inventory, load_playbook};
 use crate::plan::{MissingSecrets, Plan, PlanOptions, Selection, build_plan};
 
 pub const EXIT_OK: i32 = 0;
-pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_INVALID: i32 = 2;
 
 /// Runs the command line and returns the process exit code.
@@ -64,10 +64,7 @@ pub fn main() -> i32 {
                 println!("{}", text.trim_end());
                 return EXIT_OK;
             }
-            eprintln!(
-                "error: running playbooks is not available in this build yet; use --dry-run to see the plan"
-            );
-            EXIT_FAILED
+            execute::run(plan, &a)
         }
     }
 }

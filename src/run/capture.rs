@@ -12,7 +12,9 @@ use crate::load::CaptureFormat;
 
 pub fn parse(format: CaptureFormat, output: &str) -> Result<Value, String> {
     match format {
-        CaptureFormat::Text => Ok(Value::String(output.trim_end_matches(['\n', '\r']).to_string())),
+        CaptureFormat::Text => Ok(Value::String(
+            output.trim_end_matches(['\n', '\r']).to_string(),
+        )),
         CaptureFormat::Lines => Ok(Value::Array(
             output
                 .lines()
@@ -117,22 +119,48 @@ AreaMask.item_0001=*.tmp
         assert_eq!(second["AreaDesc"], "Build cache");
         assert_eq!(second["AreaMask.item_0000"], "*.o");
         assert_eq!(second["AreaMask.item_0001"], "*.tmp");
-        let sections: Vec<&String> = value.as_object().unwrap().keys().filter(|k| k.starts_with("Excluded")).collect();
+        let sections: Vec<&String> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with("Excluded"))
+            .collect();
         assert_eq!(sections.len(), 2);
     }
 
     #[test]
     fn ini_comments_quotes_and_crlf() {
-        let value = parse(CaptureFormat::Ini, "# c\r\n[a]\r\nx = \"quoted value\"\r\nflag\r\n").unwrap();
+        let value = parse(
+            CaptureFormat::Ini,
+            "# c\r\n[a]\r\nx = \"quoted value\"\r\nflag\r\n",
+        )
+        .unwrap();
         assert_eq!(value, json!({"a": {"x": "quoted value", "flag": ""}}));
     }
 
     #[test]
     fn json_lines_and_text() {
-        assert_eq!(parse(CaptureFormat::Json, "\u{feff}[{\"a\":1}]\r\n").unwrap(), json!([{"a": 1}]));
-        assert!(parse(CaptureFormat::Json, "").unwrap_err().contains("empty"));
-        assert!(parse(CaptureFormat::Json, "not json").unwrap_err().contains("not JSON"));
-        assert_eq!(parse(CaptureFormat::Lines, "a\n\nb \n").unwrap(), json!(["a", "b"]));
-        assert_eq!(parse(CaptureFormat::Text, "hello\n").unwrap(), json!("hello"));
+        assert_eq!(
+            parse(CaptureFormat::Json, "\u{feff}[{\"a\":1}]\r\n").unwrap(),
+            json!([{"a": 1}])
+        );
+        assert!(
+            parse(CaptureFormat::Json, "")
+                .unwrap_err()
+                .contains("empty")
+        );
+        assert!(
+            parse(CaptureFormat::Json, "not json")
+                .unwrap_err()
+                .contains("not JSON")
+        );
+        assert_eq!(
+            parse(CaptureFormat::Lines, "a\n\nb \n").unwrap(),
+            json!(["a", "b"])
+        );
+        assert_eq!(
+            parse(CaptureFormat::Text, "hello\n").unwrap(),
+            json!("hello")
+        );
     }
 }

@@ -236,7 +236,9 @@ impl Events {
 
     /// Takes the observers back (to read what they gathered).
     pub fn into_observers(self) -> Vec<Box<dyn Observer>> {
-        self.observers.into_inner().unwrap_or_else(|p| p.into_inner())
+        self.observers
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -48,7 +48,12 @@ impl HostRun<'_> {
         self.host.client.clone()
     }
 
-    fn finish(&self, status: HostStatus, error: Option<String>, gap: Option<Duration>) -> HostStatus {
+    fn finish(
+        &self,
+        status: HostStatus,
+        error: Option<String>,
+        gap: Option<Duration>,
+    ) -> HostStatus {
         self.events.emit(Event::HostFinished {
             client: self.client(),
             host: self.host.name.clone(),
@@ -96,7 +101,10 @@ pub(crate) async fn run_host(run: HostRun<'_>, connectors: &Connectors) -> HostS
     status
 }
 
-async fn connect(host: &HostPlan, connectors: &Connectors) -> Result<Box<dyn Session>, TransportError> {
+async fn connect(
+    host: &HostPlan,
+    connectors: &Connectors,
+) -> Result<Box<dyn Session>, TransportError> {
     let connector = connectors.for_kind(host.target.kind)?;
     // The transports bound their own handshakes; this is the backstop
     // that keeps one silent host from holding a fork forever.
@@ -126,7 +134,10 @@ async fn run_steps(run: &HostRun<'_>, session: &dyn Session) -> HostStatus {
                     gap.end(),
                 );
             }
-            let reason = format!("interrupted after step `{}`", done.last().map(|s| s.name()).unwrap_or(""));
+            let reason = format!(
+                "interrupted after step `{}`",
+                done.last().map(|s| s.name()).unwrap_or("")
+            );
             return roll_back(run, session, &done, &mut vars, reason, gap).await;
         }
         let def = &step.def.step;
@@ -145,7 +156,8 @@ async fn run_steps(run: &HostRun<'_>, session: &dyn Session) -> HostStatus {
         if def.marks == Some(Mark::ProtectionOff) {
             gap.off();
         }
-        let (attempt, attempts, duration) = run_with_retries(run, session, step, index, &mut vars).await;
+        let (attempt, attempts, duration) =
+            run_with_retries(run, session, step, index, &mut vars).await;
         let ok = attempt.status == StepStatus::Ok;
         let error = (!ok).then(|| {
             format!(
@@ -162,7 +174,15 @@ async fn run_steps(run: &HostRun<'_>, session: &dyn Session) -> HostStatus {
             }
             let mut to_undo = done.clone();
             to_undo.push(step);
-            return roll_back(run, session, &to_undo, &mut vars, error.unwrap_or_default(), gap).await;
+            return roll_back(
+                run,
+                session,
+                &to_undo,
+                &mut vars,
+                error.unwrap_or_default(),
+                gap,
+            )
+            .await;
         }
         if def.marks == Some(Mark::ProtectionOn) {
             gap.on();
@@ -197,7 +217,10 @@ fn skip_reason(run: &HostRun<'_>, step: &PlannedStep, vars: &Map<String, Value>)
         Ok(false) => Some(format!("when `{}` is false", when.text.trim())),
         // A `when` that cannot be decided does not run the step; the
         // record says why, so nothing happens silently.
-        Err(e) => Some(format!("when `{}` could not be decided: {e}", when.text.trim())),
+        Err(e) => Some(format!(
+            "when `{}` could not be decided: {e}",
+            when.text.trim()
+        )),
     }
 }
 
@@ -212,7 +235,11 @@ fn condition(run: &HostRun<'_>, key: &str, vars: &Map<String, Value>) -> Result<
         .map_err(|e| e.message)
 }
 
-fn resolve_action(run: &HostRun<'_>, step: &PlannedStep, vars: &Map<String, Value>) -> Result<RenderedAction, String> {
+fn resolve_action(
+    run: &HostRun<'_>,
+    step: &PlannedStep,
+    vars: &Map<String, Value>,
+) -> Result<RenderedAction, String> {
     if let Some(action) = &step.action {
         return Ok(action.clone());
     }
@@ -289,7 +316,11 @@ async fn attempt_step(
             // A reboot code is a success that asks for a reboot (msiexec 3010, 1641).
             if !def.ok_codes.contains(&code) && !def.reboot_codes.contains(&code) {
                 attempt.status = StepStatus::Failed;
-                attempt.detail = Some(format!("exited with {code} (ok: {:?}){}", def.ok_codes, last_line(&attempt.stderr)));
+                attempt.detail = Some(format!(
+                    "exited with {code} (ok: {:?}){}",
+                    def.ok_codes,
+                    last_line(&attempt.stderr)
+                ));
                 return attempt;
             }
             if def.reboot_codes.contains(&code) {
@@ -297,10 +328,15 @@ async fn attempt_step(
                     client: run.client(),
                     host: run.host.name.clone(),
                 });
-                let timeout = def.timeout.map(|t| t.0).unwrap_or(crate::plan::DEFAULT_REBOOT_TIMEOUT);
+                let timeout = def
+                    .timeout
+                    .map(|t| t.0)
+                    .unwrap_or(crate::plan::DEFAULT_REBOOT_TIMEOUT);
                 if let Err(e) = session.reboot(timeout).await {
                     attempt.status = StepStatus::Failed;
-                    attempt.detail = Some(format!("exited with {code}, which asks for a reboot, and the reboot failed: {e}"));
+                    attempt.detail = Some(format!(
+                        "exited with {code}, which asks for a reboot, and the reboot failed: {e}"
+                    ));
                     return attempt;
                 }
             }
@@ -326,7 +362,10 @@ async fn attempt_step(
             }
             Err(e) => {
                 attempt.status = StepStatus::Failed;
-                attempt.detail = Some(format!("output could not be captured as `{}`: {e}", capture.name));
+                attempt.detail = Some(format!(
+                    "output could not be captured as `{}`: {e}",
+                    capture.name
+                ));
                 return attempt;
             }
         }
@@ -345,7 +384,10 @@ async fn attempt_step(
             }
             Err(e) => {
                 attempt.status = StepStatus::Failed;
-                attempt.detail = Some(format!("until `{}` could not be decided: {e}", until.text.trim()));
+                attempt.detail = Some(format!(
+                    "until `{}` could not be decided: {e}",
+                    until.text.trim()
+                ));
             }
         }
     }
@@ -389,7 +431,10 @@ async fn perform(
         }
         RenderedAction::Script { src, args } => {
             let contents = read_local(src)?;
-            let name = src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "script".into());
+            let name = src
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "script".into());
             let remote = session.temp_path(&name);
             session.upload(&contents, &remote, 0o755).await?;
             let mut command = Command::new(script_command(run, &remote, &name, args));
@@ -421,7 +466,12 @@ async fn perform(
 }
 
 fn read_local(src: &std::path::Path) -> Result<Vec<u8>, TransportError> {
-    std::fs::read(src).map_err(|e| TransportError::Other(format!("cannot read {} on this controller: {e}", src.display())))
+    std::fs::read(src).map_err(|e| {
+        TransportError::Other(format!(
+            "cannot read {} on this controller: {e}",
+            src.display()
+        ))
+    })
 }
 
 /// How an uploaded script is started: by its interpreter on Windows, as an
@@ -467,7 +517,14 @@ fn emit_step(run: &HostRun<'_>, step: &PlannedStep, index: usize, attempt: Attem
     emit_record(run, step, index, &attempt, 0, Duration::ZERO);
 }
 
-fn emit_record(run: &HostRun<'_>, step: &PlannedStep, index: usize, attempt: &Attempt, attempts: u32, duration: Duration) {
+fn emit_record(
+    run: &HostRun<'_>,
+    step: &PlannedStep,
+    index: usize,
+    attempt: &Attempt,
+    attempts: u32,
+    duration: Duration,
+) {
     let def = &step.def.step;
     let keep = |text: &str| (!def.sensitive).then(|| cap(&run.redactor.redact(text)));
     run.events.emit(Event::StepFinished {
@@ -522,7 +579,9 @@ async fn roll_back(
     } else {
         run.finish(
             HostStatus::RollbackFailed,
-            Some(format!("{reason}; the rollback failed too: a person must look at this host")),
+            Some(format!(
+                "{reason}; the rollback failed too: a person must look at this host"
+            )),
             gap.end(),
         )
     }
@@ -563,4 +622,3 @@ async fn run_rollback_step(
         tokio::time::sleep(def.retry_delay.0).await;
     }
 }
-

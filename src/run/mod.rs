@@ -115,7 +115,16 @@ pub fn now() -> String {
 pub fn new_run_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     hasher.write_u32(std::process::id());
-    format!("{}-{:04x}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), hasher.finish() & 0xffff)
+    format!(
+        "{}-{:04x}",
+        chrono::Utc::now().format("%Y%m%d-%H%M%S"),
+        hasher.finish() & 0xffff
+    )
 }

@@ -136,12 +136,18 @@ impl Scheduler {
                 let this = Arc::clone(self);
                 let state = Arc::clone(&state);
                 let permits = Arc::clone(&permits);
-                let client_index = self.plan.clients.iter().position(|c| c.name == client.name).unwrap_or(0);
+                let client_index = self
+                    .plan
+                    .clients
+                    .iter()
+                    .position(|c| c.name == client.name)
+                    .unwrap_or(0);
                 let name = name.clone();
                 let wave_index = wave.index;
                 hosts.spawn(async move {
                     let client = &this.plan.clients[client_index];
-                    this.run_one(client, &name, wave_index, &state, &permits).await
+                    this.run_one(client, &name, wave_index, &state, &permits)
+                        .await
                 });
             }
             while let Some(done) = hosts.join_next().await {
@@ -245,7 +251,12 @@ impl Scheduler {
     }
 
     /// Waits between waves; `Err` halts the client.
-    async fn pause(&self, client: &ClientPlan, next_wave: usize, state: &ClientState) -> Result<(), String> {
+    async fn pause(
+        &self,
+        client: &ClientPlan,
+        next_wave: usize,
+        state: &ClientState,
+    ) -> Result<(), String> {
         match client.pause_between_waves {
             Pause::Wait(d) if d.0.is_zero() => Ok(()),
             Pause::Wait(d) => {

@@ -1,0 +1,43 @@
+//! `--log FILE`: every event as one JSON line, for machines and for the
+//! post-mortem of a long migration. Events hold no secrets (the runner
+//! redacts before it emits), so the log can be shared.
+
+use std::io::Write;
+
+use crate::run::{Event, Observer};
+
+pub struct JsonLines {
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl JsonLines {
+    pub fn create(path: &std::path::Path) -> std::io::Result<JsonLines> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(JsonLines {
+            out: std::io::BufWriter::new(file),
+        })
+    }
+}
+
+impl Observer for JsonLines {
+    fn on_event(&mut self, event: &Event) {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            time: String,
+            #[serde(flatten)]
+            event: &'a Event,
+        }
+        let line = Line {
+            time: crate::run::now(),
+            event,
+        };
+        if let Ok(text) = serde_json::to_string(&line) {
+            let _ = writeln!(self.out, "{text}");
+        }
+        // Flushed per event: a killed run leaves a log up to its last event.
+        let _ = self.out.flush();
+    }
+}

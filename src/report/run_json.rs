@@ -1,0 +1,263 @@
+//! The run report in the shape DESIGN.md fixes (`--report-json`), built
+//! from the runner's events.
+//!
+//! [`ReportBuilder`] is an observer: it folds events into a [`Report`] as
+//! they come, so a report exists whatever way the run ends (success, halt,
+//! Ctrl-C). The same shape is what the journal will rebuild for
+//! `orchestrate report --format json`.
+
+use std::sync::{Arc, Mutex};
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use crate::plan::Wave;
+use crate::run::{ClientStatus, Event, HostStatus, Observer, RunStatus, StepStatus};
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    pub run_id: String,
+    pub playbook: String,
+    pub status: Option<RunStatus>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub check: bool,
+    pub clients: Vec<ClientReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientReport {
+    pub name: String,
+    pub status: Option<ClientStatus>,
+    /// Why the client halted, if it did.
+    pub halted: Option<String>,
+    pub waves: Vec<Wave>,
+    pub hosts: Vec<HostReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostReport {
+    pub name: String,
+    pub wave: Option<usize>,
+    pub status: HostStatus,
+    pub error: Option<String>,
+    pub protection_gap_ms: Option<u64>,
+    pub steps: Vec<StepReport>,
+    pub rollback: Vec<RollbackReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub phase: String,
+    pub name: String,
+    pub status: StepStatus,
+    pub exit_code: Option<i32>,
+    pub attempts: u32,
+    pub duration_ms: u64,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackReport {
+    pub name: String,
+    pub status: StepStatus,
+    pub exit_code: Option<i32>,
+    pub detail: Option<String>,
+}
+
+impl Report {
+    pub fn hosts(&self) -> impl Iterator<Item = &HostReport> {
+        self.clients.iter().flat_map(|c| c.hosts.iter())
+    }
+
+    fn host_mut(&mut self, client: &str, host: &str) -> Option<&mut HostReport> {
+        self.clients
+            .iter_mut()
+            .find(|c| c.name == client)?
+            .hosts
+            .iter_mut()
+            .find(|h| h.name == host)
+    }
+
+    fn client_mut(&mut self, client: &str) -> Option<&mut ClientReport> {
+        self.clients.iter_mut().find(|c| c.name == client)
+    }
+
+    /// Folds one event into the report.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::RunStarted {
+                run_id,
+                playbook,
+                started_at,
+                check,
+                clients,
+                ..
+            } => {
+                self.run_id = run_id.clone();
+                self.playbook = playbook.clone();
+                self.started_at = started_at.clone();
+                self.check = *check;
+                self.clients = clients
+                    .iter()
+                    .map(|c| ClientReport {
+                        name: c.name.clone(),
+                        status: None,
+                        halted: None,
+                        waves: c.waves.clone(),
+                        hosts: c
+                            .hosts
+                            .iter()
+                            .map(|h| HostReport {
+                                name: h.name.clone(),
+                                wave: h.wave,
+                                status: if h.skipped.is_some() {
+                                    HostStatus::Skipped
+                                } else {
+                                    HostStatus::NotStarted
+                                },
+                                error: h.skipped.clone(),
+                                protection_gap_ms: None,
+                                steps: Vec::new(),
+                                rollback: Vec::new(),
+                            })
+                            .collect(),
+                    })
+                    .collect();
+            }
+            Event::StepFinished { client, host, step } => {
+                if let Some(h) = self.host_mut(client, host) {
+                    h.steps.push(StepReport {
+                        phase: step.phase.clone(),
+                        name: step.name.clone(),
+                        status: step.status,
+                        exit_code: step.exit_code,
+                        attempts: step.attempts,
+                        duration_ms: step.duration_ms,
+                        detail: step.detail.clone(),
+                    });
+                }
+            }
+            Event::RollbackStepFinished { client, host, step } => {
+                if let Some(h) = self.host_mut(client, host) {
+                    h.rollback.push(RollbackReport {
+                        name: step.name.clone(),
+                        status: step.status,
+                        exit_code: step.exit_code,
+                        detail: step.detail.clone(),
+                    });
+                }
+            }
+            Event::HostFinished {
+                client,
+                host,
+                status,
+                error,
+                protection_gap_ms,
+            } => {
+                if let Some(h) = self.host_mut(client, host) {
+                    h.status = *status;
+                    h.error = error.clone();
+                    h.protection_gap_ms = *protection_gap_ms;
+                }
+            }
+            Event::HostNotStarted {
+                client,
+                host,
+                reason,
+            } => {
+                if let Some(h) = self.host_mut(client, host) {
+                    h.status = HostStatus::NotStarted;
+                    h.error = Some(reason.clone());
+                }
+            }
+            Event::ClientHalted { client, reason } => {
+                if let Some(c) = self.client_mut(client) {
+                    c.halted = Some(reason.clone());
+                }
+            }
+            Event::ClientFinished { client, status } => {
+                if let Some(c) = self.client_mut(client) {
+                    c.status = Some(*status);
+                }
+            }
+            Event::RunFinished {
+                status,
+                finished_at,
+            } => {
+                self.finished_at = Some(finished_at.clone());
+                // A rollback that failed anywhere outranks every other outcome.
+                self.status = Some(
+                    if self.hosts().any(|h| h.status == HostStatus::RollbackFailed) {
+                        RunStatus::RollbackFailed
+                    } else {
+                        *status
+                    },
+                );
+                for client in &mut self.clients {
+                    if client.status.is_none() {
+                        client.status = Some(ClientStatus::Interrupted);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The process exit code for this run (DESIGN.md).
+    pub fn exit_code(&self) -> i32 {
+        match self.status {
+            Some(RunStatus::Succeeded) => 0,
+            Some(RunStatus::RollbackFailed) => 3,
+            Some(RunStatus::Interrupted) | None => 130,
+            Some(RunStatus::Failed) | Some(RunStatus::Halted) => 1,
+        }
+    }
+}
+
+/// Builds a [`Report`] from events; read it through the shared handle.
+#[derive(Clone, Default)]
+pub struct ReportBuilder {
+    pub report: Arc<Mutex<Report>>,
+}
+
+impl ReportBuilder {
+    pub fn snapshot(&self) -> Report {
+        self.report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Observer for ReportBuilder {
+    fn on_event(&mut self, event: &Event) {
+        self.report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(event);
+    }
+}
+
+/// Per client, host counts by status, in a fixed order.
+pub fn counts(client: &ClientReport) -> IndexMap<HostStatus, usize> {
+    let mut counts: IndexMap<HostStatus, usize> = [
+        HostStatus::Succeeded,
+        HostStatus::Failed,
+        HostStatus::RollbackFailed,
+        HostStatus::Unreachable,
+        HostStatus::NotStarted,
+        HostStatus::Skipped,
+    ]
+    .into_iter()
+    .map(|s| (s, 0))
+    .collect();
+    for host in &client.hosts {
+        *counts.entry(host.status).or_default() += 1;
+    }
+    counts
+}
+
+pub fn render(report: &Report) -> String {
+    serde_json::to_string_pretty(report).expect("a report serializes")
+}

@@ -1,0 +1,108 @@
+//! The table printed when a run ends: per client, hosts by outcome, and
+//! the hosts that need a person, with the reason.
+
+use std::fmt::Write;
+
+use super::run_json::{Report, counts};
+use crate::run::HostStatus;
+
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let status = report
+        .status
+        .map(|s| {
+            serde_json::to_value(s)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        })
+        .unwrap_or_else(|| "interrupted".into());
+    let _ = writeln!(out, "\nrun {}: {status}", report.run_id);
+    let width = report
+        .clients
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let _ = writeln!(
+        out,
+        "  {:width$}  {:11}  {:>9}  {:>6}  {:>15}  {:>11}  {:>11}  {:>7}  {:>9}",
+        "client",
+        "status",
+        "succeeded",
+        "failed",
+        "rollback_failed",
+        "unreachable",
+        "not_started",
+        "skipped",
+        "worst gap"
+    );
+    for client in &report.clients {
+        let c = counts(client);
+        let worst = client
+            .hosts
+            .iter()
+            .filter_map(|h| h.protection_gap_ms)
+            .max();
+        let status = client
+            .status
+            .map(|s| {
+                serde_json::to_value(s)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            })
+            .unwrap_or_else(|| "running".into());
+        let _ = writeln!(
+            out,
+            "  {:width$}  {:11}  {:>9}  {:>6}  {:>15}  {:>11}  {:>11}  {:>7}  {:>9}",
+            client.name,
+            status,
+            c[&HostStatus::Succeeded],
+            c[&HostStatus::Failed],
+            c[&HostStatus::RollbackFailed],
+            c[&HostStatus::Unreachable],
+            c[&HostStatus::NotStarted],
+            c[&HostStatus::Skipped],
+            worst.map(format_ms).unwrap_or_else(|| "-".into()),
+        );
+    }
+    for client in &report.clients {
+        if let Some(reason) = &client.halted {
+            let _ = writeln!(out, "\n{} halted: {reason}", client.name);
+        }
+    }
+    let attention: Vec<_> = report
+        .hosts()
+        .filter(|h| {
+            matches!(
+                h.status,
+                HostStatus::RollbackFailed | HostStatus::Unreachable | HostStatus::Failed
+            )
+        })
+        .collect();
+    if !attention.is_empty() {
+        let _ = writeln!(out, "\nhosts that did not make it:");
+        for host in attention {
+            let _ = writeln!(
+                out,
+                "  {} {}: {}",
+                host.status.as_str(),
+                host.name,
+                host.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    out
+}
+
+fn format_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
