@@ -209,15 +209,20 @@ impl Scheduler {
             check: self.check,
         };
         let status = run_host(run, &self.connectors).await;
-        if status.is_failure() {
+        // A host rolled back because of Ctrl-C did not fail on its own: it
+        // does not count against the budget (the client stops anyway).
+        let interrupted = self.interrupt.soft.is_cancelled() && status == HostStatus::Failed;
+        if status.is_failure() && !interrupted {
             let failed = state.failed.fetch_add(1, Ordering::SeqCst) + 1;
             if failed > client.allowed_failures {
                 self.halt(
                     client,
                     state,
                     format!(
-                        "{failed} hosts failed, more than the failure budget of {} allows ({}); fix the cause, then resume the run",
-                        client.failure_budget, client.allowed_failures
+                        "{failed} host{} failed, more than the failure budget of {} allows ({}); fix the cause, then resume the run",
+                        if failed == 1 { "" } else { "s" },
+                        client.failure_budget,
+                        client.allowed_failures
                     ),
                 );
             }
