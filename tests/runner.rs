@@ -653,3 +653,131 @@ phases:
     );
     assert_eq!(count(&report, "acme", "not_started"), 4);
 }
+
+#[test]
+fn sensitive_output_stays_out_of_the_report_and_the_log_and_secrets_are_masked() {
+    let scratch = Scratch::new();
+    fleet(&scratch, &[("acme", 1)], "");
+    scratch.write(
+        "playbook.yml",
+        r#"name: sensitive
+phases:
+  - name: p
+    steps:
+      - name: prints a license key
+        sensitive: true
+        sh: echo LICENSE-KEY-4711; exit 1
+      - name: never
+        sh: "true"
+on_failure:
+  - name: echoes the secret
+    sh: echo token={{ secret(name="MSP_TEST_TOKEN_Q") }}; echo shown-output
+"#,
+    );
+    let run = scratch.orchestrate_env(
+        &[
+            "run",
+            "playbook.yml",
+            "-i",
+            "inventory.yml",
+            "--report-json",
+            "report.json",
+            "--log",
+            "events.jsonl",
+        ],
+        &[("MSP_TEST_TOKEN_Q", "tok-9f8e7d")],
+    );
+    run.expect_code(1);
+    let log = read(&scratch.path().join("events.jsonl"));
+    let report = read(&scratch.path().join("report.json"));
+    for (name, text) in [
+        ("log", &log),
+        ("report", &report),
+        ("stdout", &run.stdout),
+        ("stderr", &run.stderr),
+    ] {
+        assert!(
+            !text.contains("LICENSE-KEY-4711"),
+            "sensitive output in the {name}"
+        );
+        assert!(!text.contains("tok-9f8e7d"), "a secret in the {name}");
+    }
+    // The log holds one JSON event per line, with the masked secret.
+    let events: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.first().unwrap()["event"], "run_started");
+    assert_eq!(events.last().unwrap()["event"], "run_finished");
+    assert!(events.iter().all(|e| e["time"].is_string()));
+    assert!(
+        log.contains("token=***"),
+        "not sensitive: shown, with the secret masked"
+    );
+}
+
+#[test]
+fn a_reboot_on_a_local_host_is_a_clear_step_failure() {
+    let scratch = Scratch::new();
+    fleet(&scratch, &[("acme", 1)], "");
+    scratch.write(
+        "playbook.yml",
+        "name: reboot\nphases:\n  - name: p\n    steps:\n      - name: restart\n        reboot: { timeout: 1m }\n",
+    );
+    let (run, report) = run_playbook(&scratch, &[]);
+    run.expect_code(1);
+    let host = &client(&report, "acme")["hosts"][0];
+    assert_eq!(host["status"], "failed");
+    assert!(
+        host["steps"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the local transport cannot reboot")
+    );
+}
+
+#[test]
+fn a_run_prints_its_run_id_first_and_a_summary_last() {
+    let scratch = Scratch::new();
+    fleet(&scratch, &[("acme", 2), ("globex", 1)], "");
+    scratch.write(
+        "playbook.yml",
+        &playbook_failing_on(&[2], "\"100%\"", "[\"100%\"]"),
+    );
+    let (run, report) = run_playbook(&scratch, &[]);
+    run.expect_code(1);
+    let first = run.stdout.lines().next().unwrap();
+    assert_eq!(
+        first,
+        format!("run id: {}", report["run_id"].as_str().unwrap())
+    );
+    let table: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("client "))
+        .collect();
+    assert!(
+        table[1]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .starts_with(&["acme", "failed", "1", "1"]),
+        "{table:?}"
+    );
+    assert!(
+        table[2]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .starts_with(&["globex", "succeeded", "1", "0"]),
+        "{table:?}"
+    );
+    // --format json: the report on stdout, nothing else.
+    let run = scratch.orchestrate(&[
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.json()["clients"].as_array().unwrap().len(), 2);
+}

@@ -117,6 +117,9 @@ pub struct RollbackRecord {
     pub status: StepStatus,
     pub exit_code: Option<i32>,
     pub detail: Option<String>,
+    /// Redacted, capped; `None` for sensitive steps.
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

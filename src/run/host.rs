@@ -594,20 +594,23 @@ async fn run_rollback_step(
     vars: &mut Map<String, Value>,
 ) -> bool {
     let def = &step.def.step;
-    let record = |status: StepStatus, exit_code: Option<i32>, detail: Option<String>| {
+    let record = |attempt: &Attempt| {
+        let keep = |text: &str| (!def.sensitive).then(|| cap(&run.redactor.redact(text)));
         run.events.emit(Event::RollbackStepFinished {
             client: run.client(),
             host: run.host.name.clone(),
             step: RollbackRecord {
                 name: def.name.clone(),
-                status,
-                exit_code,
-                detail: detail.map(|d| run.redactor.redact(&d)),
+                status: attempt.status,
+                exit_code: attempt.exit_code,
+                detail: attempt.detail.as_ref().map(|d| run.redactor.redact(d)),
+                stdout: keep(&attempt.stdout),
+                stderr: keep(&attempt.stderr),
             },
         });
     };
     if let Some(reason) = skip_reason(run, step, vars) {
-        record(StepStatus::Skipped, None, Some(reason));
+        record(&skipped(reason));
         return true;
     }
     let mut attempts = 0;
@@ -615,9 +618,8 @@ async fn run_rollback_step(
         attempts += 1;
         let attempt = attempt_step(run, session, step, vars).await;
         if attempt.status == StepStatus::Ok || attempts > def.retries {
-            let ok = attempt.status == StepStatus::Ok;
-            record(attempt.status, attempt.exit_code, attempt.detail);
-            return ok;
+            record(&attempt);
+            return attempt.status == StepStatus::Ok;
         }
         tokio::time::sleep(def.retry_delay.0).await;
     }
