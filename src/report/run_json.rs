@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use indexmap::IndexMap;
 use serde::Serialize;
 
-use crate::plan::Wave;
 use crate::run::{ClientStatus, Event, HostStatus, Observer, RunStatus, StepStatus};
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -31,8 +30,17 @@ pub struct ClientReport {
     pub status: Option<ClientStatus>,
     /// Why the client halted, if it did.
     pub halted: Option<String>,
-    pub waves: Vec<Wave>,
+    pub waves: Vec<WaveReport>,
     pub hosts: Vec<HostReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WaveReport {
+    pub index: usize,
+    pub hosts: Vec<String>,
+    /// RFC 3339; `None` for a wave that never started.
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +50,8 @@ pub struct HostReport {
     pub status: HostStatus,
     pub error: Option<String>,
     pub protection_gap_ms: Option<u64>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
     pub steps: Vec<StepReport>,
     pub rollback: Vec<RollbackReport>,
 }
@@ -55,6 +65,10 @@ pub struct StepReport {
     pub attempts: u32,
     pub duration_ms: u64,
     pub detail: Option<String>,
+    pub finished_at: String,
+    /// Redacted and capped; `None` for sensitive steps.
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +77,9 @@ pub struct RollbackReport {
     pub status: StepStatus,
     pub exit_code: Option<i32>,
     pub detail: Option<String>,
+    pub finished_at: String,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
 }
 
 impl Report {
@@ -79,12 +96,19 @@ impl Report {
             .find(|h| h.name == host)
     }
 
+    fn wave_mut(&mut self, client: &str, wave: usize) -> Option<&mut WaveReport> {
+        self.client_mut(client)?
+            .waves
+            .iter_mut()
+            .find(|w| w.index == wave)
+    }
+
     fn client_mut(&mut self, client: &str) -> Option<&mut ClientReport> {
         self.clients.iter_mut().find(|c| c.name == client)
     }
 
-    /// Folds one event into the report.
-    pub fn apply(&mut self, event: &Event) {
+    /// Folds one event, which happened at `time` (RFC 3339), into the report.
+    pub fn apply(&mut self, event: &Event, time: &str) {
         match event {
             Event::RunStarted {
                 run_id,
@@ -104,7 +128,16 @@ impl Report {
                         name: c.name.clone(),
                         status: None,
                         halted: None,
-                        waves: c.waves.clone(),
+                        waves: c
+                            .waves
+                            .iter()
+                            .map(|w| WaveReport {
+                                index: w.index,
+                                hosts: w.hosts.clone(),
+                                started_at: None,
+                                finished_at: None,
+                            })
+                            .collect(),
                         hosts: c
                             .hosts
                             .iter()
@@ -118,6 +151,8 @@ impl Report {
                                 },
                                 error: h.skipped.clone(),
                                 protection_gap_ms: None,
+                                started_at: None,
+                                finished_at: None,
                                 steps: Vec::new(),
                                 rollback: Vec::new(),
                             })
@@ -135,6 +170,9 @@ impl Report {
                         attempts: step.attempts,
                         duration_ms: step.duration_ms,
                         detail: step.detail.clone(),
+                        finished_at: time.to_string(),
+                        stdout: step.stdout.clone(),
+                        stderr: step.stderr.clone(),
                     });
                 }
             }
@@ -145,6 +183,9 @@ impl Report {
                         status: step.status,
                         exit_code: step.exit_code,
                         detail: step.detail.clone(),
+                        finished_at: time.to_string(),
+                        stdout: step.stdout.clone(),
+                        stderr: step.stderr.clone(),
                     });
                 }
             }
@@ -159,6 +200,26 @@ impl Report {
                     h.status = *status;
                     h.error = error.clone();
                     h.protection_gap_ms = *protection_gap_ms;
+                    if *status != HostStatus::Skipped {
+                        h.finished_at = Some(time.to_string());
+                    }
+                }
+            }
+            Event::HostStarted { client, host, .. } => {
+                if let Some(h) = self.host_mut(client, host) {
+                    h.started_at = Some(time.to_string());
+                    h.finished_at = None;
+                }
+            }
+            Event::WaveStarted { client, wave, .. } => {
+                if let Some(w) = self.wave_mut(client, *wave) {
+                    w.started_at = Some(time.to_string());
+                    w.finished_at = None;
+                }
+            }
+            Event::WaveFinished { client, wave, .. } => {
+                if let Some(w) = self.wave_mut(client, *wave) {
+                    w.finished_at = Some(time.to_string());
                 }
             }
             Event::HostNotStarted {
@@ -232,10 +293,11 @@ impl ReportBuilder {
 
 impl Observer for ReportBuilder {
     fn on_event(&mut self, event: &Event) {
+        let time = crate::run::now();
         self.report
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .apply(event);
+            .apply(event, &time);
     }
 }
 
