@@ -179,7 +179,12 @@ class Shell:
             if "-file" in lower:
                 i = lower.index("-file")
                 path = " ".join(words[i + 1 :]).strip().strip('"')
-                return ["sh", map_path(self.root, path)], True, False
+                try:
+                    with open(map_path(self.root, path), "rb") as f:
+                        text = f.read().decode("utf-8-sig")
+                except OSError as e:
+                    return ["sh", "-c", "echo %s >&2; exit 1" % sh_quote(str(e))], True, False
+                return self.powershell_text(text)
             rest = line.strip().split(None, 1)[1] if len(words) > 1 else ""
             rest = re.sub(r"(?i)^(-\w+\s+)*-command\s+", "", rest)
             return self.powershell_text(rest)
