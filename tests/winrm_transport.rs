@@ -221,6 +221,7 @@ async fn wrong_password_is_a_clear_unreachable_error() {
     let target = ep.target(0, "ACME\\admin", "not-the-password", false, WinrmAuth::Ntlm);
     let err = WinrmConnector::new().connect(&target).await.err().unwrap();
     let msg = err.to_string();
+    eprintln!("error shown: {msg}");
     assert!(matches!(err, TransportError::Unreachable(_)), "{err:?}");
     assert!(
         msg.contains("401") && msg.contains("wrong user name or password"),
@@ -251,6 +252,7 @@ async fn unsealed_ntlm_over_http_is_refused_by_the_endpoint() {
         .err()
         .unwrap();
     let msg = err.to_string();
+    eprintln!("error shown: {msg}");
     assert!(matches!(err, TransportError::Unreachable(_)), "{err:?}");
     assert!(
         msg.contains("unencrypted") && msg.contains("AllowUnencrypted"),
@@ -291,6 +293,7 @@ async fn untrusted_certificate_is_refused_then_accepted_with_ca_file() {
     let target = ep.target(0, "admin", "pw", true, WinrmAuth::Basic);
     let err = WinrmConnector::new().connect(&target).await.err().unwrap();
     let msg = err.to_string();
+    eprintln!("error shown: {msg}");
     assert!(matches!(err, TransportError::Unreachable(_)), "{err:?}");
     assert!(
         msg.contains("winrm-test-endpoint") && msg.contains("orchestrate test CA"),
@@ -441,4 +444,54 @@ async fn reboot_waits_for_the_endpoint_and_goes_on() {
         .unwrap();
     assert_eq!(text(&done.stdout), "after reboot\n");
     session.close().await;
+}
+
+#[tokio::test]
+async fn a_shell_or_connection_the_endpoint_dropped_is_made_again() {
+    let ep = http_ntlm(
+        "idle",
+        &["--shell-idle-timeout", "0.5", "--keepalive-timeout", "0.5"],
+    )
+    .await;
+    let session = session(&ep).await;
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let done = session
+            .execute(&ps(&format!("echo round {round}")), None)
+            .await
+            .unwrap();
+        assert_eq!(text(&done.stdout), format!("round {round}\n"));
+    }
+}
+
+#[tokio::test]
+async fn a_connection_broken_mid_command_is_connection_lost() {
+    let ep = http_ntlm("lost", &["--reboot-delay", "1"]).await;
+    let running = session(&ep).await;
+    let other = session(&ep).await;
+    let command = tokio::spawn(async move {
+        let result = running.execute(&ps("sleep 10; echo never"), None).await;
+        (result, running)
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Another session restarts the endpoint under the running command.
+    let _ = other.execute(&ps("Restart-Computer -Force"), None).await;
+    let (result, _running) = command.await.unwrap();
+    let err = result.expect_err("the command cannot have finished");
+    assert!(matches!(err, TransportError::ConnectionLost(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_silent_endpoint_times_out_as_unreachable() {
+    let ep = http_ntlm("silent", &[]).await;
+    // Accepts connections (the kernel does) but never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut target = ep.target(0, "admin", "pw", true, WinrmAuth::Basic);
+    target.port = Some(silent.local_addr().unwrap().port());
+    target.connect_timeout = Duration::from_millis(800);
+    let started = Instant::now();
+    let err = WinrmConnector::new().connect(&target).await.err().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(matches!(err, TransportError::Unreachable(_)), "{err:?}");
+    assert!(err.to_string().contains("timed out"), "{err}");
 }

@@ -366,6 +366,14 @@ class Handler(BaseHTTPRequestHandler):
     def find_shell(self, shell_id: str | None) -> Shell:
         with self.ep.lock:
             shell = self.ep.shells.get(shell_id or "")
+            idle = self.ep.args.shell_idle_timeout
+            if shell is not None and idle and time.monotonic() - shell.last_used > idle:
+                # like the service's IdleTimeOut: an idle shell is reaped
+                del self.ep.shells[shell.id]
+                shell.close()
+                shell = None
+            if shell is not None:
+                shell.last_used = time.monotonic()
         if shell is None:
             raise Fault(
                 2150858843,
@@ -473,6 +481,8 @@ def main() -> None:
     p.add_argument("--allow-unencrypted", action="store_true")
     p.add_argument("--max-operation-timeout", type=float, default=60.0)
     p.add_argument("--reboot-delay", type=float, default=2.0)
+    p.add_argument("--shell-idle-timeout", type=float, default=0, help="reap shells idle this long (0: never)")
+    p.add_argument("--keepalive-timeout", type=float, default=0, help="close idle connections after this long (0: never)")
     p.add_argument("--root", help="sandbox directory commands run in")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
@@ -494,6 +504,8 @@ def main() -> None:
         for line_domain, line_user in ((domain, user), ("", user), ("", "%s@%s" % (user, domain)), (".", user)):
             f.write("%s:%s:%s\n" % (line_domain, line_user, args.password))
     os.environ["NTLM_USER_FILE"] = user_file
+    if args.keepalive_timeout:
+        Handler.timeout = args.keepalive_timeout
     endpoint = Endpoint(args)
     endpoint.listen(first=True)
     for host, port in endpoint.addresses:

@@ -148,6 +148,7 @@ class Shell:
         self.codepage = codepage
         self.commands: dict[str, Command] = {}
         self.lock = threading.Lock()
+        self.last_used = time.monotonic()
 
     def start(self, command_line: str) -> tuple[Command, bool]:
         """Starts a command; returns it and whether it asks for a reboot."""

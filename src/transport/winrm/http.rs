@@ -82,7 +82,10 @@ impl Connection {
                         .connect(name, tcp)
                         .await
                         .map_err(|e| {
-                            HttpError::Connect(format!("TLS handshake with {place} failed: {e}"))
+                            HttpError::Connect(format!(
+                                "TLS handshake with {place} failed: {}",
+                                describe_tls(&e)
+                            ))
                         })?;
                     Self::handshake(TokioIo::new(stream), host_header).await
                 }
@@ -192,6 +195,18 @@ fn describe_io(place: &str, e: &std::io::Error) -> String {
     }
 }
 
+/// A TLS failure in words: ours (with the certificate's names) when the
+/// certificate did not verify, rustls' otherwise.
+fn describe_tls(e: &std::io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(why)))) => {
+            why.to_string()
+        }
+        Some(other) => other.to_string(),
+        None => e.to_string(),
+    }
+}
+
 /// The TLS settings for one host, from its WinRM settings.
 pub fn tls_config(settings: &WinrmSettings) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -293,7 +308,6 @@ impl ServerCertVerifier for NamingVerifier {
                     rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
                         "it is not signed by a trusted CA (name the CA in winrm.ca_file)".into()
                     }
-                    rustls::Error::InvalidCertificate(c) => format!("{c:?}"),
                     other => other.to_string(),
                 };
                 rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(

@@ -305,7 +305,7 @@ pub fn parse_fault(xml: &[u8]) -> Option<Fault> {
     let message = fault
         .find("WSManFault")
         .and_then(|f| f.find("Message"))
-        .map(|m| collect_text(m))
+        .map(collect_text)
         .filter(|m| !m.trim().is_empty());
     let reason = message.or_else(|| fault.find("Text").map(|t| t.text.clone()));
     Some(Fault {
