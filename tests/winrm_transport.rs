@@ -495,3 +495,25 @@ async fn a_silent_endpoint_times_out_as_unreachable() {
     assert!(matches!(err, TransportError::Unreachable(_)), "{err:?}");
     assert!(err.to_string().contains("timed out"), "{err}");
 }
+
+#[tokio::test]
+async fn a_cancelled_step_leaves_the_session_usable_and_drop_cleans_up() {
+    let ep = http_ntlm("cancel", &[]).await;
+    let session = session(&ep).await;
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(800),
+        session.execute(&ps("sleep 30"), None),
+    )
+    .await;
+    assert!(cancelled.is_err());
+    let done = session.execute(&ps("echo still here"), None).await.unwrap();
+    assert_eq!(text(&done.stdout), "still here\n");
+
+    // A step still running when the session is dropped ends with its shell.
+    let marker = ep.root().join("marker");
+    let step = Command::new(Script::Cmd("sleep 2; touch marker".into()));
+    let _ = tokio::time::timeout(Duration::from_millis(500), session.execute(&step, None)).await;
+    drop(session);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!marker.exists());
+}

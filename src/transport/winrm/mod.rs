@@ -90,6 +90,10 @@ struct Link {
     seal: Option<NtlmContext>,
     /// The Basic `Authorization` value, sent with every request.
     basic: Option<Secret>,
+    /// A request is on the wire. Still set when the next call comes, it
+    /// means a caller was cancelled halfway (its future dropped): the answer
+    /// was never read, so the connection (and its sealing state) is unusable.
+    in_flight: bool,
 }
 
 #[derive(Default)]
@@ -99,8 +103,11 @@ struct State {
 }
 
 pub struct WinrmSession {
-    ep: Endpoint,
+    ep: Arc<Endpoint>,
     state: Mutex<State>,
+    /// False for the stand-in that deletes a dropped session's shell, so
+    /// that dropping the stand-in (say, with the runtime) spawns nothing.
+    clean_up_on_drop: bool,
 }
 
 /// How a WS-Management request failed.
@@ -118,8 +125,9 @@ impl Connector for WinrmConnector {
     async fn connect(&self, target: &Target) -> Result<Box<dyn Session>, TransportError> {
         let ep = self.endpoint(target)?;
         let session = WinrmSession {
-            ep,
+            ep: Arc::new(ep),
             state: Mutex::new(State::default()),
+            clean_up_on_drop: true,
         };
         {
             let mut st = session.state.lock().await;
@@ -223,6 +231,7 @@ impl WinrmSession {
                 http,
                 seal: None,
                 basic: Some(Secret::new(format!("Basic {token}"))),
+                in_flight: false,
             });
         }
         let mut ctx = NtlmContext::new(&ep.user, ep.password.expose(), &ep.address)
@@ -286,6 +295,7 @@ impl WinrmSession {
                 http,
                 seal: ep.seal.then_some(ctx),
                 basic: None,
+                in_flight: false,
             }),
             401 => Err(self.auth_failed()),
             other => Err(self.unreachable(format!(
@@ -296,7 +306,11 @@ impl WinrmSession {
 
     /// The live connection, made (and authenticated) if there is none.
     async fn link<'s>(&self, st: &'s mut State) -> Result<&'s mut Link, TransportError> {
-        if st.link.as_ref().is_some_and(|l| l.http.is_closed()) {
+        if st
+            .link
+            .as_ref()
+            .is_some_and(|l| l.in_flight || l.http.is_closed())
+        {
             st.link = None;
         }
         if st.link.is_none() {
@@ -313,7 +327,10 @@ impl WinrmSession {
         wait: Duration,
         may_retry: bool,
     ) -> Result<Vec<u8>, CallError> {
-        let reused = st.link.as_ref().is_some_and(|l| !l.http.is_closed());
+        let reused = st
+            .link
+            .as_ref()
+            .is_some_and(|l| !l.in_flight && !l.http.is_closed());
         let result = self.call_once(st, &request, wait).await;
         match result {
             Err(CallError::Broken(_)) if reused && may_retry => {
@@ -343,11 +360,13 @@ impl WinrmSession {
             ),
         };
         let auth = link.basic.as_ref().map(|s| s.expose().to_string());
-        let reply = match link
+        link.in_flight = true;
+        let sent = link
             .http
             .post(body, content_type, auth.as_deref(), wait)
-            .await
-        {
+            .await;
+        link.in_flight = false;
+        let reply = match sent {
             Ok(reply) => reply,
             Err(HttpError::Broken(m)) | Err(HttpError::Connect(m)) => {
                 st.link = None;
@@ -516,13 +535,27 @@ impl Session for WinrmSession {
 
 impl Drop for WinrmSession {
     fn drop(&mut self) {
-        // A session dropped without close() (a hard cancel) leaves its shell
-        // behind; Windows reaps idle shells itself (IdleTimeout), so this is
-        // only logged.
-        if let Ok(st) = self.state.try_lock()
-            && st.shell.is_some()
-        {
-            tracing::debug!(host = %self.ep.host, "WinRM session dropped with its shell open");
+        // Dropped without close() (a hard cancel): delete the shell, and with
+        // it whatever still runs there, on a fresh connection (the old one
+        // may have an answer pending), if a runtime is still there to do it.
+        if !self.clean_up_on_drop {
+            return;
         }
+        let shell = match self.state.try_lock() {
+            Ok(mut st) => st.shell.take(),
+            Err(_) => None,
+        };
+        let (Some(shell), Ok(runtime)) = (shell, tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let orphan = WinrmSession {
+            ep: self.ep.clone(),
+            state: Mutex::new(State {
+                link: None,
+                shell: Some(shell),
+            }),
+            clean_up_on_drop: false,
+        };
+        runtime.spawn(async move { orphan.close().await });
     }
 }
