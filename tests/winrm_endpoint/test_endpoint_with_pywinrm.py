@@ -11,29 +11,37 @@ passwords and the refusal of unencrypted NTLM over HTTP.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import winrm
-from winrm.exceptions import InvalidCredentialsError, WinRMError
+from winrm.exceptions import InvalidCredentialsError, WinRMError, WinRMOperationTimeoutError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# pywinrm warns when REQUESTS_CA_BUNDLE is set in the environment; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 class Endpoint:
-    def __init__(self, tmp_path, *args: str) -> None:
+    def __init__(self, tmp_path, *args: str, hosts=("127.0.0.1",)) -> None:
+        host_args = [a for h in hosts for a in ("--host", h)]
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "server.py"), "--host", "127.0.0.1", "--root", str(tmp_path / "root"), *args],
+            [sys.executable, os.path.join(HERE, "server.py"), *host_args, "--root", str(tmp_path / "root"), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        line = self.proc.stdout.readline().split()
-        assert line and line[0] == "LISTENING", line
-        self.port = int(line[1])
+        self.addresses = []
+        for _ in hosts:
+            line = self.proc.stdout.readline().split()
+            assert line and line[0] == "LISTENING", line
+            self.addresses.append((line[2], int(line[1])))
+        self.port = self.addresses[0][1]
         assert self.proc.stdout.readline().strip() == "READY"
 
     def stop(self) -> None:
@@ -44,6 +52,7 @@ class Endpoint:
 @pytest.fixture
 def http_ntlm(tmp_path):
     ep = Endpoint(tmp_path, "--user", "TESTDOM\\alice", "--password", "Secr3t!", "--max-operation-timeout", "1")
+    ep.root = tmp_path / "root"
     yield ep
     ep.stop()
 
@@ -176,3 +185,63 @@ def test_reboot_drops_shells_and_comes_back(tmp_path):
         assert (out, code) == (b"back\n", 0)
     finally:
         ep.stop()
+
+
+def encoded(script: str) -> list[str]:
+    return ["-NoProfile", "-NonInteractive", "-EncodedCommand", base64.b64encode(script.encode("utf-16-le")).decode()]
+
+
+def test_several_addresses_in_parallel(tmp_path):
+    hosts = ["127.0.0.%d" % i for i in range(2, 8)]
+    ep = Endpoint(tmp_path, "--user", "alice", "--password", "pw", hosts=hosts)
+    try:
+        def one(address):
+            host, port = address
+            p = winrm.Protocol(
+                endpoint="http://%s:%d/wsman" % (host, port), transport="ntlm", username="alice", password="pw",
+                message_encryption="always",
+            )
+            return run(p, "echo", [host])
+
+        with ThreadPoolExecutor(len(hosts)) as pool:
+            results = list(pool.map(one, ep.addresses))
+        assert [r[0] for r in results] == [("%s\n" % h).encode() for h in hosts]
+    finally:
+        ep.stop()
+
+
+def test_terminate_and_delete_a_running_command(http_ntlm):
+    p = ntlm_protocol(http_ntlm)
+    shell = p.open_shell(codepage=65001)
+    cid = p.run_command(shell, "cmd", ["/c", "echo begun; sleep 30"])
+    started = time.monotonic()
+    out = b""
+    while b"begun" not in out:
+        try:
+            out += p.get_command_output_raw(shell, cid)[0]
+        except WinRMOperationTimeoutError:
+            pass
+    with pytest.raises(WinRMOperationTimeoutError):
+        p.get_command_output_raw(shell, cid)
+    p.cleanup_command(shell, cid)  # Signal terminate
+    p.close_shell(shell)  # Delete
+    assert time.monotonic() - started < 10
+
+
+def test_upload_helper_with_chunked_stdin_and_hash(http_ntlm):
+    # The shape of the Rust transport's upload: a PowerShell helper reading
+    # base64 lines from stdin, fed by several Send messages, printing SHA-256.
+    p = ntlm_protocol(http_ntlm)
+    data = os.urandom(300_000)
+    script = "#orchestrate-helper: upload\n$path = 'C:\\Windows\\Temp\\orchestrate-py\\blob.bin'\n"
+    shell = p.open_shell(codepage=65001)
+    cid = p.run_command(shell, "powershell", encoded(script), console_mode_stdin=False)
+    lines = [base64.b64encode(data[i : i + 48 * 1024]) + b"\n" for i in range(0, len(data), 48 * 1024)]
+    for i, line in enumerate(lines):
+        p.send_command_input(shell, cid, line, end=i == len(lines) - 1)
+    out, err, code = p.get_command_output(shell, cid)
+    p.close_shell(shell)
+    assert code == 0, err
+    assert out.decode().strip() == hashlib.sha256(data).hexdigest()
+    with open(os.path.join(str(http_ntlm.root), "C", "Windows", "Temp", "orchestrate-py", "blob.bin"), "rb") as f:
+        assert f.read() == data
