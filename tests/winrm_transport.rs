@@ -517,3 +517,20 @@ async fn a_cancelled_step_leaves_the_session_usable_and_drop_cleans_up() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!marker.exists());
 }
+
+#[tokio::test]
+async fn a_reboot_that_never_happens_is_reported() {
+    let ep = http_ntlm("noreboot", &[]).await;
+    let mut target = ep.target(0, "ACME\\admin", "Pa55-word", false, WinrmAuth::Ntlm);
+    target.reboot_command = Some("echo 'access denied' >&2; exit 5".into());
+    let session = WinrmConnector::new().connect(&target).await.unwrap();
+    let err = session.reboot(Duration::from_secs(2)).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("did not go down") && msg.contains("access denied"),
+        "{msg}"
+    );
+    // and the session still works
+    let done = session.execute(&ps("echo alive"), None).await.unwrap();
+    assert_eq!(text(&done.stdout), "alive\n");
+}

@@ -245,12 +245,7 @@ impl WinrmSession {
         let negotiate = ctx.step(None).map_err(|m| self.unreachable(m))?;
         let auth = format!("Negotiate {}", B64.encode(negotiate));
         let reply = http
-            .post(
-                Vec::new(),
-                soap,
-                Some(&auth),
-                ep.connect_timeout.max(REQUEST_WAIT),
-            )
+            .post(Vec::new(), soap, Some(&auth), ep.connect_timeout)
             .await
             .map_err(lost)?;
         let challenge = reply
@@ -282,12 +277,7 @@ impl WinrmSession {
             .map_err(|m| self.unreachable(m))?;
         let auth = format!("Negotiate {}", B64.encode(authenticate));
         let reply = http
-            .post(
-                Vec::new(),
-                soap,
-                Some(&auth),
-                ep.connect_timeout.max(REQUEST_WAIT),
-            )
+            .post(Vec::new(), soap, Some(&auth), ep.connect_timeout)
             .await
             .map_err(lost)?;
         match reply.status {
