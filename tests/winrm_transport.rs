@@ -534,3 +534,15 @@ async fn a_reboot_that_never_happens_is_reported() {
     let done = session.execute(&ps("echo alive"), None).await.unwrap();
     assert_eq!(text(&done.stdout), "alive\n");
 }
+
+#[tokio::test]
+async fn large_output_comes_in_several_receives() {
+    let ep = http_ntlm("bigout", &[]).await;
+    let session = session(&ep).await;
+    let done = session
+        .execute(&ps("head -c 1000000 /dev/zero | tr '\\0' x; echo"), None)
+        .await
+        .unwrap();
+    assert_eq!(done.status, ExitStatus::Code(0));
+    assert_eq!(done.stdout.len(), 1_000_001);
+}

@@ -334,7 +334,9 @@ class Handler(BaseHTTPRequestHandler):
         if op == "Receive":
             desired = rbody.find("rsp:Receive/rsp:DesiredStream", NS)
             cmd = self.find_command(shell, desired.get("CommandId"))
-            got = cmd.receive(timeout)
+            # keep the answer within the MaxEnvelopeSize the client asked for
+            max_env = int(text(header, "w:MaxEnvelopeSize") or "153600")
+            got = cmd.receive(timeout, limit=max(1024, (max_env - 4096) * 3 // 8))
             if got is None:
                 raise Fault(2150858793, "w:TimedOut", TIMEOUT_TEXT, value="s:Receiver")
             out, err, code = got

@@ -63,7 +63,11 @@ impl Connection {
         tls: Option<&Arc<rustls::ClientConfig>>,
         timeout: Duration,
     ) -> Result<Connection, HttpError> {
-        let place = format!("{addr}:{port}");
+        let place = if addr.contains(':') {
+            format!("[{addr}]:{port}")
+        } else {
+            format!("{addr}:{port}")
+        };
         let connect = async {
             let tcp = match addr.parse::<std::net::IpAddr>() {
                 Ok(ip) => TcpStream::connect(SocketAddr::new(ip, port)).await,
