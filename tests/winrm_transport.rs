@@ -546,3 +546,12 @@ async fn large_output_comes_in_several_receives() {
     assert_eq!(done.status, ExitStatus::Code(0));
     assert_eq!(done.stdout.len(), 1_000_001);
 }
+
+#[tokio::test]
+async fn an_upload_that_arrives_altered_fails_the_hash_check() {
+    let ep = http_ntlm("corrupt", &["--corrupt-uploads"]).await;
+    let session = session(&ep).await;
+    let dest = session.temp_path("x.bin");
+    let err = session.upload(b"payload", &dest, 0o644).await.unwrap_err();
+    assert!(err.to_string().contains("SHA-256"), "{err}");
+}

@@ -301,7 +301,7 @@ class Handler(BaseHTTPRequestHandler):
         rbody = root.find("s:Body", NS)
         op = action.rsplit("/", 1)[-1]
         if op == "Create":
-            shell = Shell(self.ep.args.root, options.get("WINRS_CODEPAGE", "437"))
+            shell = Shell(self.ep.args.root, options.get("WINRS_CODEPAGE", "437"), self.ep.args.corrupt_uploads)
             with self.ep.lock:
                 self.ep.shells[shell.id] = shell
             addr = "http%s://%s:%d/wsman" % ("s" if self.ep.ssl_ctx else "", *self.server.server_address[:2])
@@ -486,6 +486,7 @@ def main() -> None:
     p.add_argument("--shell-idle-timeout", type=float, default=0, help="reap shells idle this long (0: never)")
     p.add_argument("--keepalive-timeout", type=float, default=0, help="close idle connections after this long (0: never)")
     p.add_argument("--root", help="sandbox directory commands run in")
+    p.add_argument("--corrupt-uploads", action="store_true", help="uploads get a byte more (to test the hash check)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
     args.host = args.host or ["127.0.0.1"]

@@ -142,9 +142,10 @@ class Command:
 
 
 class Shell:
-    def __init__(self, root: str, codepage: str) -> None:
+    def __init__(self, root: str, codepage: str, corrupt_uploads: bool = False) -> None:
         self.id = str(uuid.uuid4()).upper()
         self.root = root
+        self.corrupt_uploads = corrupt_uploads
         self.codepage = codepage
         self.commands: dict[str, Command] = {}
         self.lock = threading.Lock()
@@ -203,9 +204,10 @@ class Shell:
             path = ps_string_var(text, "path") or ""
             mapped = sh_quote(map_path(self.root, path))
             if helper == "upload":
+                corrupt = "printf X >> %s; " % mapped if self.corrupt_uploads else ""
                 script = (
-                    'set -e; mkdir -p "$(dirname %s)"; base64 -di > %s; '
-                    "sha256sum %s | cut -d' ' -f1" % (mapped, mapped, mapped)
+                    'set -e; mkdir -p "$(dirname %s)"; base64 -di > %s; %s'
+                    "sha256sum %s | cut -d' ' -f1" % (mapped, mapped, corrupt, mapped)
                 )
             elif helper == "remove":
                 script = "rm -f %s" % mapped
