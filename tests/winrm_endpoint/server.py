@@ -122,7 +122,19 @@ class Endpoint:
                 shell.close()
             self.shells.clear()
         time.sleep(self.args.reboot_delay)
-        self.listen(first=False)
+        for attempt in range(50):
+            try:
+                self.listen(first=False)
+                break
+            except OSError as e:  # the port may be in use for a moment
+                for server in self.servers:
+                    server.shutdown()
+                    server.server_close()
+                self.servers = []
+                if attempt == 49:
+                    print("REBOOT FAILED %s" % e, flush=True)
+                    return
+                time.sleep(0.1)
         print("REBOOTED", flush=True)
 
 
