@@ -20,12 +20,13 @@ use crate::report::{lines::Lines, log::JsonLines, progress::Progress, run_json, 
 use crate::run::{
     self, AlwaysYes, Confirm, Event, Events, Interrupt, Observer, Resume, RunOptions,
 };
-use crate::transport::{Connectors, local::LocalConnector};
+use crate::transport::{Connectors, local::LocalConnector, winrm::WinrmConnector};
 
 /// The transports this build has.
 pub fn connectors() -> Connectors {
     Connectors {
         local: Some(Arc::new(LocalConnector)),
+        winrm: Some(Arc::new(WinrmConnector::new())),
         ..Default::default()
     }
 }
