@@ -64,8 +64,9 @@ pub fn run(plan: Plan, args: &RunArgs) -> i32 {
     };
     let row = RunRow {
         run_id: run_id.clone(),
-        playbook: args.target.playbook.display().to_string(),
-        inventory: args.target.inventory.display().to_string(),
+        // Absolute, so the run can be resumed from any folder.
+        playbook: absolute(&args.target.playbook),
+        inventory: absolute(&args.target.inventory),
         playbook_sha256,
         inventory_sha256,
         options: serde_json::json!({
@@ -200,6 +201,13 @@ pub fn resume(args: &ResumeArgs) -> i32 {
         resume: Some((replay.hosts, replay.report)),
     };
     block_on(drive(launch, &args.execution))
+}
+
+fn absolute(path: &std::path::Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 fn block_on(future: impl std::future::Future<Output = i32>) -> i32 {
