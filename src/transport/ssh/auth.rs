@@ -87,6 +87,7 @@ pub async fn authenticate(
     user: &str,
     settings: &SshSettings,
     keys: &KeyCache,
+    agent: Option<&Path>,
 ) -> Result<(), TransportError> {
     let mut tried: Vec<String> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
@@ -121,9 +122,9 @@ pub async fn authenticate(
         }
     }
 
-    if let Some(socket) = std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) {
+    if let Some(socket) = agent {
         tried.push("ssh-agent".into());
-        match AgentClient::connect_uds(&socket).await {
+        match AgentClient::connect_uds(socket).await {
             Ok(mut agent) => match agent.request_identities().await {
                 Ok(identities) => {
                     let hash = handle.best_supported_rsa_hash().await.map_err(lost)?;

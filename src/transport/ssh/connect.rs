@@ -261,7 +261,9 @@ type JumpSlot = Arc<tokio::sync::Mutex<Option<Arc<Handle<Client>>>>>;
 #[derive(Default)]
 pub struct Dialer {
     pub keys: KeyCache,
-    jumps: Mutex<HashMap<String, JumpSlot>>,
+    /// The ssh-agent socket (`SSH_AUTH_SOCK` when the connector was made).
+    pub agent: Option<PathBuf>,
+    pub(super) jumps: Mutex<HashMap<String, JumpSlot>>,
 }
 
 /// `user@host:port`, user and port optional.
@@ -380,7 +382,15 @@ impl Dialer {
             }
         })?;
         let user = user_of(target);
-        authenticate(&mut handle, name, &user, &target.ssh, &self.keys).await?;
+        authenticate(
+            &mut handle,
+            name,
+            &user,
+            &target.ssh,
+            &self.keys,
+            self.agent.as_deref(),
+        )
+        .await?;
         Ok(handle)
     }
 

@@ -46,9 +46,10 @@ pub struct KeyscanOutcome {
     pub status: KeyscanStatus,
 }
 
-/// Scans `targets`, at most `parallel` at once, with a connector of its own.
+/// Scans `targets`, at most `parallel` at once, with a connector of its own
+/// (the ssh-agent of `SSH_AUTH_SOCK` logs in to jump hosts, if needed).
 pub async fn keyscan(targets: &[Target], parallel: usize) -> Vec<KeyscanOutcome> {
-    scan(Arc::new(Dialer::default()), targets, parallel).await
+    super::SshConnector::new().keyscan(targets, parallel).await
 }
 
 pub(super) async fn scan(

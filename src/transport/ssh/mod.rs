@@ -49,14 +49,34 @@ const KILL_GRACE: Duration = Duration::from_secs(3);
 
 /// Opens [`SshSession`]s. One connector serves a whole run: it keeps the
 /// decrypted keys and the jump host connections that hosts share.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SshConnector {
     dialer: Arc<Dialer>,
 }
 
+impl Default for SshConnector {
+    fn default() -> Self {
+        SshConnector::new()
+    }
+}
+
 impl SshConnector {
+    /// A connector using the ssh-agent named by `SSH_AUTH_SOCK`, if any.
     pub fn new() -> Self {
-        SshConnector::default()
+        let agent = std::env::var_os("SSH_AUTH_SOCK")
+            .filter(|s| !s.is_empty())
+            .map(std::path::PathBuf::from);
+        SshConnector::with_agent(agent)
+    }
+
+    /// A connector using the ssh-agent at `socket` (`None`: no agent).
+    pub fn with_agent(socket: Option<std::path::PathBuf>) -> Self {
+        SshConnector {
+            dialer: Arc::new(Dialer {
+                agent: socket,
+                ..Dialer::default()
+            }),
+        }
     }
 
     /// [`keyscan`] with this connector's keys and jump connections.

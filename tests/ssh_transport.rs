@@ -1,0 +1,553 @@
+//! The SSH transport against real OpenSSH servers on loopback (see
+//! `tests/support/sshd.rs`): parallel fleets, authentication methods, host
+//! key policies, SFTP, timeouts, hosts going down, reboots, jump hosts.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orchestrate::transport::ssh::{KeyscanStatus, SshConnector};
+use orchestrate::transport::{
+    Command, Connector, ExitStatus, HostKeyPolicy, Script, Secret, Session, Target, TransportError,
+};
+use support::sshd::{ClientKey, PASSPHRASE, SshdEnv, process_alive};
+
+fn sh(text: &str) -> Command {
+    Command::new(Script::Sh(text.to_string()))
+}
+
+fn no_agent() -> SshConnector {
+    SshConnector::with_agent(None)
+}
+
+async fn run(session: &dyn Session, text: &str) -> (ExitStatus, String) {
+    let done = session.execute(&sh(text), None).await.expect("execute");
+    (done.status, String::from_utf8_lossy(&done.stdout).into_owned())
+}
+
+fn err_text<T>(result: Result<T, TransportError>) -> (TransportError, String) {
+    match result {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => {
+            let text = e.to_string();
+            (e, text)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_of_60_hosts_runs_3_steps_each_over_one_connection_per_host() {
+    let env = SshdEnv::new();
+    let (_servers, hosts) = env.fleet(60);
+    env.trust(&hosts);
+    let connector = Arc::new(no_agent());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, host) in hosts.iter().enumerate() {
+        let target = env.target(&format!("host{i:02}"), host);
+        let connector = connector.clone();
+        tasks.push(tokio::spawn(async move {
+            let session = connector.connect(&target).await?;
+            let mut parents = Vec::new();
+            for step in 0..3 {
+                let text = format!("echo step{step} {}; echo $PPID >&2", target.address);
+                let done = session.execute(&sh(&text), None).await?;
+                assert_eq!(done.status, ExitStatus::Code(0));
+                assert_eq!(
+                    String::from_utf8_lossy(&done.stdout),
+                    format!("step{step} {}\n", target.address)
+                );
+                parents.push(String::from_utf8_lossy(&done.stderr).trim().to_string());
+            }
+            session.close().await;
+            Ok::<_, TransportError>(parents)
+        }));
+    }
+    for task in tasks {
+        let parents = task.await.unwrap().expect("host ran its steps");
+        // Every step's shell is a child of the same sshd connection process.
+        assert!(parents.iter().all(|p| p == &parents[0]), "{parents:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_files_of_every_kind_log_in() {
+    let env = SshdEnv::new();
+    let server = env.server(1);
+    env.trust(&server.hosts());
+    let connector = no_agent();
+    for kind in [ClientKey::Ed25519, ClientKey::Ecdsa, ClientKey::Rsa] {
+        let mut target = env.target("keys", &server.host());
+        target.ssh.identity_file = Some(env.key(kind));
+        let session = connector.connect(&target).await.unwrap_or_else(|e| {
+            panic!("{kind:?}: {e}\n{}", server.log());
+        });
+        assert_eq!(run(&*session, "echo ok").await.1, "ok\n");
+    }
+    // RSA went with rsa-sha2-512/256, never the SHA-1 `ssh-rsa` signature.
+    let log = server.log();
+    assert!(log.contains("Accepted publickey") && log.contains("RSA SHA256:"), "{log}");
+    assert!(!log.contains("ssh-rsa signature"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_key_with_passphrase_and_wrong_passphrase() {
+    let env = SshdEnv::new();
+    let server = env.server(3);
+    env.trust(&server.hosts());
+    let connector = no_agent();
+    for (i, host) in server.hosts().iter().enumerate() {
+        let mut target = env.target(&format!("enc{i}"), host);
+        target.ssh.identity_file = Some(env.key(ClientKey::Encrypted));
+        target.ssh.identity_passphrase = Some(Secret::new(PASSPHRASE));
+        let session = connector.connect(&target).await.expect("passphrase key");
+        assert_eq!(run(&*session, "echo ok").await.1, "ok\n");
+    }
+    // A fresh connector (the decrypted key is cached per connector).
+    let mut target = env.target("enc-wrong", &server.host());
+    target.ssh.identity_file = Some(env.key(ClientKey::Encrypted));
+    target.ssh.identity_passphrase = Some(Secret::new("not the passphrase"));
+    let (e, text) = err_text(no_agent().connect(&target).await);
+    assert!(matches!(e, TransportError::Unreachable(_)), "{e:?}");
+    assert!(text.contains("wrong passphrase"), "{text}");
+    assert!(!text.contains("not the passphrase"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_login_and_a_failed_login_names_host_user_and_methods() {
+    let env = SshdEnv::new();
+    let server = env.server(1);
+    env.trust(&server.hosts());
+    let agent = env.agent(&[ClientKey::Rsa]);
+    let mut target = env.target("agent-host", &server.host());
+    target.ssh.identity_file = None;
+    let with_agent = SshConnector::with_agent(Some(agent.socket.clone()));
+    let session = with_agent.connect(&target).await.expect("agent login");
+    assert_eq!(run(&*session, "echo ok").await.1, "ok\n");
+
+    let mut target = env.target("acme-ws01", &server.host());
+    target.ssh.identity_file = Some(env.key(ClientKey::Unauthorized));
+    target.ssh.password = Some(Secret::new("hunter2-not-it"));
+    let stranger_agent = env.agent(&[ClientKey::Unauthorized]);
+    let connector = SshConnector::with_agent(Some(stranger_agent.socket.clone()));
+    let (e, text) = err_text(connector.connect(&target).await);
+    assert!(matches!(e, TransportError::Unreachable(_)), "{e:?}");
+    assert!(text.contains("host acme-ws01"), "{text}");
+    assert!(text.contains(&format!("as {}", env.user())), "{text}");
+    assert!(text.contains("publickey") && text.contains("id_stranger"), "{text}");
+    assert!(text.contains("ssh-agent") && text.contains("password"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_login() {
+    let env = SshdEnv::new();
+    let Some(password) = env.password() else {
+        eprintln!("skipped: no test password (run as root after scripts/deps/ssh.sh)");
+        return;
+    };
+    let server = env.server(1);
+    env.trust(&server.hosts());
+    let mut target = env.target("pw", &server.host());
+    target.ssh.identity_file = None;
+    target.ssh.password = Some(Secret::new(password));
+    let session = no_agent()
+        .connect(&target)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    assert_eq!(run(&*session, "echo ok").await.1, "ok\n");
+    assert!(server.log().contains("Accepted password"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_pinned_or_unknown_host_key_is_refused_before_anything_runs() {
+    let env = SshdEnv::new();
+    let server = env.server(2);
+    let hosts = server.hosts();
+    let marker = env.dir().join("ran");
+    let connector = no_agent();
+
+    // Unknown under the strict policy.
+    let target = env.target("unknown", &hosts[0]);
+    let (e, text) = err_text(connector.connect(&target).await);
+    assert!(matches!(e, TransportError::HostKey(_)), "{e:?}");
+    assert!(text.contains("unknown") && text.contains("SHA256:"), "{text}");
+
+    // Pinned to another key: both fingerprints are named.
+    let other = {
+        let path = env.key(ClientKey::Unauthorized);
+        std::fs::read_to_string(path.with_extension("pub")).unwrap()
+    };
+    let mut target = env.target("acme-ws01", &hosts[1]);
+    target.ssh.host_key = Some(other.clone());
+    let (e, text) = err_text(connector.connect(&target).await);
+    assert!(matches!(e, TransportError::HostKey(_)), "{e:?}");
+    let parse = |s: &str| orchestrate::transport::ssh::known_hosts::parse_key(s).unwrap();
+    let pinned_fp = orchestrate::transport::ssh::known_hosts::fingerprint(&parse(&other));
+    let real_fp = orchestrate::transport::ssh::known_hosts::fingerprint(&parse(&hosts[1].host_key));
+    assert!(text.contains(&pinned_fp) && text.contains(&real_fp), "{text}");
+    assert!(text.contains("host acme-ws01"), "{text}");
+    assert!(!marker.exists());
+    assert!(!server.log().contains("Accepted publickey"), "{}", server.log());
+
+    // The right pinned key needs no known_hosts at all.
+    let mut target = env.target("pinned", &hosts[1]);
+    target.ssh.host_key = Some(hosts[1].host_key.clone());
+    target.ssh.known_hosts = None;
+    let session = connector.connect(&target).await.expect("pinned key");
+    assert_eq!(run(&*session, "echo ok").await.1, "ok\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_new_records_the_key_then_a_changed_key_is_refused() {
+    let env = SshdEnv::new();
+    let mut server = env.server(1);
+    let connector = no_agent();
+    let mut target = env.target("tofu", &server.host());
+    target.host_key_policy = HostKeyPolicy::AcceptNew;
+    let session = connector.connect(&target).await.expect("accept-new");
+    assert_eq!(run(&*session, "echo ok").await.1, "ok\n");
+    session.close().await;
+    let recorded = std::fs::read_to_string(&env.known_hosts).unwrap();
+    let host = server.host();
+    assert_eq!(
+        recorded,
+        format!("[{}]:{} {}\n", host.address, host.port, host.host_key)
+    );
+    // Known now, even under strict.
+    target.host_key_policy = HostKeyPolicy::Strict;
+    connector.connect(&target).await.expect("recorded key");
+
+    server.change_host_key();
+    target.host_key_policy = HostKeyPolicy::AcceptNew;
+    let (e, text) = err_text(connector.connect(&target).await);
+    assert!(matches!(e, TransportError::HostKey(_)), "{e:?}");
+    assert!(text.contains("CHANGED"), "{text}");
+    assert_eq!(std::fs::read_to_string(&env.known_hosts).unwrap(), recorded);
+    // `off` skips the check.
+    target.host_key_policy = HostKeyPolicy::Off;
+    connector.connect(&target).await.expect("policy off");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyscan_reports_new_unchanged_changed_and_unreachable() {
+    let env = SshdEnv::new();
+    let server = env.server(3);
+    let mut changed = env.server(1);
+    let down = env.server(1);
+    let hosts = server.hosts();
+    env.trust(&hosts[..1]);
+    env.trust(&[changed.host()]);
+    changed.change_host_key();
+    down.stop();
+    let targets: Vec<Target> = vec![
+        env.target("known", &hosts[0]),
+        env.target("new1", &hosts[1]),
+        env.target("new2", &hosts[2]),
+        env.target("changed", &changed.host()),
+        env.target("down", &down.host()),
+    ];
+    let outcomes = no_agent().keyscan(&targets, 8).await;
+    let status = |name: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.host == name)
+            .unwrap()
+            .status
+            .clone()
+    };
+    assert!(matches!(status("known"), KeyscanStatus::Unchanged { .. }));
+    assert!(matches!(status("new1"), KeyscanStatus::New { recorded: Ok(()), .. }));
+    assert!(matches!(status("new2"), KeyscanStatus::New { recorded: Ok(()), .. }));
+    match status("changed") {
+        KeyscanStatus::Changed { presented, known } => {
+            assert!(presented.starts_with("SHA256:") && known.starts_with("SHA256:"));
+            assert_ne!(presented, known);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(status("down"), KeyscanStatus::Unreachable(_)));
+    // The new ones are recorded: a second scan finds them unchanged.
+    let again = no_agent().keyscan(&targets[1..3], 2).await;
+    assert!(again.iter().all(|o| matches!(o.status, KeyscanStatus::Unchanged { .. })), "{again:?}");
+    // Nothing logged in: keyscan stops after the host key.
+    assert!(!server.log().contains("Accepted"), "{}", server.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_keeps_the_mode_and_remove_deletes() {
+    let env = SshdEnv::new();
+    let server = env.server(1);
+    env.trust(&server.hosts());
+    let session = no_agent()
+        .connect(&env.target("files", &server.host()))
+        .await
+        .unwrap();
+    let path = session.temp_path("script.sh");
+    assert!(path.starts_with("/tmp/orchestrate-"), "{path}");
+    let body = b"#!/bin/sh\necho uploaded \"$@\"\n".repeat(1);
+    session.upload(&body, &path, 0o750).await.expect("upload");
+    let (status, out) = run(&*session, &format!("stat -c %a {path}; {path} ok")).await;
+    assert_eq!(status, ExitStatus::Code(0));
+    assert_eq!(out, "750\nuploaded ok\n");
+    // Larger than one SFTP packet, and overwritten in place.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    session.upload(&big, &path, 0o600).await.expect("upload big");
+    let (_, out) = run(&*session, &format!("stat -c '%a %s' {path}")).await;
+    assert_eq!(out, "600 300000\n");
+    session.remove(&path).await.expect("remove");
+    let (status, _) = run(&*session, &format!("test -e {path}")).await;
+    assert_eq!(status, ExitStatus::Code(1));
+    assert!(session.remove(&path).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_exit_codes_signals_and_streamed_output() {
+    let env = SshdEnv::new();
+    let server = env.server(1);
+    env.trust(&server.hosts());
+    let session = no_agent()
+        .connect(&env.target("io", &server.host()))
+        .await
+        .unwrap();
+    let mut command = sh("wc -c; cat >/dev/null");
+    let input: Vec<u8> = vec![b'x'; 1_000_000];
+    command.stdin = Some(input);
+    let done = session.execute(&command, None).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&done.stdout).trim(), "1000000");
+
+    let mut command = sh("tr a-z A-Z");
+    command.stdin = Some(b"hello stdin".to_vec());
+    let done = session.execute(&command, None).await.unwrap();
+    assert_eq!(done.stdout, b"HELLO STDIN");
+
+    let (status, _) = run(&*session, "echo before; exit 3").await;
+    assert_eq!(status, ExitStatus::Code(3));
+    let (status, _) = run(&*session, "kill -TERM $$").await;
+    assert_eq!(status, ExitStatus::Signal("TERM".into()));
+
+    let (sink, mut chunks) = tokio::sync::mpsc::unbounded_channel();
+    let done = session
+        .execute(&sh("echo out; echo err >&2"), Some(sink))
+        .await
+        .unwrap();
+    assert_eq!((done.stdout.as_slice(), done.stderr.as_slice()), (&b"out\n"[..], &b"err\n"[..]));
+    let mut streamed = Vec::new();
+    while let Ok(chunk) = chunks.try_recv() {
+        streamed.push((chunk.stream, chunk.data));
+    }
+    assert_eq!(streamed.len(), 2, "{streamed:?}");
+
+    // Script kinds: PowerShell needs Windows or pwsh; cmd needs Windows.
+    let cmd = session
+        .execute(&Command::new(Script::Cmd("dir".into())), None)
+        .await;
+    assert!(matches!(cmd, Err(TransportError::Unsupported(_))));
+    let (status, out) = {
+        let done = session
+            .execute(&Command::new(Script::Default("echo default".into())), None)
+            .await
+            .unwrap();
+        (done.status, String::from_utf8_lossy(&done.stdout).into_owned())
+    };
+    assert_eq!((status, out.as_str()), (ExitStatus::Code(0), "default\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_kills_the_remote_process_group() {
+    let env = SshdEnv::new();
+    let server = env.server(1);
+    env.trust(&server.hosts());
+    let session = no_agent()
+        .connect(&env.target("slow", &server.host()))
+        .await
+        .unwrap();
+    let mut command = sh("sleep 300 & echo $!; wait");
+    command.timeout = Some(Duration::from_millis(1500));
+    let started = Instant::now();
+    let done = session.execute(&command, None).await.unwrap();
+    assert_eq!(done.status, ExitStatus::TimedOut);
+    assert!(started.elapsed() < Duration::from_secs(6));
+    let pid: i32 = String::from_utf8_lossy(&done.stdout).trim().parse().expect("the sleep's pid");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while process_alive(pid) {
+        assert!(Instant::now() < deadline, "the remote sleep {pid} survived the timeout");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The session goes on.
+    assert_eq!(run(&*session, "echo still here").await.1, "still here\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_are_capped_below_max_sessions() {
+    let env = SshdEnv::new();
+    let default_limit = env.server_with(1, 10);
+    let tight = env.server_with(1, 2);
+    env.trust(&default_limit.hosts());
+    env.trust(&tight.hosts());
+    let connector = no_agent();
+    // 20 steps at once on one connection to a MaxSessions 10 host: they queue.
+    let session: Arc<dyn Session> = connector
+        .connect(&env.target("busy", &default_limit.host()))
+        .await
+        .unwrap()
+        .into();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let session = session.clone();
+        tasks.push(tokio::spawn(async move {
+            session.execute(&sh(&format!("sleep 0.2; echo {i}")), None).await
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let done = task.await.unwrap().expect("queued step");
+        assert_eq!(String::from_utf8_lossy(&done.stdout), format!("{i}\n"));
+    }
+    // A host allowing fewer sessions than the cap: a clear error.
+    let session: Arc<dyn Session> = connector
+        .connect(&env.target("tight", &tight.host()))
+        .await
+        .unwrap()
+        .into();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let session = session.clone();
+        tasks.push(tokio::spawn(async move { session.execute(&sh("sleep 1"), None).await }));
+    }
+    let mut refused = Vec::new();
+    for task in tasks {
+        if let Err(e) = task.await.unwrap() {
+            refused.push(e.to_string());
+        }
+    }
+    assert!(!refused.is_empty());
+    assert!(refused.iter().all(|e| e.contains("MaxSessions")), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_going_down_mid_command_fails_alone() {
+    let env = SshdEnv::new();
+    let (_servers, hosts) = env.fleet(4);
+    let victim = env.server(1);
+    env.trust(&hosts);
+    env.trust(&victim.hosts());
+    let connector = Arc::new(no_agent());
+    let mut tasks = Vec::new();
+    for (i, host) in hosts.iter().enumerate() {
+        let target = env.target(&format!("ok{i}"), host);
+        let connector = connector.clone();
+        tasks.push(tokio::spawn(async move {
+            let session = connector.connect(&target).await?;
+            session.execute(&sh("sleep 1.5; echo done"), None).await
+        }));
+    }
+    let target = env.target("victim", &victim.host());
+    let session = connector.connect(&target).await.unwrap();
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        victim.stop();
+    };
+    let long = sh("sleep 5; echo never");
+    let (result, ()) = tokio::join!(session.execute(&long, None), killer);
+    let (e, text) = err_text(result);
+    assert!(matches!(e, TransportError::ConnectionLost(_)), "{e:?}");
+    assert!(text.contains("host victim"), "{text}");
+    for task in tasks {
+        let done = task.await.unwrap().expect("other hosts finish");
+        assert_eq!(done.stdout, b"done\n");
+    }
+    // Now it is down: connecting says unreachable.
+    let (e, _) = err_text(connector.connect(&target).await);
+    assert!(matches!(e, TransportError::Unreachable(_)), "{e:?}");
+    let (e, _) = err_text(session.execute(&sh("true"), None).await);
+    assert!(matches!(e, TransportError::ConnectionLost(_)), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_and_refused_connections_are_unreachable() {
+    let env = SshdEnv::new();
+    // Accepts TCP but never speaks SSH.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = support::sshd::Host {
+        address: "127.0.0.1".into(),
+        port: silent.local_addr().unwrap().port(),
+        host_key: String::new(),
+    };
+    let mut target = env.target("silent", &host);
+    target.connect_timeout = Duration::from_millis(800);
+    let started = Instant::now();
+    let (e, text) = err_text(no_agent().connect(&target).await);
+    assert!(matches!(e, TransportError::Unreachable(_)), "{e:?}");
+    assert!(text.contains("connect timeout"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    drop(silent);
+    let (e, text) = err_text(no_agent().connect(&target).await);
+    assert!(matches!(e, TransportError::Unreachable(_)), "{e:?}");
+    assert!(text.contains("refused"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reboot_waits_for_the_host_and_reconnects() {
+    let env = SshdEnv::new();
+    let server = env.server(1);
+    env.trust(&server.hosts());
+    let mut target = env.target("rebooter", &server.host());
+    target.reboot_command = Some(server.reboot_command());
+    let session = no_agent().connect(&target).await.unwrap();
+    let (_, before) = run(&*session, "echo $PPID").await;
+    session.upload(b"x", &session.temp_path("f"), 0o644).await.unwrap();
+    let started = Instant::now();
+    session
+        .reboot(Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let (status, after) = run(&*session, "echo $PPID").await;
+    assert_eq!(status, ExitStatus::Code(0));
+    assert_ne!(before, after, "a new connection after the reboot");
+    // SFTP reopens on the new connection too.
+    session.upload(b"y", &session.temp_path("g"), 0o644).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_behind_one_shared_jump_host() {
+    let env = SshdEnv::new();
+    let jump = env.server(1);
+    let inner = env.server(5);
+    env.trust(&jump.hosts());
+    env.trust(&inner.hosts());
+    let spec = jump.host().jump_spec(env.user());
+    let connector = Arc::new(no_agent());
+    let mut tasks = Vec::new();
+    for (i, host) in inner.hosts().iter().enumerate() {
+        let mut target = env.target(&format!("behind{i}"), host);
+        target.ssh.jump_host = Some(spec.clone());
+        let connector = connector.clone();
+        tasks.push(tokio::spawn(async move {
+            let session = connector.connect(&target).await?;
+            let mut outputs = Vec::new();
+            for _ in 0..2 {
+                let done = session.execute(&sh("echo $SSH_CONNECTION"), None).await?;
+                outputs.push(String::from_utf8_lossy(&done.stdout).into_owned());
+            }
+            Ok::<_, TransportError>(outputs)
+        }));
+    }
+    for task in tasks {
+        let outputs = task.await.unwrap().expect("through the jump host");
+        // The inner sshd sees the jump host's loopback tunnel, not us directly.
+        assert!(outputs[0].starts_with("127.0.0.1 "), "{outputs:?}");
+    }
+    let log = jump.log();
+    assert_eq!(log.matches("Accepted publickey").count(), 1, "one shared jump connection:\n{log}");
+
+    // The jump host's own key is verified like any host's.
+    let mut target = env.target("behind-bad-jump", &inner.host());
+    let stranger = env.server(1);
+    target.ssh.jump_host = Some(stranger.host().jump_spec(env.user()));
+    let (e, text) = err_text(no_agent().connect(&target).await);
+    assert!(matches!(e, TransportError::HostKey(_)), "{e:?}");
+    assert!(text.contains("jump host"), "{text}");
+}
