@@ -23,7 +23,10 @@ fn no_agent() -> SshConnector {
 
 async fn run(session: &dyn Session, text: &str) -> (ExitStatus, String) {
     let done = session.execute(&sh(text), None).await.expect("execute");
-    (done.status, String::from_utf8_lossy(&done.stdout).into_owned())
+    (
+        done.status,
+        String::from_utf8_lossy(&done.stdout).into_owned(),
+    )
 }
 
 fn err_text<T>(result: Result<T, TransportError>) -> (TransportError, String) {
@@ -88,7 +91,10 @@ async fn key_files_of_every_kind_log_in() {
     }
     // RSA went with rsa-sha2-512/256, never the SHA-1 `ssh-rsa` signature.
     let log = server.log();
-    assert!(log.contains("Accepted publickey") && log.contains("RSA SHA256:"), "{log}");
+    assert!(
+        log.contains("Accepted publickey") && log.contains("RSA SHA256:"),
+        "{log}"
+    );
     assert!(!log.contains("ssh-rsa signature"), "{log}");
 }
 
@@ -105,6 +111,19 @@ async fn encrypted_key_with_passphrase_and_wrong_passphrase() {
         let session = connector.connect(&target).await.expect("passphrase key");
         assert_eq!(run(&*session, "echo ok").await.1, "ok\n");
     }
+    // Decrypted once per connector (per run), not once per host.
+    let cache = orchestrate::transport::ssh::auth::KeyCache::default();
+    let secret = Secret::new(PASSPHRASE);
+    let first = cache
+        .get(&env.key(ClientKey::Encrypted), Some(&secret))
+        .await
+        .unwrap();
+    let again = cache
+        .get(&env.key(ClientKey::Encrypted), Some(&secret))
+        .await
+        .unwrap();
+    assert!(Arc::ptr_eq(&first, &again));
+
     // A fresh connector (the decrypted key is cached per connector).
     let mut target = env.target("enc-wrong", &server.host());
     target.ssh.identity_file = Some(env.key(ClientKey::Encrypted));
@@ -136,8 +155,14 @@ async fn agent_login_and_a_failed_login_names_host_user_and_methods() {
     assert!(matches!(e, TransportError::Unreachable(_)), "{e:?}");
     assert!(text.contains("host acme-ws01"), "{text}");
     assert!(text.contains(&format!("as {}", env.user())), "{text}");
-    assert!(text.contains("publickey") && text.contains("id_stranger"), "{text}");
-    assert!(text.contains("ssh-agent") && text.contains("password"), "{text}");
+    assert!(
+        text.contains("publickey") && text.contains("id_stranger"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ssh-agent") && text.contains("password"),
+        "{text}"
+    );
     assert!(!text.contains("hunter2"), "{text}");
 }
 
@@ -173,7 +198,10 @@ async fn wrong_pinned_or_unknown_host_key_is_refused_before_anything_runs() {
     let target = env.target("unknown", &hosts[0]);
     let (e, text) = err_text(connector.connect(&target).await);
     assert!(matches!(e, TransportError::HostKey(_)), "{e:?}");
-    assert!(text.contains("unknown") && text.contains("SHA256:"), "{text}");
+    assert!(
+        text.contains("unknown") && text.contains("SHA256:"),
+        "{text}"
+    );
 
     // Pinned to another key: both fingerprints are named.
     let other = {
@@ -187,10 +215,17 @@ async fn wrong_pinned_or_unknown_host_key_is_refused_before_anything_runs() {
     let parse = |s: &str| orchestrate::transport::ssh::known_hosts::parse_key(s).unwrap();
     let pinned_fp = orchestrate::transport::ssh::known_hosts::fingerprint(&parse(&other));
     let real_fp = orchestrate::transport::ssh::known_hosts::fingerprint(&parse(&hosts[1].host_key));
-    assert!(text.contains(&pinned_fp) && text.contains(&real_fp), "{text}");
+    assert!(
+        text.contains(&pinned_fp) && text.contains(&real_fp),
+        "{text}"
+    );
     assert!(text.contains("host acme-ws01"), "{text}");
     assert!(!marker.exists());
-    assert!(!server.log().contains("Accepted publickey"), "{}", server.log());
+    assert!(
+        !server.log().contains("Accepted publickey"),
+        "{}",
+        server.log()
+    );
 
     // The right pinned key needs no known_hosts at all.
     let mut target = env.target("pinned", &hosts[1]);
@@ -259,8 +294,20 @@ async fn keyscan_reports_new_unchanged_changed_and_unreachable() {
             .clone()
     };
     assert!(matches!(status("known"), KeyscanStatus::Unchanged { .. }));
-    assert!(matches!(status("new1"), KeyscanStatus::New { recorded: Ok(()), .. }));
-    assert!(matches!(status("new2"), KeyscanStatus::New { recorded: Ok(()), .. }));
+    assert!(matches!(
+        status("new1"),
+        KeyscanStatus::New {
+            recorded: Ok(()),
+            ..
+        }
+    ));
+    assert!(matches!(
+        status("new2"),
+        KeyscanStatus::New {
+            recorded: Ok(()),
+            ..
+        }
+    ));
     match status("changed") {
         KeyscanStatus::Changed { presented, known } => {
             assert!(presented.starts_with("SHA256:") && known.starts_with("SHA256:"));
@@ -271,7 +318,12 @@ async fn keyscan_reports_new_unchanged_changed_and_unreachable() {
     assert!(matches!(status("down"), KeyscanStatus::Unreachable(_)));
     // The new ones are recorded: a second scan finds them unchanged.
     let again = no_agent().keyscan(&targets[1..3], 2).await;
-    assert!(again.iter().all(|o| matches!(o.status, KeyscanStatus::Unchanged { .. })), "{again:?}");
+    assert!(
+        again
+            .iter()
+            .all(|o| matches!(o.status, KeyscanStatus::Unchanged { .. })),
+        "{again:?}"
+    );
     // Nothing logged in: keyscan stops after the host key.
     assert!(!server.log().contains("Accepted"), "{}", server.log());
 }
@@ -287,14 +339,17 @@ async fn upload_keeps_the_mode_and_remove_deletes() {
         .unwrap();
     let path = session.temp_path("script.sh");
     assert!(path.starts_with("/tmp/orchestrate-"), "{path}");
-    let body = b"#!/bin/sh\necho uploaded \"$@\"\n".repeat(1);
+    let body = b"#!/bin/sh\necho uploaded \"$@\"\n".to_vec();
     session.upload(&body, &path, 0o750).await.expect("upload");
     let (status, out) = run(&*session, &format!("stat -c %a {path}; {path} ok")).await;
     assert_eq!(status, ExitStatus::Code(0));
     assert_eq!(out, "750\nuploaded ok\n");
     // Larger than one SFTP packet, and overwritten in place.
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    session.upload(&big, &path, 0o600).await.expect("upload big");
+    session
+        .upload(&big, &path, 0o600)
+        .await
+        .expect("upload big");
     let (_, out) = run(&*session, &format!("stat -c '%a %s' {path}")).await;
     assert_eq!(out, "600 300000\n");
     session.remove(&path).await.expect("remove");
@@ -333,7 +388,10 @@ async fn stdin_exit_codes_signals_and_streamed_output() {
         .execute(&sh("echo out; echo err >&2"), Some(sink))
         .await
         .unwrap();
-    assert_eq!((done.stdout.as_slice(), done.stderr.as_slice()), (&b"out\n"[..], &b"err\n"[..]));
+    assert_eq!(
+        (done.stdout.as_slice(), done.stderr.as_slice()),
+        (&b"out\n"[..], &b"err\n"[..])
+    );
     let mut streamed = Vec::new();
     while let Ok(chunk) = chunks.try_recv() {
         streamed.push((chunk.stream, chunk.data));
@@ -350,7 +408,10 @@ async fn stdin_exit_codes_signals_and_streamed_output() {
             .execute(&Command::new(Script::Default("echo default".into())), None)
             .await
             .unwrap();
-        (done.status, String::from_utf8_lossy(&done.stdout).into_owned())
+        (
+            done.status,
+            String::from_utf8_lossy(&done.stdout).into_owned(),
+        )
     };
     assert_eq!((status, out.as_str()), (ExitStatus::Code(0), "default\n"));
 }
@@ -370,14 +431,80 @@ async fn a_timeout_kills_the_remote_process_group() {
     let done = session.execute(&command, None).await.unwrap();
     assert_eq!(done.status, ExitStatus::TimedOut);
     assert!(started.elapsed() < Duration::from_secs(6));
-    let pid: i32 = String::from_utf8_lossy(&done.stdout).trim().parse().expect("the sleep's pid");
+    let pid: i32 = String::from_utf8_lossy(&done.stdout)
+        .trim()
+        .parse()
+        .expect("the sleep's pid");
     let deadline = Instant::now() + Duration::from_secs(3);
     while process_alive(pid) {
-        assert!(Instant::now() < deadline, "the remote sleep {pid} survived the timeout");
+        assert!(
+            Instant::now() < deadline,
+            "the remote sleep {pid} survived the timeout"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // The session goes on.
     assert_eq!(run(&*session, "echo still here").await.1, "still here\n");
+
+    // A step the runner gives up on (its future dropped) is killed as well.
+    let pid_file = env.dir().join("dropped.pid");
+    let text = format!("sleep 300 & echo $! > {}; wait", pid_file.display());
+    let dropped = sh(&text);
+    let gave_up = tokio::time::timeout(Duration::from_millis(800), session.execute(&dropped, None));
+    assert!(gave_up.await.is_err());
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_gone(pid);
+}
+
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while process_alive(pid) {
+        assert!(Instant::now() < deadline, "remote process {pid} survived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The fallback for servers that ignore the `signal` request (OpenSSH < 7.9):
+/// a marked command's process group is killed from a second channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marked_commands_can_be_killed_from_another_channel() {
+    use orchestrate::transport::ssh::exec::{kill_marked, with_marker};
+    let env = SshdEnv::new();
+    let server = env.server(1);
+    env.trust(&server.hosts());
+    let session: Arc<dyn Session> = no_agent()
+        .connect(&env.target("marked", &server.host()))
+        .await
+        .unwrap()
+        .into();
+    let token = format!("orchestrate-test-{}", std::process::id());
+    let marked = sh(&with_marker(&token, "sleep 300 & echo $!; wait"));
+    let running = {
+        let session = session.clone();
+        tokio::spawn(async move { session.execute(&marked, None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (status, _) = run(&*session, &kill_marked(&token)).await;
+    assert_eq!(
+        status,
+        ExitStatus::Code(0),
+        "the killer must not kill itself"
+    );
+    let done = tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the marked command ended")
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, ExitStatus::Signal("KILL".into()));
+    let pid: i32 = String::from_utf8_lossy(&done.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    wait_gone(pid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,14 +525,16 @@ async fn channels_are_capped_below_max_sessions() {
     for i in 0..20 {
         let session = session.clone();
         tasks.push(tokio::spawn(async move {
-            session.execute(&sh(&format!("sleep 0.2; echo {i}")), None).await
+            session
+                .execute(&sh(&format!("sleep 0.2; echo {i}")), None)
+                .await
         }));
     }
     for (i, task) in tasks.into_iter().enumerate() {
         let done = task.await.unwrap().expect("queued step");
         assert_eq!(String::from_utf8_lossy(&done.stdout), format!("{i}\n"));
     }
-    // A host allowing fewer sessions than the cap: a clear error.
+    // A host allowing fewer sessions than the cap: steps wait for a free slot...
     let session: Arc<dyn Session> = connector
         .connect(&env.target("tight", &tight.host()))
         .await
@@ -414,16 +543,33 @@ async fn channels_are_capped_below_max_sessions() {
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let session = session.clone();
-        tasks.push(tokio::spawn(async move { session.execute(&sh("sleep 1"), None).await }));
+        tasks.push(tokio::spawn(async move {
+            session.execute(&sh("sleep 0.4; echo ok"), None).await
+        }));
     }
-    let mut refused = Vec::new();
     for task in tasks {
-        if let Err(e) = task.await.unwrap() {
-            refused.push(e.to_string());
-        }
+        assert_eq!(
+            task.await.unwrap().expect("waited for a slot").stdout,
+            b"ok\n"
+        );
     }
-    assert!(!refused.is_empty());
-    assert!(refused.iter().all(|e| e.contains("MaxSessions")), "{refused:?}");
+    // ... but not forever: a slot held too long gives a clear error.
+    let hogs: Vec<_> = (0..2)
+        .map(|_| {
+            let session = session.clone();
+            tokio::spawn(async move { session.execute(&sh("sleep 5"), None).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (e, text) = err_text(session.execute(&sh("true"), None).await);
+    assert!(matches!(e, TransportError::Other(_)), "{e:?}");
+    assert!(
+        text.contains("MaxSessions") && text.contains("host tight"),
+        "{text}"
+    );
+    for hog in hogs {
+        hog.abort();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -497,7 +643,10 @@ async fn reboot_waits_for_the_host_and_reconnects() {
     target.reboot_command = Some(server.reboot_command());
     let session = no_agent().connect(&target).await.unwrap();
     let (_, before) = run(&*session, "echo $PPID").await;
-    session.upload(b"x", &session.temp_path("f"), 0o644).await.unwrap();
+    session
+        .upload(b"x", &session.temp_path("f"), 0o644)
+        .await
+        .unwrap();
     let started = Instant::now();
     session
         .reboot(Duration::from_secs(20))
@@ -508,7 +657,10 @@ async fn reboot_waits_for_the_host_and_reconnects() {
     assert_eq!(status, ExitStatus::Code(0));
     assert_ne!(before, after, "a new connection after the reboot");
     // SFTP reopens on the new connection too.
-    session.upload(b"y", &session.temp_path("g"), 0o644).await.unwrap();
+    session
+        .upload(b"y", &session.temp_path("g"), 0o644)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -541,7 +693,11 @@ async fn hosts_behind_one_shared_jump_host() {
         assert!(outputs[0].starts_with("127.0.0.1 "), "{outputs:?}");
     }
     let log = jump.log();
-    assert_eq!(log.matches("Accepted publickey").count(), 1, "one shared jump connection:\n{log}");
+    assert_eq!(
+        log.matches("Accepted publickey").count(),
+        1,
+        "one shared jump connection:\n{log}"
+    );
 
     // The jump host's own key is verified like any host's.
     let mut target = env.target("behind-bad-jump", &inner.host());

@@ -111,7 +111,16 @@ fn run(command: &mut Command) {
 fn keygen(path: &Path, kind: &str, passphrase: &str) {
     let _ = std::fs::remove_file(path);
     let mut command = Command::new("ssh-keygen");
-    command.args(["-q", "-t", kind, "-N", passphrase, "-C", "orchestrate-test", "-f"]);
+    command.args([
+        "-q",
+        "-t",
+        kind,
+        "-N",
+        passphrase,
+        "-C",
+        "orchestrate-test",
+        "-f",
+    ]);
     command.arg(path);
     if kind == "rsa" {
         command.args(["-b", "2048"]);
@@ -237,7 +246,10 @@ impl SshdEnv {
 
     /// Like [`SshdEnv::server`], with sshd's `MaxSessions`.
     pub fn server_with(&self, hosts: usize, max_sessions: u32) -> Sshd {
-        assert!((1..=16).contains(&hosts), "sshd listens on at most 16 addresses");
+        assert!(
+            (1..=16).contains(&hosts),
+            "sshd listens on at most 16 addresses"
+        );
         Sshd::start_new(self.inner.clone(), hosts, max_sessions)
     }
 
@@ -366,7 +378,9 @@ fn pick_addresses(count: usize) -> Vec<Ipv4Addr> {
     let pid = std::process::id();
     let second = (pid % 250) as u8 + 1;
     let third = ((pid / 250 + block) % 250) as u8 + 1;
-    (0..count).map(|i| Ipv4Addr::new(127, second, third, i as u8 + 2)).collect()
+    (0..count)
+        .map(|i| Ipv4Addr::new(127, second, third, i as u8 + 2))
+        .collect()
 }
 
 /// A port free on every address (sshd binds them all with one port).
@@ -411,7 +425,12 @@ impl Sshd {
         let config_path = dir.join("sshd_config");
         std::fs::write(&config_path, config).unwrap();
         if let Some((uid, gid)) = env.run_as.ids {
-            for path in [&dir, &host_key_path, &host_key_path.with_extension("pub"), &config_path] {
+            for path in [
+                &dir,
+                &host_key_path,
+                &host_key_path.with_extension("pub"),
+                &config_path,
+            ] {
                 std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
             }
         }
@@ -557,7 +576,10 @@ impl ServerState {
                     std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
                 );
             }
-            assert!(Instant::now() < deadline, "sshd did not listen on {address}");
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen on {address}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         *child = Some(spawned);

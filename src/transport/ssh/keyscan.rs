@@ -59,7 +59,8 @@ pub(super) async fn scan(
 ) -> Vec<KeyscanOutcome> {
     let gate = Arc::new(Semaphore::new(parallel.max(1)));
     let mut tasks = Vec::with_capacity(targets.len());
-    for target in targets.iter().cloned() {
+    for target in targets {
+        let target = target.clone();
         let dialer = dialer.clone();
         let gate = gate.clone();
         tasks.push(tokio::spawn(async move {

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod command;
 pub mod connect;
+pub mod exec;
 pub mod keyscan;
 pub mod known_hosts;
 
@@ -25,9 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use russh::client::{Handle, Msg};
-use russh::{ChannelMsg, ChannelReadHalf, Sig};
 use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
 use tokio::io::AsyncWriteExt;
@@ -36,16 +35,15 @@ use tokio::sync::{OnceCell, RwLock, Semaphore};
 use self::connect::{Client, Dialer};
 pub use self::keyscan::{KeyscanOutcome, KeyscanStatus, keyscan};
 use super::{
-    Command, Connector, Execution, ExitStatus, Os, OutputChunk, OutputSink, Session, Stream,
-    Target, TransportError,
+    Command, Connector, Execution, ExitStatus, Os, OutputSink, Session, Target, TransportError,
 };
 
 /// Command channels open at once on one connection. OpenSSH's default
 /// `MaxSessions` is 10; one more channel is used by SFTP, one is spare.
 pub const MAX_CHANNELS: usize = 8;
 
-/// How long a killed command gets to report before its channel is dropped.
-const KILL_GRACE: Duration = Duration::from_secs(3);
+/// How long a refused channel is retried before the step fails.
+const CHANNEL_RETRY: Duration = Duration::from_secs(3);
 
 /// Opens [`SshSession`]s. One connector serves a whole run: it keeps the
 /// decrypted keys and the jump host connections that hosts share.
@@ -122,58 +120,6 @@ pub struct SshSession {
     unique: AtomicU64,
 }
 
-/// What a channel delivered before it closed.
-#[derive(Default)]
-struct Drained {
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    status: Option<ExitStatus>,
-    refused: bool,
-}
-
-/// Reads a channel to its end, forwarding output to the sink as it comes.
-async fn drain(mut read: ChannelReadHalf, sink: Option<OutputSink>) -> Drained {
-    let mut out = Drained::default();
-    let forward = |stream, data: &Bytes| {
-        if let Some(sink) = &sink {
-            let _ = sink.send(OutputChunk {
-                stream,
-                data: data.clone(),
-            });
-        }
-    };
-    while let Some(message) = read.wait().await {
-        match message {
-            ChannelMsg::Data { data } => {
-                forward(Stream::Stdout, &data);
-                out.stdout.extend_from_slice(&data);
-            }
-            ChannelMsg::ExtendedData { data, ext: 1 } => {
-                forward(Stream::Stderr, &data);
-                out.stderr.extend_from_slice(&data);
-            }
-            ChannelMsg::ExitStatus { exit_status } => {
-                out.status = Some(ExitStatus::Code(exit_status as i32))
-            }
-            ChannelMsg::ExitSignal { signal_name, .. } => {
-                out.status = Some(ExitStatus::Signal(signal_label(&signal_name)))
-            }
-            ChannelMsg::Failure if out.status.is_none() => out.refused = true,
-            ChannelMsg::Close => break,
-            _ => {}
-        }
-    }
-    out
-}
-
-fn signal_label(signal: &Sig) -> String {
-    let text = format!("{signal:?}");
-    match text.strip_prefix("Custom(\"") {
-        Some(rest) => rest.trim_end_matches("\")").to_string(),
-        None => text,
-    }
-}
-
 impl SshSession {
     fn host(&self) -> &str {
         &self.target.name
@@ -190,23 +136,38 @@ impl SshSession {
         self.live.read().await.clone()
     }
 
+    /// Opens a session channel. A refusal on a live connection is retried for
+    /// a few seconds: sshd frees a session slot only once the previous
+    /// command's process is reaped, and a host with a lower `MaxSessions`
+    /// than [`MAX_CHANNELS`] frees slots as its other steps end.
     async fn open_channel(&self, live: &Live) -> Result<russh::Channel<Msg>, TransportError> {
-        if live.handle.is_closed() {
-            return Err(self.lost("the SSH connection is closed"));
-        }
-        live.handle.channel_open_session().await.map_err(|e| {
+        let mut pause = Duration::from_millis(25);
+        let mut waited = Duration::ZERO;
+        loop {
             if live.handle.is_closed() {
-                self.lost(format!("the SSH connection broke: {e}"))
-            } else {
-                TransportError::Other(format!(
-                    "host {}: the host refused to open another SSH channel ({e}); its sshd \
-                     probably allows fewer sessions per connection (MaxSessions) than the {} \
-                     this tool uses: raise MaxSessions on the host",
-                    self.host(),
-                    MAX_CHANNELS + 1
-                ))
+                return Err(self.lost("the SSH connection is closed"));
             }
-        })
+            let e = match live.handle.channel_open_session().await {
+                Ok(channel) => return Ok(channel),
+                Err(e) => e,
+            };
+            if live.handle.is_closed() {
+                return Err(self.lost(format!("the SSH connection broke: {e}")));
+            }
+            if waited >= CHANNEL_RETRY {
+                return Err(TransportError::Other(format!(
+                    "host {}: the host refused to open another SSH channel ({e}) for {:?}; its \
+                     sshd probably allows fewer sessions per connection (MaxSessions) than the {} \
+                     this tool uses at once: raise MaxSessions on the host (OpenSSH default: 10)",
+                    self.host(),
+                    CHANNEL_RETRY,
+                    MAX_CHANNELS + 1
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            waited += pause;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
     }
 
     async fn sftp<'a>(&self, live: &'a Live) -> Result<&'a SftpSession, TransportError> {
@@ -274,59 +235,45 @@ impl Session for SshSession {
         command: &Command,
         sink: Option<OutputSink>,
     ) -> Result<Execution, TransportError> {
-        let wire = command::wire(&self.target, &command.script)?;
+        let mut wire = command::wire(&self.target, &command.script)?;
+        let posix = self.target.os.is_posix();
+        let token = format!(
+            "orchestrate-{}-{}",
+            std::process::id(),
+            self.unique.fetch_add(1, Ordering::Relaxed)
+        );
+        if posix && command.timeout.is_some() {
+            wire = exec::with_marker(&token, &wire);
+        }
         let _permit = self.channels.acquire().await.expect("never closed");
         let live = self.current().await;
         let channel = self.open_channel(&live).await?;
-        let (read, write) = channel.split();
-        let write = Arc::new(write);
-        let drained = tokio::spawn(drain(read, sink));
-        write
-            .exec(true, wire.into_bytes())
-            .await
-            .map_err(|e| self.lost(e))?;
-        let feeder = {
-            let write = write.clone();
-            let input = command.stdin.clone();
-            tokio::spawn(async move {
-                if let Some(input) = input {
-                    let _ = write.data(&input[..]).await;
+        let fallback = posix.then(|| {
+            let live = live.clone();
+            let token = token.clone();
+            move || async move {
+                // Outside the channel cap: this must not wait behind the steps it helps.
+                if let Ok(channel) = live.handle.channel_open_session().await {
+                    exec::run_quietly(channel, exec::kill_marked(&token), Duration::from_secs(5))
+                        .await;
                 }
-                let _ = write.eof().await;
-            })
-        };
-
-        let mut drained = drained;
-        let finished = match command.timeout {
-            Some(limit) => tokio::time::timeout(limit, &mut drained).await.ok(),
-            None => Some((&mut drained).await),
-        };
-        feeder.abort();
-        let out = match finished {
-            Some(joined) => joined.map_err(|e| {
-                TransportError::Other(format!("host {}: output reader failed: {e}", self.host()))
-            })?,
-            None => {
-                // Kill the remote process group, then give the channel a moment to report.
-                let _ = write.signal(Sig::KILL).await;
-                let out = match tokio::time::timeout(KILL_GRACE, &mut drained).await {
-                    Ok(Ok(out)) => out,
-                    _ => {
-                        tracing::warn!(
-                            "host {}: the timed-out command did not end after SIGKILL; closing its channel",
-                            self.host()
-                        );
-                        let _ = write.close().await;
-                        drained.abort();
-                        Drained::default()
-                    }
-                };
-                let _ = write.close().await;
+            }
+        });
+        let out = match exec::run(channel, wire, command, sink, fallback).await {
+            exec::Ended::Finished(out) => out,
+            exec::Ended::TimedOut(out) => {
                 return Ok(Execution {
                     status: ExitStatus::TimedOut,
                     stdout: out.stdout,
                     stderr: out.stderr,
                 });
+            }
+            exec::Ended::SendFailed(e) => return Err(self.lost(e)),
+            exec::Ended::ReaderFailed(e) => {
+                return Err(TransportError::Other(format!(
+                    "host {}: reading the command's output failed: {e}",
+                    self.host()
+                )));
             }
         };
         if out.refused {
@@ -335,12 +282,8 @@ impl Session for SshSession {
                 self.host()
             )));
         }
-        match out.status {
-            Some(status) => Ok(Execution {
-                status,
-                stdout: out.stdout,
-                stderr: out.stderr,
-            }),
+        match exec::execution(out) {
+            Some(done) => Ok(done),
             None if live.handle.is_closed() => {
                 Err(self.lost("the SSH connection broke while the command ran"))
             }
@@ -410,17 +353,18 @@ impl Session for SshSession {
         });
         let live = self.current().await;
         let channel = self.open_channel(&live).await?;
-        let (read, write) = channel.split();
-        // Drained by its own task like every channel; its outcome hardly
-        // matters: the connection is about to go.
-        let drained = tokio::spawn(drain(read, None));
-        write
-            .exec(true, reboot.as_bytes().to_vec())
-            .await
-            .map_err(|e| self.lost(e))?;
-        let _ = write.eof().await;
+        // The connection is about to go: wait for the command only a little.
+        // It runs in a task of its own, never killed: it ends with the connection.
+        let running = {
+            let reboot = reboot.clone();
+            tokio::spawn(async move {
+                let command = Command::new(super::Script::Sh(reboot.clone()));
+                let no_kill: Option<fn() -> std::future::Ready<()>> = None;
+                exec::run(channel, reboot, &command, None, no_kill).await
+            })
+        };
         let settle = Duration::from_secs(10).min(timeout);
-        if let Ok(Ok(out)) = tokio::time::timeout(settle, drained).await
+        if let Ok(Ok(exec::Ended::Finished(out))) = tokio::time::timeout(settle, running).await
             && let Some(ExitStatus::Code(code)) = out.status
             && code != 0
             && !live.handle.is_closed()
