@@ -25,7 +25,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -36,6 +36,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use orchestrate::transport::{HostKeyPolicy, Os, SshSettings, Target, TransportKind};
+
+mod procs;
+use procs::descendants;
+pub use procs::process_alive;
 
 pub const TEST_USER: &str = "orchestrate-test";
 const SSHD: &str = "/usr/sbin/sshd";
@@ -601,50 +605,5 @@ impl ServerState {
             }
         }
         let _ = running.wait();
-    }
-}
-
-/// Every process below `root`, from /proc.
-fn descendants(root: i32) -> Vec<i32> {
-    let mut parent_of: Vec<(i32, i32)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
-            // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-            let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-                continue;
-            };
-            if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
-                parent_of.push((pid, ppid));
-            }
-        }
-    }
-    let mut found: Vec<i32> = Vec::new();
-    let mut seen: HashSet<i32> = HashSet::from([root]);
-    let mut frontier = vec![root];
-    while let Some(parent) = frontier.pop() {
-        for (pid, ppid) in &parent_of {
-            if *ppid == parent && seen.insert(*pid) {
-                found.push(*pid);
-                frontier.push(*pid);
-            }
-        }
-    }
-    found
-}
-
-/// Whether a process still runs (and is not a zombie).
-pub fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
     }
 }

@@ -82,6 +82,52 @@ mod tests {
         );
     }
 
+    fn target(os: Os) -> Target {
+        Target {
+            name: "h".into(),
+            address: "10.0.0.1".into(),
+            port: None,
+            os,
+            user: None,
+            kind: crate::transport::TransportKind::Ssh,
+            ssh: Default::default(),
+            winrm: Default::default(),
+            host_key_policy: Default::default(),
+            connect_timeout: std::time::Duration::from_secs(5),
+            reboot_command: None,
+        }
+    }
+
+    #[test]
+    fn scripts_per_os() {
+        let linux = target(Os::Linux);
+        let windows = target(Os::Windows);
+        let ps = encoded_powershell("powershell", "Get-Date");
+        assert_eq!(wire(&linux, &Script::Default("ls".into())).unwrap(), "ls");
+        assert_eq!(wire(&linux, &Script::Sh("a; b".into())).unwrap(), "a; b");
+        assert_eq!(
+            wire(&windows, &Script::Default("Get-Date".into())).unwrap(),
+            ps
+        );
+        assert_eq!(
+            wire(&windows, &Script::PowerShell("Get-Date".into())).unwrap(),
+            ps
+        );
+        assert!(
+            wire(&target(Os::Macos), &Script::PowerShell("x".into()))
+                .unwrap()
+                .starts_with("pwsh -NoProfile -NonInteractive -EncodedCommand ")
+        );
+        assert_eq!(
+            wire(&windows, &Script::Cmd("dir C:\\".into())).unwrap(),
+            "cmd /c dir C:\\"
+        );
+        assert!(matches!(
+            wire(&linux, &Script::Cmd("dir".into())),
+            Err(TransportError::Unsupported(_))
+        ));
+    }
+
     #[test]
     fn windows_paths() {
         assert_eq!(

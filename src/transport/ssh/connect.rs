@@ -70,10 +70,10 @@ impl HostKeyCheck {
         }
     }
 
-    fn known_hosts_file(&self) -> Result<Option<KnownHosts>, String> {
+    fn known_hosts_file(&self) -> Result<Option<Arc<KnownHosts>>, String> {
         match &self.known_hosts {
             None => Ok(None),
-            Some(path) => KnownHosts::load(path)
+            Some(path) => KnownHosts::load_shared(path)
                 .map(Some)
                 .map_err(|e| format!("cannot read known_hosts {}: {e}", path.display())),
         }

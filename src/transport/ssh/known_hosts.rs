@@ -14,8 +14,11 @@
 //! recorded key types when negotiating, so a different type means the host
 //! no longer offers the recorded one, which is treated as a change too).
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -118,7 +121,36 @@ pub fn parse_key(text: &str) -> Result<PublicKey, String> {
     Ok(key)
 }
 
+/// Parsed files by path, with the size and mtime they were parsed at.
+type Cache = HashMap<PathBuf, (Option<SystemTime>, u64, Arc<KnownHosts>)>;
+static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(Default::default);
+
 impl KnownHosts {
+    /// [`KnownHosts::load`], parsed again only when the file changed: a
+    /// fleet's hosts share one file, and its bad lines are reported once.
+    pub fn load_shared(path: &Path) -> std::io::Result<Arc<KnownHosts>> {
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Arc::new(KnownHosts {
+                    path: Some(path.to_path_buf()),
+                    ..KnownHosts::default()
+                }));
+            }
+            Err(e) => return Err(e),
+        };
+        let stamp = (meta.modified().ok(), meta.len());
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((modified, len, parsed)) = cache.get(path)
+            && (*modified, *len) == stamp
+        {
+            return Ok(parsed.clone());
+        }
+        let parsed = Arc::new(KnownHosts::load(path)?);
+        cache.insert(path.to_path_buf(), (stamp.0, stamp.1, parsed.clone()));
+        Ok(parsed)
+    }
+
     /// Reads `path`; a missing file is an empty one (nothing known yet).
     pub fn load(path: &Path) -> std::io::Result<KnownHosts> {
         let text = match std::fs::read_to_string(path) {

@@ -155,6 +155,15 @@ fn recorded_keys_are_read_back() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.starts_with("10.0.0.1 ssh-ed25519 "));
     assert!(text.contains("\n[10.0.0.1]:2022 ssh-rsa "));
+    // The shared copy is parsed again when the file grows.
+    let first = KnownHosts::load_shared(&path).unwrap();
+    assert!(Arc::ptr_eq(
+        &first,
+        &KnownHosts::load_shared(&path).unwrap()
+    ));
+    append(&path, "10.0.0.2", 22, &key("ecdsa")).unwrap();
+    let grown = KnownHosts::load_shared(&path).unwrap();
+    assert!(known(&grown, "10.0.0.2", 22, "ecdsa"));
     // A missing file is empty, not an error.
     assert!(
         KnownHosts::load(&dir.join("none"))
