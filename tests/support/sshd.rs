@@ -39,6 +39,7 @@ use orchestrate::transport::{HostKeyPolicy, Os, SshSettings, Target, TransportKi
 
 mod procs;
 use procs::descendants;
+#[allow(unused_imports)]
 pub use procs::process_alive;
 
 pub const TEST_USER: &str = "orchestrate-test";
