@@ -74,7 +74,10 @@ async fn round(env: &SshdEnv, hosts: usize, commands: usize) {
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let commands: usize = args.next().map(|a| a.parse().expect("commands")).unwrap_or(3);
+    let commands: usize = args
+        .next()
+        .map(|a| a.parse().expect("commands"))
+        .unwrap_or(3);
     let mut sizes: Vec<usize> = args.map(|a| a.parse().expect("hosts")).collect();
     if sizes.is_empty() {
         sizes = vec![100, 250];

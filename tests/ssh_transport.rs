@@ -414,6 +414,25 @@ async fn reboot_waits_for_the_host_and_reconnects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_back_from_reboot_with_another_key_is_refused() {
+    let env = SshdEnv::new();
+    let mut server = env.server(1);
+    env.trust(&server.hosts());
+    let mut target = env.target("reinstalled", &server.host());
+    // The "reboot" here is the test replacing the server under the session.
+    target.reboot_command = Some("true".into());
+    let session = no_agent().connect(&target).await.unwrap();
+    let swap = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.change_host_key();
+    };
+    let (result, ()) = tokio::join!(session.reboot(Duration::from_secs(10)), swap);
+    let (e, text) = err_text(result);
+    assert!(matches!(e, TransportError::HostKey(_)), "{e:?}");
+    assert!(text.contains("CHANGED"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_behind_one_shared_jump_host() {
     let env = SshdEnv::new();
     let jump = env.server(1);
