@@ -476,3 +476,41 @@ async fn hosts_behind_one_shared_jump_host() {
     assert!(matches!(e, TransportError::HostKey(_)), "{e:?}");
     assert!(text.contains("jump host"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_session_closes_its_connection() {
+    let env = SshdEnv::new();
+    let server = env.server(1);
+    env.trust(&server.hosts());
+    let connector = no_agent();
+    for with_sftp in [false, true] {
+        let before = server.log().matches("Disconnected from user").count()
+            + server.log().matches("Connection closed by").count();
+        let session = connector
+            .connect(&env.target("dropped", &server.host()))
+            .await
+            .unwrap();
+        run(&*session, "true").await;
+        if with_sftp {
+            session
+                .upload(b"x", &session.temp_path("d"), 0o600)
+                .await
+                .unwrap();
+        }
+        drop(session);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = server.log();
+            let now = log.matches("Disconnected from user").count()
+                + log.matches("Connection closed by").count();
+            if now > before {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sftp={with_sftp}: still connected:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -12,7 +12,8 @@
 //! a fresh one and the session goes on as if nothing happened. A step timeout
 //! sends the `signal KILL` channel request: OpenSSH (7.9+) answers it with
 //! `killpg` on the session's process group, so children (a `sleep`, an
-//! installer) die with the shell, not only the shell.
+//! installer) die with the shell, not only the shell; older servers get a
+//! second channel that kills the group (see [`exec`]).
 
 pub mod auth;
 pub mod command;
@@ -335,11 +336,12 @@ impl Session for SshSession {
     }
 
     fn temp_path(&self, name: &str) -> String {
-        let unique = format!(
-            "{}-{}",
-            std::process::id(),
-            self.unique.fetch_add(1, Ordering::Relaxed)
-        );
+        // Not guessable by other users of a shared /tmp: std's RandomState is
+        // seeded from the OS's random source.
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(self.unique.fetch_add(1, Ordering::Relaxed));
+        let unique = format!("{}-{:016x}", std::process::id(), hasher.finish());
         command::temp_path(self.target.os, &unique, name)
     }
 
