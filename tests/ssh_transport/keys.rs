@@ -255,3 +255,55 @@ async fn keyscan_reports_new_unchanged_changed_and_unreachable() {
     // Nothing logged in: keyscan stops after the host key.
     assert!(!server.log().contains("Accepted"), "{}", server.log());
 }
+
+/// known_hosts files as OpenSSH's own tools write them verify real hosts:
+/// `ssh-keyscan` output, `ssh-keygen -H` hashed names, wildcard patterns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_hosts_from_openssh_tools_verify_real_hosts() {
+    let env = SshdEnv::new();
+    let server = env.server(3);
+    let hosts = server.hosts();
+    let connector = no_agent();
+    let scan = std::process::Command::new("ssh-keyscan")
+        .args([
+            "-t",
+            "ed25519",
+            "-p",
+            &hosts[0].port.to_string(),
+            &hosts[0].address,
+        ])
+        .output()
+        .unwrap();
+    let scanned = String::from_utf8_lossy(&scan.stdout).into_owned();
+    assert!(scanned.contains(&hosts[0].host_key), "{scanned}");
+    // Host 1 by a wildcard over its last octet, with host 2 excluded by `!`.
+    let (prefix, _) = hosts[1].address.rsplit_once('.').unwrap();
+    let wildcard = format!(
+        "[{prefix}.*]:{port},![{}]:{port} {}\n",
+        hosts[2].address,
+        hosts[1].host_key,
+        port = hosts[1].port
+    );
+    std::fs::write(&env.known_hosts, &scanned).unwrap();
+    let hashed = std::process::Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&env.known_hosts)
+        .output()
+        .unwrap();
+    assert!(hashed.status.success(), "{hashed:?}");
+    let mut text = std::fs::read_to_string(&env.known_hosts).unwrap();
+    assert!(text.starts_with("|1|"), "{text}");
+    text.push_str("garbage line\n");
+    text.push_str(&wildcard);
+    std::fs::write(&env.known_hosts, &text).unwrap();
+    for host in &hosts[..2] {
+        let session = connector
+            .connect(&env.target("from-tools", host))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(run(&*session, "echo ok").await.1, "ok\n");
+    }
+    let (e, _) = err_text(connector.connect(&env.target("negated", &hosts[2])).await);
+    assert!(matches!(e, TransportError::HostKey(_)), "{e:?}");
+}

@@ -426,3 +426,23 @@ impl Dialer {
         Ok(handle)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_jump;
+
+    #[test]
+    fn jump_specs() {
+        assert_eq!(
+            parse_jump("msp@bastion.acme.example:2222").unwrap(),
+            (Some("msp".into()), "bastion.acme.example".into(), 2222)
+        );
+        assert_eq!(parse_jump("bastion").unwrap(), (None, "bastion".into(), 22));
+        assert_eq!(
+            parse_jump("a@[::1]:23").unwrap(),
+            (Some("a".into()), "::1".into(), 23)
+        );
+        assert!(parse_jump("msp@host:notaport").is_err());
+        assert!(parse_jump("msp@").is_err());
+    }
+}
