@@ -170,7 +170,10 @@ async fn accept_new_records_the_key_then_a_changed_key_is_refused() {
     let connector = no_agent();
     let mut target = env.target("tofu", &server.host());
     target.host_key_policy = HostKeyPolicy::AcceptNew;
-    let session = connector.connect(&target).await.expect("accept-new");
+    // Two connections at once to the new host record it once.
+    let (session, twin) = tokio::join!(connector.connect(&target), connector.connect(&target));
+    let session = session.expect("accept-new");
+    twin.expect("accept-new, twice");
     assert_eq!(run(&*session, "echo ok").await.1, "ok\n");
     session.close().await;
     let recorded = std::fs::read_to_string(&env.known_hosts).unwrap();

@@ -127,13 +127,18 @@ pub async fn authenticate(
         match AgentClient::connect_uds(socket).await {
             Ok(mut agent) => match agent.request_identities().await {
                 Ok(identities) => {
-                    let hash = handle.best_supported_rsa_hash().await.map_err(lost)?;
+                    // Asked only if the agent holds an RSA key (it may wait for the server).
+                    let mut rsa_hash = None;
                     for identity in identities {
                         let AgentIdentity::PublicKey { key, .. } = identity else {
                             continue;
                         };
                         let hash = if key.algorithm().is_rsa() {
-                            hash.flatten()
+                            if rsa_hash.is_none() {
+                                rsa_hash =
+                                    Some(handle.best_supported_rsa_hash().await.map_err(lost)?);
+                            }
+                            rsa_hash.flatten().flatten()
                         } else {
                             None
                         };

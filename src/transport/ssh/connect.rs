@@ -107,6 +107,15 @@ impl HostKeyCheck {
             return Err("no known_hosts file is set in the inventory to record it in".into());
         };
         let _guard = KNOWN_HOSTS_WRITE.lock().unwrap_or_else(|e| e.into_inner());
+        // Another connection to the same host may have recorded it meanwhile.
+        if let Ok(file) = KnownHosts::load_shared(path)
+            && matches!(
+                file.check(&self.host, self.port, key),
+                Verdict::Known { .. }
+            )
+        {
+            return Ok(());
+        }
         known_hosts::append(path, &self.host, self.port, key)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
