@@ -514,3 +514,31 @@ async fn a_dropped_session_closes_its_connection() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_gone_silent_mid_command_is_detected_by_keepalives() {
+    let env = SshdEnv::new();
+    let server = env.server(1);
+    env.trust(&server.hosts());
+    let connector = no_agent().with_keepalive(Duration::from_millis(300), 2);
+    let session = connector
+        .connect(&env.target("frozen", &server.host()))
+        .await
+        .unwrap();
+    let long = sh("sleep 30");
+    let freeze = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.freeze();
+    };
+    let started = Instant::now();
+    let (result, ()) = tokio::join!(session.execute(&long, None), freeze);
+    server.thaw();
+    let (e, text) = err_text(result);
+    assert!(matches!(e, TransportError::ConnectionLost(_)), "{e:?}");
+    assert!(text.contains("host frozen"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

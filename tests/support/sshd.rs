@@ -499,6 +499,17 @@ impl Sshd {
         self.state.stop();
     }
 
+    /// Freezes the server and everything it runs (SIGSTOP): a host that
+    /// hangs, or a network that drops packets, without closing anything.
+    pub fn freeze(&self) {
+        self.state.signal_tree(libc::SIGSTOP);
+    }
+
+    /// Undoes [`Sshd::freeze`].
+    pub fn thaw(&self) {
+        self.state.signal_tree(libc::SIGCONT);
+    }
+
     /// Starts it again (same host key, addresses and port).
     pub fn start(&self) {
         self.state.start();
@@ -588,6 +599,19 @@ impl ServerState {
             std::thread::sleep(Duration::from_millis(20));
         }
         *child = Some(spawned);
+    }
+
+    fn signal_tree(&self, signal: i32) {
+        let child = self.child.lock().unwrap();
+        if let Some(running) = child.as_ref() {
+            let mut tree = descendants(running.id() as i32);
+            tree.push(running.id() as i32);
+            for pid in tree {
+                unsafe {
+                    libc::kill(pid, signal);
+                }
+            }
+        }
     }
 
     fn stop(&self) {

@@ -251,10 +251,26 @@ impl client::Handler for Client {
     }
 }
 
-pub fn config(preferred_keys: Vec<Algorithm>) -> Arc<client::Config> {
+/// Keepalives: a host silent this long, this many times over, is lost.
+#[derive(Debug, Clone, Copy)]
+pub struct Keepalive {
+    pub interval: Duration,
+    pub max: usize,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Keepalive {
+            interval: Duration::from_secs(15),
+            max: 3,
+        }
+    }
+}
+
+pub fn config(preferred_keys: Vec<Algorithm>, keepalive: Keepalive) -> Arc<client::Config> {
     Arc::new(client::Config {
-        keepalive_interval: Some(Duration::from_secs(15)),
-        keepalive_max: 3,
+        keepalive_interval: Some(keepalive.interval),
+        keepalive_max: keepalive.max,
         nodelay: true,
         preferred: russh::Preferred {
             key: Cow::Owned(preferred_keys),
@@ -272,6 +288,7 @@ pub struct Dialer {
     pub keys: KeyCache,
     /// The ssh-agent socket (`SSH_AUTH_SOCK` when the connector was made).
     pub agent: Option<PathBuf>,
+    pub keepalive: Keepalive,
     pub(super) jumps: Mutex<HashMap<String, JumpSlot>>,
 }
 
@@ -344,7 +361,7 @@ impl Dialer {
         let port = target.port.unwrap_or(22);
         let name = &target.name;
         let check = HostKeyCheck::for_target(target);
-        let config = config(check.preferred_keys());
+        let config = config(check.preferred_keys(), self.keepalive);
         let capture_only = capture.is_some();
         let seen = capture.unwrap_or_default();
         let client = Client {

@@ -78,6 +78,19 @@ impl SshConnector {
         }
     }
 
+    /// Sets how a silent host is detected (default: every 15 s, lost after
+    /// 3 unanswered keepalives). Call before the first connection.
+    pub fn with_keepalive(self, interval: Duration, max: usize) -> Self {
+        let dialer = Dialer {
+            agent: self.dialer.agent.clone(),
+            keepalive: connect::Keepalive { interval, max },
+            ..Dialer::default()
+        };
+        SshConnector {
+            dialer: Arc::new(dialer),
+        }
+    }
+
     /// [`keyscan`] with this connector's keys and jump connections.
     pub async fn keyscan(&self, targets: &[Target], parallel: usize) -> Vec<KeyscanOutcome> {
         keyscan::scan(self.dialer.clone(), targets, parallel).await
