@@ -468,6 +468,22 @@ async fn hosts_behind_one_shared_jump_host() {
         "one shared jump connection:\n{log}"
     );
 
+    // keyscan goes through the jump host too.
+    let stranger_inner = env.server(1);
+    let mut target = env.target("scan-behind", &stranger_inner.host());
+    target.ssh.jump_host = Some(spec.clone());
+    let outcomes = connector.keyscan(std::slice::from_ref(&target), 4).await;
+    assert!(
+        matches!(
+            outcomes[0].status,
+            KeyscanStatus::New {
+                recorded: Ok(()),
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+
     // The jump host's own key is verified like any host's.
     let mut target = env.target("behind-bad-jump", &inner.host());
     let stranger = env.server(1);
@@ -475,6 +491,11 @@ async fn hosts_behind_one_shared_jump_host() {
     let (e, text) = err_text(no_agent().connect(&target).await);
     assert!(matches!(e, TransportError::HostKey(_)), "{e:?}");
     assert!(text.contains("jump host"), "{text}");
+    let outcomes = no_agent().keyscan(&[target], 4).await;
+    match &outcomes[0].status {
+        KeyscanStatus::Unreachable(why) => assert!(why.contains("jump host"), "{why}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -338,12 +338,19 @@ impl Dialer {
     pub async fn fetch_key(&self, target: &Target) -> Result<PublicKey, TransportError> {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let fetch = self.open_untimed(target, Some(seen.clone()));
-        let _ = tokio::time::timeout(target.connect_timeout, fetch).await;
+        let result = tokio::time::timeout(target.connect_timeout, fetch).await;
         let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-        match (seen.key.take(), seen.refusal.take()) {
-            (Some(key), _) => Ok(key),
-            (None, Some(refusal)) => Err(TransportError::Unreachable(refusal)),
-            (None, None) => Err(TransportError::Unreachable(format!(
+        if let Some(key) = seen.key.take() {
+            return Ok(key);
+        }
+        match result {
+            // Failed before the host's key: TCP, or the jump host.
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(_)) => Err(TransportError::Unreachable(format!(
+                "host {}: the handshake ended without a host key",
+                target.name
+            ))),
+            Err(_) => Err(TransportError::Unreachable(format!(
                 "host {}: no host key received from {}:{} within {:?}",
                 target.name,
                 target.address,
