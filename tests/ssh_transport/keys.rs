@@ -310,3 +310,38 @@ async fn known_hosts_from_openssh_tools_verify_real_hosts() {
     let (e, _) = err_text(connector.connect(&env.target("negated", &hosts[2])).await);
     assert!(matches!(e, TransportError::HostKey(_)), "{e:?}");
 }
+
+/// A host known by its RSA or ECDSA key only is asked for that key type
+/// (as OpenSSH does), not refused because it would rather show ed25519.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorded_key_type_is_negotiated() {
+    let env = SshdEnv::new();
+    let server = env.server_with_host_keys(2, &["rsa", "ecdsa"]);
+    let hosts = server.hosts();
+    let connector = no_agent();
+    for (host, kind) in hosts.iter().zip(["rsa", "ecdsa"]) {
+        std::fs::write(
+            &env.known_hosts,
+            format!(
+                "[{}]:{} {}\n",
+                host.address,
+                host.port,
+                server.host_key_of(kind)
+            ),
+        )
+        .unwrap();
+        let session = connector
+            .connect(&env.target(kind, host))
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(run(&*session, "echo ok").await.1, "ok\n");
+        // Pinned works the same way.
+        let mut pinned = env.target(kind, host);
+        pinned.ssh.known_hosts = None;
+        pinned.ssh.host_key = Some(server.host_key_of(kind));
+        connector
+            .connect(&pinned)
+            .await
+            .expect("pinned non-ed25519 key");
+    }
+}

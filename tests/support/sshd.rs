@@ -255,7 +255,12 @@ impl SshdEnv {
             (1..=16).contains(&hosts),
             "sshd listens on at most 16 addresses"
         );
-        Sshd::start_new(self.inner.clone(), hosts, max_sessions)
+        Sshd::start_new(self.inner.clone(), hosts, max_sessions, &[])
+    }
+
+    /// One sshd with more host keys besides ed25519 (`"rsa"`, `"ecdsa"`).
+    pub fn server_with_host_keys(&self, hosts: usize, extra: &[&str]) -> Sshd {
+        Sshd::start_new(self.inner.clone(), hosts, 100, extra)
     }
 
     /// `count` hosts over as few sshd processes as sshd allows.
@@ -405,7 +410,7 @@ fn pick_port(addresses: &[Ipv4Addr]) -> u16 {
 }
 
 impl Sshd {
-    fn start_new(env: Arc<EnvInner>, hosts: usize, max_sessions: u32) -> Sshd {
+    fn start_new(env: Arc<EnvInner>, hosts: usize, max_sessions: u32, extra: &[&str]) -> Sshd {
         let addresses = pick_addresses(hosts);
         let port = pick_port(&addresses);
         let dir = env.dir.join(format!("sshd-{}-{port}", addresses[0]));
@@ -413,6 +418,14 @@ impl Sshd {
         let host_key_path = dir.join("host_ed25519");
         keygen(&host_key_path, "ed25519", "");
         let mut config = String::new();
+        for kind in extra {
+            let path = dir.join(format!("host_{kind}"));
+            keygen(&path, kind, "");
+            config.push_str(&format!("HostKey {}\n", path.display()));
+            if let Some((uid, gid)) = env.run_as.ids {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+            }
+        }
         for address in &addresses {
             config.push_str(&format!("ListenAddress {address}:{port}\n"));
         }
@@ -488,6 +501,12 @@ impl Sshd {
                 host_key: self.host_key.clone(),
             })
             .collect()
+    }
+
+    /// `<type> <base64>` of the host key of `kind` (`"ed25519"`, or one of
+    /// the extra kinds the server was started with).
+    pub fn host_key_of(&self, kind: &str) -> String {
+        read_pub(&self.state.dir.join(format!("host_{kind}")))
     }
 
     pub fn host(&self) -> Host {
