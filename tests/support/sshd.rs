@@ -18,10 +18,17 @@
 //! Typical use, for a runner test that needs an inventory of SSH hosts:
 //! ```ignore
 //! let env = SshdEnv::new();
-//! let hosts = env.fleet(20);             // 20 hosts over 2 sshd processes
+//! let (_servers, hosts) = env.fleet(20); // 20 hosts over 2 sshd processes (keep _servers alive)
 //! env.trust(&hosts);                     // their keys into env.known_hosts
-//! let target = env.target("web01", &hosts[0]); // a ready Target (ed25519 key)
+//! let target = env.target("web01", &hosts[0]); // a ready Target (ed25519 key, strict)
+//! let lonely = env.server(1);            // a host of its own: stop()/start()/freeze()/thaw(),
+//! let mut t = env.target("db01", &lonely.host()); // change_host_key(), and
+//! t.reboot_command = Some(lonely.reboot_command()); // a "reboot" Session::reboot can wait for
 //! ```
+//! Other helpers: [`SshdEnv::key`] (ed25519, ECDSA, RSA, passphrase-encrypted,
+//! unauthorized), [`SshdEnv::agent`] (an ssh-agent holding keys),
+//! [`SshdEnv::password`] (the test user's password, when run as root),
+//! [`Host::jump_spec`] (for `SshSettings::jump_host`).
 
 #![allow(dead_code)]
 
@@ -38,9 +45,12 @@ use std::time::{Duration, Instant};
 use orchestrate::transport::{HostKeyPolicy, Os, SshSettings, Target, TransportKind};
 
 mod procs;
+mod tools;
 use procs::descendants;
 #[allow(unused_imports)]
 pub use procs::process_alive;
+pub use tools::Agent;
+use tools::{keygen, read_pub, run};
 
 pub const TEST_USER: &str = "orchestrate-test";
 const SSHD: &str = "/usr/sbin/sshd";
@@ -102,41 +112,6 @@ impl Host {
 fn next_block() -> u32 {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     COUNTER.fetch_add(1, Ordering::Relaxed)
-}
-
-fn run(command: &mut Command) {
-    let out = command.output().expect("run a helper tool");
-    assert!(
-        out.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn keygen(path: &Path, kind: &str, passphrase: &str) {
-    let _ = std::fs::remove_file(path);
-    let mut command = Command::new("ssh-keygen");
-    command.args([
-        "-q",
-        "-t",
-        kind,
-        "-N",
-        passphrase,
-        "-C",
-        "orchestrate-test",
-        "-f",
-    ]);
-    command.arg(path);
-    if kind == "rsa" {
-        command.args(["-b", "2048"]);
-    }
-    run(&mut command);
-}
-
-fn read_pub(path: &Path) -> String {
-    let text = std::fs::read_to_string(path.with_extension("pub")).expect("read a .pub file");
-    let mut fields = text.split_whitespace();
-    format!("{} {}", fields.next().unwrap(), fields.next().unwrap())
 }
 
 impl SshdEnv {
@@ -349,19 +324,6 @@ impl Default for SshdEnv {
 impl Drop for SshdEnv {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.inner.dir);
-    }
-}
-
-/// A running `ssh-agent`.
-pub struct Agent {
-    pub socket: PathBuf,
-    child: Child,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
