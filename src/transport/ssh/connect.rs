@@ -47,6 +47,13 @@ pub enum Comparison {
     Unreadable(String),
 }
 
+/// OpenSSH's default, `~/.ssh/known_hosts`, for targets that name no file.
+fn default_known_hosts() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".ssh").join("known_hosts"))
+}
+
 /// Who the host is and what its key must be.
 #[derive(Debug, Clone)]
 pub struct HostKeyCheck {
@@ -66,7 +73,7 @@ impl HostKeyCheck {
             port: target.port.unwrap_or(22),
             policy: target.host_key_policy,
             pinned: target.ssh.host_key.clone(),
-            known_hosts: target.ssh.known_hosts.clone(),
+            known_hosts: target.ssh.known_hosts.clone().or_else(default_known_hosts),
         }
     }
 
