@@ -393,10 +393,8 @@ async fn reboot_waits_for_the_host_and_reconnects() {
     target.reboot_command = Some(server.reboot_command());
     let session = no_agent().connect(&target).await.unwrap();
     let (_, before) = run(&*session, "echo $PPID").await;
-    session
-        .upload(b"x", &session.temp_path("f"), 0o644)
-        .await
-        .unwrap();
+    let file = env.dir().join("before-reboot").display().to_string();
+    session.upload(b"x", &file, 0o644).await.unwrap();
     let started = Instant::now();
     session
         .reboot(Duration::from_secs(20))
@@ -407,10 +405,8 @@ async fn reboot_waits_for_the_host_and_reconnects() {
     assert_eq!(status, ExitStatus::Code(0));
     assert_ne!(before, after, "a new connection after the reboot");
     // SFTP reopens on the new connection too.
-    session
-        .upload(b"y", &session.temp_path("g"), 0o644)
-        .await
-        .unwrap();
+    session.upload(b"y", &file, 0o644).await.unwrap();
+    session.remove(&file).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,10 +509,8 @@ async fn a_dropped_session_closes_its_connection() {
             .unwrap();
         run(&*session, "true").await;
         if with_sftp {
-            session
-                .upload(b"x", &session.temp_path("d"), 0o600)
-                .await
-                .unwrap();
+            let file = env.dir().join("dropped").display().to_string();
+            session.upload(b"x", &file, 0o600).await.unwrap();
         }
         drop(session);
         let deadline = Instant::now() + Duration::from_secs(5);
