@@ -1,0 +1,3 @@
+//! Helpers shared by integration tests (`mod support;` in a test file).
+
+pub mod sshd;
