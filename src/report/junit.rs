@@ -188,7 +188,10 @@ fn write_case(w: &mut Writer<Vec<u8>>, client: &ClientReport, host: &HostReport)
 /// One line: what failed, where, and whether the endpoint was put back.
 fn failure_message(host: &HostReport) -> String {
     let what = match (host.status, failing_step(host)) {
-        (HostStatus::Unreachable, _) => "unreachable".to_string(),
+        (HostStatus::Unreachable, _) => match &host.error {
+            Some(error) => format!("unreachable: {error}"),
+            None => "unreachable".to_string(),
+        },
         (_, Some(step)) => {
             let mut what = format!(
                 "step `{}` ({}) {}",

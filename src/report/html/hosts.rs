@@ -86,11 +86,23 @@ fn failing(out: &mut String, step: &StepReport) {
         put!(out, "<tr><th>Detail</th><td>{}</td></tr>\n", Esc(detail));
     }
     out.push_str("</table>\n");
-    output(out, step.stdout.as_deref(), step.stderr.as_deref(), 40, 6_000);
+    output(
+        out,
+        step.stdout.as_deref(),
+        step.stderr.as_deref(),
+        40,
+        6_000,
+    );
 }
 
 /// A step's output, its last lines: where a command says why it failed.
-fn output(out: &mut String, stdout: Option<&str>, stderr: Option<&str>, lines: usize, chars: usize) {
+fn output(
+    out: &mut String,
+    stdout: Option<&str>,
+    stderr: Option<&str>,
+    lines: usize,
+    chars: usize,
+) {
     if stdout.is_none() && stderr.is_none() {
         out.push_str("<p class=\"outlabel\">Output not recorded (sensitive step).</p>\n");
         return;
@@ -132,7 +144,11 @@ fn rollback(out: &mut String, host: &HostReport) {
         if step_failed(r.status) {
             output(out, r.stdout.as_deref(), r.stderr.as_deref(), 20, 2_000);
         }
-        put!(out, "</td><td>{}</td></tr>\n", Esc(&show_time(&r.finished_at)));
+        put!(
+            out,
+            "</td><td>{}</td></tr>\n",
+            Esc(&show_time(&r.finished_at))
+        );
     }
     out.push_str("</tbody>\n</table>\n");
 }
@@ -151,7 +167,7 @@ pub fn gap_summary(out: &mut String, client: &ClientReport) {
     };
     put!(
         out,
-        "<p>How long each endpoint was without protection, from the step that turned the old product off to the step that confirmed the new one on. Measured on {}: longest <strong>{}</strong> (<span class=\"hostname\">{}</span>), median <strong>{}</strong>. Each host's gap is in the list below.</p>\n",
+        "<p>How long each endpoint was without protection, from the step that turned the old product off to the step that confirmed the new one on. Measured on {}: longest <strong>{}</strong> (<b class=\"hostname\">{}</b>), median <strong>{}</strong>. Each host's gap is in the list below.</p>\n",
         super::svg::plural(gaps.len(), "host"),
         format_ms(longest),
         Esc(worst),

@@ -131,10 +131,16 @@ fn run_header(out: &mut String, report: &Report, status: &str) {
         "</dd></div>\n<div><dt>Playbook</dt><dd>{}</dd></div>\n<div><dt>Started</dt><dd>{}</dd></div>\n<div><dt>Finished</dt><dd>{}</dd></div>\n",
         Esc(&report.playbook),
         Esc(&show_time(&report.started_at)),
-        Esc(&finished.map(show_time).unwrap_or_else(|| "not finished".into())),
+        Esc(&finished
+            .map(show_time)
+            .unwrap_or_else(|| "not finished".into())),
     );
     if let Some(ms) = text::span_ms(Some(&report.started_at), finished) {
-        put!(out, "<div><dt>Duration</dt><dd>{}</dd></div>\n", format_ms(ms));
+        put!(
+            out,
+            "<div><dt>Duration</dt><dd>{}</dd></div>\n",
+            format_ms(ms)
+        );
     }
     put!(
         out,
@@ -173,7 +179,11 @@ fn overview(out: &mut String, report: &Report) {
             let class = if n == 0 { "num zero" } else { "num" };
             put!(out, "<td class=\"{class}\">{n}</td>");
         }
-        let worst = client.hosts.iter().filter_map(|h| h.protection_gap_ms).max();
+        let worst = client
+            .hosts
+            .iter()
+            .filter_map(|h| h.protection_gap_ms)
+            .max();
         put!(
             out,
             "<td class=\"num\">{}</td></tr>\n",
@@ -253,7 +263,9 @@ fn waves_table(out: &mut String, client: &ClientReport) {
             "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>",
             wave.index,
             wave.hosts.len(),
-            Esc(&started.map(show_time).unwrap_or_else(|| "not started".into())),
+            Esc(&started
+                .map(show_time)
+                .unwrap_or_else(|| "not started".into())),
             Esc(&finished.map(show_time).unwrap_or_else(|| "–".into())),
             text::span_ms(started, finished)
                 .map(format_ms)

@@ -148,6 +148,16 @@ pub fn timeline(client: &ClientReport) -> String {
         };
         let x = x_of(start);
         let w = (x_of(end.unwrap_or(t1)) - x).max(4.0);
+        let how_long = match end {
+            Some(end) => format_ms((end - start).num_milliseconds().max(0) as u64),
+            None => "did not finish".to_string(),
+        };
+        put!(
+            out,
+            r#"<text x="{tx:.1}" y="{mid:.1}">{hosts} · {}</text>"#,
+            Esc(&how_long),
+            tx = x + w + 6.0
+        );
         let counts = wave_counts(client, wave);
         let total: usize = counts.values().sum();
         let mut sx = x;
@@ -166,22 +176,12 @@ pub fn timeline(client: &ClientReport) -> String {
             );
             sx += sw;
         }
-        let how_long = match end {
-            Some(end) => format_ms((end - start).num_milliseconds().max(0) as u64),
-            None => "did not finish".to_string(),
-        };
         if end.is_none() {
             put!(
                 out,
                 r#"<rect class="open" x="{x:.2}" y="{y:.1}" width="{w:.2}" height="{bar:.1}"/>"#
             );
         }
-        put!(
-            out,
-            r#"<text x="{tx:.1}" y="{mid:.1}">{hosts} · {}</text>"#,
-            Esc(&how_long),
-            tx = x + w + 6.0
-        );
     }
     out.push_str("</svg>\n");
     let zone = if t0.offset().local_minus_utc() == 0 {
