@@ -66,7 +66,7 @@ fn problem(out: &mut String, host: &HostReport) {
 fn failing(out: &mut String, step: &StepReport) {
     put!(
         out,
-        "<table class=\"kv\">\n<tr><th>Failing step</th><td><strong>{}</strong></td></tr>\n<tr><th>Phase</th><td>{}</td></tr>\n<tr><th>Outcome</th><td>",
+        "<dl class=\"facts step\">\n<div><dt>Failing step</dt><dd>{}</dd></div>\n<div><dt>Phase</dt><dd>{}</dd></div>\n<div><dt>Outcome</dt><dd>",
         Esc(&step.name),
         Esc(&step.phase)
     );
@@ -74,7 +74,7 @@ fn failing(out: &mut String, step: &StepReport) {
     badge(out, &status, &status);
     put!(
         out,
-        "</td></tr>\n<tr><th>Exit code</th><td class=\"mono\">{}</td></tr>\n<tr><th>Attempts</th><td>{}</td></tr>\n<tr><th>Duration</th><td>{}</td></tr>\n<tr><th>Finished</th><td>{}</td></tr>\n",
+        "</dd></div>\n<div><dt>Exit code</dt><dd class=\"mono\">{}</dd></div>\n<div><dt>Attempts</dt><dd>{}</dd></div>\n<div><dt>Duration</dt><dd>{}</dd></div>\n<div><dt>Finished</dt><dd>{}</dd></div>\n",
         step.exit_code
             .map(|c| c.to_string())
             .unwrap_or_else(|| "none".into()),
@@ -83,9 +83,13 @@ fn failing(out: &mut String, step: &StepReport) {
         Esc(&show_time(&step.finished_at))
     );
     if let Some(detail) = &step.detail {
-        put!(out, "<tr><th>Detail</th><td>{}</td></tr>\n", Esc(detail));
+        put!(
+            out,
+            "<div class=\"wide\"><dt>Detail</dt><dd>{}</dd></div>\n",
+            Esc(detail)
+        );
     }
-    out.push_str("</table>\n");
+    out.push_str("</dl>\n");
     output(
         out,
         step.stdout.as_deref(),

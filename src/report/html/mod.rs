@@ -63,13 +63,14 @@ fn label(status: HostStatus) -> &'static str {
     }
 }
 
-/// A coloured badge for any status name (`succeeded`, `halted`, `timed_out`…).
+/// A coloured badge for any status name (`succeeded`, `halted`, `timed_out`…),
+/// worded for people (`timed out`).
 fn badge(out: &mut String, class: &str, text: &str) {
     put!(
         out,
         r#"<span class="badge s-{}">{}</span>"#,
         Esc(class),
-        Esc(text)
+        Esc(&text.replace('_', " "))
     );
 }
 

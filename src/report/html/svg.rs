@@ -61,11 +61,11 @@ pub fn wave_counts(client: &ClientReport, wave: &WaveReport) -> IndexMap<HostSta
     counts
 }
 
-const WIDTH: f64 = 960.0;
+const WIDTH: f64 = 720.0;
 /// Left of the plot: the wave's name.
-const LEFT: f64 = 80.0;
+const LEFT: f64 = 64.0;
 /// Right of the plot: room for the label after the last bar.
-const RIGHT: f64 = 250.0;
+const RIGHT: f64 = 150.0;
 const ROW: f64 = 34.0;
 const TOP: f64 = 28.0;
 
