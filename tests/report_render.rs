@@ -420,6 +420,44 @@ fn a_400_host_client_renders_as_one_collapsed_row_per_host() {
     assert!(text(&select(&doc, ".legend")[0]).starts_with("Succeeded 400 "));
 }
 
+#[test]
+fn an_interrupted_check_run_says_so_and_shows_the_wave_that_did_not_finish() {
+    let mut f = Fleet::new(&[("acme", &[&["acme-ws01"], &["acme-ws02"]], &[])]);
+    f.report.check = true;
+    f.wave("acme", 1, &["acme-ws01"]);
+    f.host("acme", "acme-ws01", 1);
+    f.wait(4_000);
+    let finished_at = f.time();
+    f.emit(orchestrate::run::Event::RunFinished {
+        status: orchestrate::run::RunStatus::Interrupted,
+        finished_at,
+    });
+    let doc = scraper::Html::parse_document(&html::render(&f.report));
+    let header = text(&select(&doc, "header.run")[0]);
+    assert!(header.contains("interrupted"), "{header}");
+    assert!(header.contains("Check mode"), "{header}");
+    let timeline = text(&select(&doc, "svg.timeline")[0]);
+    assert!(
+        timeline.contains("Wave 1 1 host · did not finish"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("Wave 2 not started · 1 host"),
+        "{timeline}"
+    );
+    assert_eq!(select(&doc, "svg.timeline rect.open").len(), 1);
+
+    let xml = junit::render(&f.report);
+    let junit = roxmltree::Document::parse(&xml).unwrap();
+    let suite = junit
+        .descendants()
+        .find(|n| n.has_tag_name("testsuite"))
+        .unwrap();
+    assert_eq!((attr(suite, "tests"), attr(suite, "skipped")), ("2", "2"));
+    assert!(xml.contains(r#"<property name="check_mode" value="true"/>"#));
+    assert!(xml.contains(r#"<property name="client_status" value="interrupted"/>"#));
+}
+
 // ---------------------------------------------------------------- JUnit
 
 fn attr<'a>(node: roxmltree::Node<'a, '_>, name: &str) -> &'a str {

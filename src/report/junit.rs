@@ -111,7 +111,10 @@ fn write_suite(
         .filter_map(|w| w.started_at.as_deref())
         .min()
         .unwrap_or(&report.started_at);
-    let mut attrs = vec![("name", one_line(&client.name)), ("id", id.to_string())];
+    let mut attrs = vec![
+        ("name", clean(&client.name).into_owned()),
+        ("id", id.to_string()),
+    ];
     attrs.extend(tally.attributes());
     attrs.push(("timestamp", timestamp(started)));
     let mut properties = vec![
