@@ -17,6 +17,7 @@
 use std::fmt::Write as _;
 use std::io;
 
+use chrono::{DateTime, FixedOffset};
 use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesText, Event};
 
@@ -37,39 +38,46 @@ pub fn render(report: &Report) -> String {
 }
 
 /// The counts a `<testsuite>` (or `<testsuites>`) carries.
-#[derive(Default)]
 struct Tally {
     tests: usize,
     failures: usize,
     skipped: usize,
     ms: u64,
+    /// When the first wave started.
+    started: Option<DateTime<FixedOffset>>,
 }
 
 impl Tally {
     fn of(client: &ClientReport) -> Tally {
         let c = counts(client);
-        let waves = client.waves.iter();
-        let first = waves.clone().filter_map(|w| w.started_at.as_deref()).min();
-        let last = waves.filter_map(|w| w.finished_at.as_deref()).max();
+        let started = text::earliest(client.waves.iter().filter_map(|w| w.started_at.as_deref()));
+        let finished = text::latest(client.waves.iter().filter_map(|w| w.finished_at.as_deref()));
         Tally {
             tests: client.hosts.len(),
             failures: c[&HostStatus::Failed]
                 + c[&HostStatus::RollbackFailed]
                 + c[&HostStatus::Unreachable],
             skipped: c[&HostStatus::Skipped] + c[&HostStatus::NotStarted],
-            ms: text::span_ms(first, last)
+            ms: started
+                .zip(finished)
+                .and_then(|(s, f)| text::ms_between(s, f))
                 .unwrap_or_else(|| client.hosts.iter().map(host_ms).sum()),
+            started,
         }
     }
 
-    fn attributes(&self) -> [(&'static str, String); 5] {
-        [
+    fn attributes(&self) -> Vec<(&'static str, String)> {
+        let mut attrs = vec![
             ("tests", self.tests.to_string()),
             ("failures", self.failures.to_string()),
             ("errors", "0".to_string()),
             ("skipped", self.skipped.to_string()),
             ("time", seconds(self.ms)),
-        ]
+        ];
+        if let Some(started) = self.started {
+            attrs.push(("timestamp", timestamp(started)));
+        }
+        attrs
     }
 }
 
@@ -82,11 +90,11 @@ fn write_report(w: &mut Writer<Vec<u8>>, report: &Report) -> io::Result<()> {
         skipped: tallies.iter().map(|t| t.skipped).sum(),
         ms: text::span_ms(Some(&report.started_at), report.finished_at.as_deref())
             .unwrap_or_else(|| tallies.iter().map(|t| t.ms).sum()),
+        started: text::parse_time(&report.started_at),
     };
     let name = format!("orchestrate run {}", report.run_id);
     let mut attrs = vec![("name", one_line(&name))];
     attrs.extend(total.attributes());
-    attrs.push(("timestamp", timestamp(&report.started_at)));
     w.create_element("testsuites")
         .with_attributes(attrs.iter().map(|(k, v)| (*k, v.as_str())))
         .write_inner_content(|w| {
@@ -105,18 +113,16 @@ fn write_suite(
     client: &ClientReport,
     tally: &Tally,
 ) -> io::Result<()> {
-    let started = client
-        .waves
-        .iter()
-        .filter_map(|w| w.started_at.as_deref())
-        .min()
-        .unwrap_or(&report.started_at);
     let mut attrs = vec![
         ("name", clean(&client.name).into_owned()),
         ("id", id.to_string()),
     ];
     attrs.extend(tally.attributes());
-    attrs.push(("timestamp", timestamp(started)));
+    if tally.started.is_none()
+        && let Some(run_started) = text::parse_time(&report.started_at)
+    {
+        attrs.push(("timestamp", timestamp(run_started)));
+    }
     let mut properties = vec![
         ("run_id", report.run_id.clone()),
         ("playbook", report.playbook.clone()),
@@ -330,12 +336,8 @@ fn seconds(ms: u64) -> String {
 }
 
 /// JUnit's `timestamp` is an ISO 8601 time without a zone; it is given in UTC.
-fn timestamp(time: &str) -> String {
-    text::parse_time(time)
-        .map(|t| {
-            t.with_timezone(&chrono::Utc)
-                .format("%Y-%m-%dT%H:%M:%S")
-                .to_string()
-        })
-        .unwrap_or_default()
+fn timestamp(time: DateTime<FixedOffset>) -> String {
+    time.with_timezone(&chrono::Utc)
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
 }

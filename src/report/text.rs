@@ -103,9 +103,20 @@ pub fn show_time(time: &str) -> String {
 
 /// Milliseconds from `start` to `end`, when both parse and are in order.
 pub fn span_ms(start: Option<&str>, end: Option<&str>) -> Option<u64> {
-    let start = parse_time(start?)?;
-    let end = parse_time(end?)?;
+    ms_between(parse_time(start?)?, parse_time(end?)?)
+}
+
+pub fn ms_between(start: DateTime<FixedOffset>, end: DateTime<FixedOffset>) -> Option<u64> {
     u64::try_from((end - start).num_milliseconds()).ok()
+}
+
+/// The earliest of some RFC 3339 times, compared as times (not as text).
+pub fn earliest<'a>(times: impl IntoIterator<Item = &'a str>) -> Option<DateTime<FixedOffset>> {
+    times.into_iter().filter_map(parse_time).min()
+}
+
+pub fn latest<'a>(times: impl IntoIterator<Item = &'a str>) -> Option<DateTime<FixedOffset>> {
+    times.into_iter().filter_map(parse_time).max()
 }
 
 /// How long a host took: its start to its end, or else its steps' time.
