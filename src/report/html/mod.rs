@@ -16,7 +16,7 @@
 //! (`<details>`) onto its full step log, which keeps 400 hosts readable.
 //!
 //! Everything from the report is untrusted text (host names, output) and is
-//! written through [`Esc`] only. [`svg`] draws the charts; [`hosts`] the
+//! written through [`Esc`] only. `svg` draws the charts; `hosts` the
 //! per-host parts.
 
 use std::fmt::Write as _;
