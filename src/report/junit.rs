@@ -206,7 +206,7 @@ fn failure_message(host: &HostReport) -> String {
                 "step `{}` ({}) {}",
                 step.name,
                 step.phase,
-                text::name(step.status)
+                text::name(step.status).replace('_', " ")
             );
             if let Some(code) = step.exit_code {
                 let _ = write!(what, " with exit code {code}");
