@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh
+# The WinRM test endpoint is itself checked by an independent client (pywinrm).
+python3 -m pytest tests/winrm_endpoint -q
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast "$@"
 else

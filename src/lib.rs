@@ -8,6 +8,7 @@
 //! and events for people and machines. [`cli`] wires them to the command line.
 
 pub mod cli;
+pub mod journal;
 pub mod load;
 pub mod plan;
 pub mod report;

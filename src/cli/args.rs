@@ -22,6 +22,12 @@ pub enum Command {
     Run(RunArgs),
     /// Check a playbook and an inventory; print nothing but problems.
     Validate(ValidateArgs),
+    /// Continue a run that was interrupted, crashed or halted.
+    Resume(ResumeArgs),
+    /// The runs in the journal, or where one run stands.
+    Status(StatusArgs),
+    /// Render a run's report: html for people, json and junit for machines.
+    Report(ReportArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -55,15 +61,22 @@ pub struct RunArgs {
     /// Connect, run only steps marked check_safe, and report what every other step would do.
     #[arg(long, conflicts_with = "dry_run")]
     pub check: bool,
+    /// The journal (SQLite); default .orchestrate/state.db beside the inventory.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    #[command(flatten)]
+    pub execution: ExecutionArgs,
+}
+
+/// What `run` and `resume` share: how to execute and what to print.
+#[derive(Args, Debug, Clone)]
+pub struct ExecutionArgs {
     /// Hosts at once across all clients.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub forks: u32,
     /// Answer yes to every confirmation (pause_between_waves: confirm).
     #[arg(long)]
     pub yes: bool,
-    /// The journal (SQLite); default .orchestrate/state.db beside the inventory.
-    #[arg(long, value_name = "FILE")]
-    pub state: Option<PathBuf>,
     /// Write the JSON report here when the run ends.
     #[arg(long, value_name = "FILE")]
     pub report_json: Option<PathBuf>,
@@ -78,6 +91,51 @@ pub struct RunArgs {
     /// More detail (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+#[derive(Args, Debug)]
+pub struct ResumeArgs {
+    /// The run to continue (`orchestrate status` lists them).
+    pub run_id: String,
+    /// The journal; default ./.orchestrate/state.db.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Resume even though the playbook or inventory changed since the run started.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub execution: ExecutionArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// A run to show in detail; without it, the runs, newest first.
+    pub run_id: Option<String>,
+    /// The journal; default ./.orchestrate/state.db.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    pub run_id: String,
+    #[arg(long, value_enum)]
+    pub format: ReportFormat,
+    /// Write here instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The journal; default ./.orchestrate/state.db.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    Html,
+    Json,
+    Junit,
 }
 
 #[derive(Args, Debug)]

@@ -1,7 +1,9 @@
-//! `orchestrate run` for real (and `--check`): wire a plan to the runner,
-//! the observers and Ctrl-C, then turn the report into an exit code.
+//! `orchestrate run` (and `--check`) and `orchestrate resume`: wire a plan
+//! to the runner, the journal, the observers and Ctrl-C, then turn the
+//! report into an exit code.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -9,53 +11,258 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use super::args::{Format, RunArgs};
-use crate::plan::Plan;
+use super::args::{ExecutionArgs, Format, ResumeArgs, RunArgs};
+use super::{EXIT_INVALID, plan_from};
+use crate::journal::{self, Journal, RunRow};
+use crate::plan::{MissingSecrets, Plan};
+use crate::report::run_json::{Report, ReportBuilder};
 use crate::report::{lines::Lines, log::JsonLines, progress::Progress, run_json, summary};
-use crate::run::{self, AlwaysYes, Confirm, Event, Events, Interrupt, Observer, RunOptions};
-use crate::transport::{Connectors, local::LocalConnector};
+use crate::run::{
+    self, AlwaysYes, Confirm, Event, Events, Interrupt, Observer, Resume, RunOptions,
+};
+use crate::transport::{Connectors, local::LocalConnector, winrm::WinrmConnector};
 
 /// The transports this build has.
 pub fn connectors() -> Connectors {
     Connectors {
         local: Some(Arc::new(LocalConnector)),
+        winrm: Some(Arc::new(WinrmConnector::new())),
         ..Default::default()
     }
 }
 
+/// A run about to start or to go on.
+struct Launch {
+    plan: Plan,
+    run_id: String,
+    journal: Journal,
+    check: bool,
+    /// `Some` for `resume`: where hosts stand, and the report so far.
+    resume: Option<(Resume, Report)>,
+}
+
 pub fn run(plan: Plan, args: &RunArgs) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let run_id = run::new_run_id();
+    let state = args
+        .state
+        .clone()
+        .unwrap_or_else(|| journal::default_path(&args.target.inventory));
+    let journal = match Journal::open(&state) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let hashes = (
+        journal::file_sha256(&args.target.playbook),
+        journal::file_sha256(&args.target.inventory),
+    );
+    let (Ok(playbook_sha256), Ok(inventory_sha256)) = hashes else {
+        eprintln!("error: cannot read the playbook or inventory again to record them");
+        return EXIT_INVALID;
+    };
+    let row = RunRow {
+        run_id: run_id.clone(),
+        // Absolute, so the run can be resumed from any folder.
+        playbook: absolute(&args.target.playbook),
+        inventory: absolute(&args.target.inventory),
+        playbook_sha256,
+        inventory_sha256,
+        options: serde_json::json!({
+            "clients": args.selection.clients,
+            "limit": args.selection.limit,
+            "check": args.check,
+            "forks": args.execution.forks,
+        }),
+        status: None,
+        started_at: run::now(),
+        finished_at: None,
+    };
+    if let Err(e) = journal.start_run(&row) {
+        eprintln!("error: {e}");
+        return EXIT_INVALID;
+    }
+    let launch = Launch {
+        plan,
+        run_id,
+        journal,
+        check: args.check,
+        resume: None,
+    };
+    block_on(drive(launch, &args.execution))
+}
+
+pub fn resume(args: &ResumeArgs) -> i32 {
+    let state = args
+        .state
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".orchestrate/state.db"));
+    let journal = match Journal::open_existing(&state) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let row = match journal.run(&args.run_id) {
+        Ok(row) => row,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let playbook = PathBuf::from(&row.playbook);
+    let inventory = PathBuf::from(&row.inventory);
+    let mut changed = Vec::new();
+    for (what, path, recorded) in [
+        ("playbook", &playbook, &row.playbook_sha256),
+        ("inventory", &inventory, &row.inventory_sha256),
+    ] {
+        match journal::file_sha256(path) {
+            Ok(now) if &now == recorded => {}
+            Ok(now) => changed.push(format!(
+                "the {what} {} changed since run {} started (sha256 {} → {})",
+                path.display(),
+                row.run_id,
+                &recorded[..12],
+                &now[..12]
+            )),
+            Err(e) => {
+                eprintln!(
+                    "error: cannot read the {what} {} of run {}: {e}",
+                    path.display(),
+                    row.run_id
+                );
+                return EXIT_INVALID;
+            }
+        }
+    }
+    if !changed.is_empty() {
+        if !args.force {
+            for c in &changed {
+                eprintln!("error: {c}");
+            }
+            eprintln!(
+                "Resuming would run a different plan than the one this run started with. Start a new run, or resume with --force to go on with the files as they are now."
+            );
+            return EXIT_INVALID;
+        }
+        for c in &changed {
+            eprintln!("warning: {c}; going on with it as it is now (--force)");
+        }
+    }
+    let text = |key: &str| {
+        row.options
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let clients: Vec<String> = row
+        .options
+        .get("clients")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    let target = super::args::Target {
+        playbook,
+        inventory,
+    };
+    let selection = super::args::SelectionArgs {
+        clients,
+        limit: text("limit"),
+    };
+    let plan = match plan_from(
+        &target,
+        &selection,
+        MissingSecrets::Fail,
+        args.execution.host_key_policy.into(),
+    ) {
+        Ok(plan) => plan,
+        Err(errors) => return super::report_input_errors(&errors),
+    };
+    let events = match journal.events(&row.run_id) {
+        Ok(events) => events,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let replay = journal::replay(&events);
+    let check = row
+        .options
+        .get("check")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    let launch = Launch {
+        plan,
+        run_id: row.run_id.clone(),
+        journal,
+        check,
+        resume: Some((replay.hosts, replay.report)),
+    };
+    block_on(drive(launch, &args.execution))
+}
+
+fn absolute(path: &std::path::Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+fn block_on(future: impl std::future::Future<Output = i32>) -> i32 {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(runtime) => runtime.block_on(future),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return 1;
+            1
         }
-    };
-    runtime.block_on(run_async(plan, args))
+    }
 }
 
-async fn run_async(plan: Plan, args: &RunArgs) -> i32 {
-    let run_id = run::new_run_id();
+async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
+    let Launch {
+        plan,
+        run_id,
+        journal,
+        check,
+        resume,
+    } = launch;
     let bars = args.format == Format::Human
         && std::io::stderr().is_terminal()
         && std::io::stdout().is_terminal();
     init_tracing(bars, args.verbose);
+    let resumed = if resume.is_some() { " (resumed)" } else { "" };
     match args.format {
-        Format::Human => println!("run id: {run_id}"),
-        Format::Json => eprintln!("run id: {run_id}"),
+        Format::Human => println!("run id: {run_id}{resumed}"),
+        Format::Json => eprintln!("run id: {run_id}{resumed}"),
     }
 
-    let report = run_json::ReportBuilder::default();
-    let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(report.clone())];
+    let (resume, seed) = match resume {
+        Some((hosts, report)) => (Some(hosts), report),
+        None => (None, Report::default()),
+    };
+    let report = ReportBuilder {
+        report: Arc::new(std::sync::Mutex::new(seed)),
+    };
+    let writer = match journal.writer(&run_id) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    // The journal first: what it has recorded, the run has done.
+    let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(writer), Box::new(report.clone())];
     if let Some(path) = &args.log {
         match JsonLines::create(path) {
             Ok(log) => observers.push(Box::new(log)),
             Err(e) => {
                 eprintln!("error: cannot write the log {}: {e}", path.display());
-                return super::EXIT_INVALID;
+                return EXIT_INVALID;
             }
         }
     }
@@ -82,8 +289,9 @@ async fn run_async(plan: Plan, args: &RunArgs) -> i32 {
     let options = RunOptions {
         run_id,
         forks: args.forks as usize,
-        check: args.check,
+        check,
         confirm,
+        resume,
     };
     run::execute(
         Arc::new(plan),
@@ -114,27 +322,21 @@ fn init_tracing(bars: bool, verbose: u8) {
         _ => tracing::Level::DEBUG,
     };
     let filter = tracing_subscriber::filter::LevelFilter::from_level(level);
+    let fmt = tracing_subscriber::fmt::layer()
+        .without_time()
+        .with_target(false);
     if bars {
         let layer = tracing_indicatif::IndicatifLayer::new();
         let _ = tracing_subscriber::registry()
             .with(
-                tracing_subscriber::fmt::layer()
-                    .without_time()
-                    .with_target(false)
-                    .with_writer(layer.get_stderr_writer())
+                fmt.with_writer(layer.get_stderr_writer())
                     .with_filter(filter),
             )
             .with(layer)
             .try_init();
     } else {
         let _ = tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .without_time()
-                    .with_target(false)
-                    .with_writer(std::io::stderr)
-                    .with_filter(filter),
-            )
+            .with(fmt.with_writer(std::io::stderr).with_filter(filter))
             .try_init();
     }
 }
@@ -177,7 +379,9 @@ impl Confirm for AskOnTerminal {
         .await;
         match answer {
             Ok(Ok(line)) if matches!(line.trim().to_lowercase().as_str(), "y" | "yes") => Ok(()),
-            _ => Err(format!("the operator did not confirm wave {next_wave}")),
+            _ => Err(format!(
+                "the operator did not confirm wave {next_wave}; resume the run to go on"
+            )),
         }
     }
 }
@@ -189,7 +393,7 @@ struct NoTerminal;
 impl Confirm for NoTerminal {
     async fn confirm(&self, _client: &str, next_wave: usize, _so_far: &str) -> Result<(), String> {
         Err(format!(
-            "wave {next_wave} needs confirmation (pause_between_waves: confirm) and there is no terminal to ask; run with --yes to go on without asking"
+            "wave {next_wave} needs confirmation (pause_between_waves: confirm) and there is no terminal to ask; resume the run with --yes to go on without asking"
         ))
     }
 }

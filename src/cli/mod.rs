@@ -7,6 +7,7 @@
 
 mod args;
 mod execute;
+mod inspect;
 
 use std::io::IsTerminal;
 
@@ -52,12 +53,17 @@ pub fn main() -> i32 {
             } else {
                 MissingSecrets::Fail
             };
-            let plan = match plan_from(&a.target, &a.selection, missing, a.host_key_policy.into()) {
+            let plan = match plan_from(
+                &a.target,
+                &a.selection,
+                missing,
+                a.execution.host_key_policy.into(),
+            ) {
                 Ok(plan) => plan,
                 Err(errors) => return report_input_errors(&errors),
             };
             if a.dry_run {
-                let text = match a.format {
+                let text = match a.execution.format {
                     Format::Human => crate::report::plan_text::render(&plan),
                     Format::Json => crate::report::plan_json::render(&plan),
                 };
@@ -66,10 +72,13 @@ pub fn main() -> i32 {
             }
             execute::run(plan, &a)
         }
+        Command::Resume(a) => execute::resume(&a),
+        Command::Status(a) => inspect::status(&a),
+        Command::Report(a) => inspect::report(&a),
     }
 }
 
-fn plan_from(
+pub(crate) fn plan_from(
     target: &args::Target,
     selection: &args::SelectionArgs,
     missing_secrets: MissingSecrets,
@@ -117,7 +126,7 @@ fn install_error_renderer() {
 }
 
 /// Prints every input error with its source snippet; exit code 2.
-fn report_input_errors(errors: &InputErrors) -> i32 {
+pub(crate) fn report_input_errors(errors: &InputErrors) -> i32 {
     for error in &errors.0 {
         eprintln!("{:?}", miette::Report::new(error.clone()));
     }

@@ -63,7 +63,7 @@ impl ClientPlan {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Wave {
     /// 1-based.
     pub index: usize,

@@ -160,6 +160,14 @@ impl Report {
                     })
                     .collect();
             }
+            Event::RunResumed { .. } => {
+                self.status = None;
+                self.finished_at = None;
+                for client in &mut self.clients {
+                    client.status = None;
+                    client.halted = None;
+                }
+            }
             Event::StepFinished { client, host, step } => {
                 if let Some(h) = self.host_mut(client, host) {
                     h.steps.push(StepReport {

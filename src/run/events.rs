@@ -12,11 +12,11 @@
 
 use std::sync::Mutex;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::plan::Wave;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     Ok,
@@ -25,7 +25,7 @@ pub enum StepStatus {
     TimedOut,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HostStatus {
     Succeeded,
@@ -57,7 +57,7 @@ impl HostStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientStatus {
     Succeeded,
@@ -66,7 +66,7 @@ pub enum ClientStatus {
     Interrupted,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Succeeded,
@@ -77,14 +77,14 @@ pub enum RunStatus {
 }
 
 /// A host as the run starts: where it stands in its client.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostInfo {
     pub name: String,
     pub wave: Option<usize>,
     pub skipped: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientInfo {
     pub name: String,
     pub waves: Vec<Wave>,
@@ -93,7 +93,7 @@ pub struct ClientInfo {
 }
 
 /// A step's end, as every observer records it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {
     pub phase: String,
     pub name: String,
@@ -111,7 +111,7 @@ pub struct StepRecord {
     pub check_safe: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RollbackRecord {
     pub name: String,
     pub status: StepStatus,
@@ -122,7 +122,7 @@ pub struct RollbackRecord {
     pub stderr: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     RunStarted {
@@ -132,6 +132,11 @@ pub enum Event {
         started_at: String,
         check: bool,
         clients: Vec<ClientInfo>,
+    },
+    /// `orchestrate resume`: the same run goes on in a new process.
+    RunResumed {
+        run_id: String,
+        resumed_at: String,
     },
     WaveStarted {
         client: String,

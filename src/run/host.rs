@@ -32,6 +32,8 @@ pub(crate) struct HostRun<'a> {
     pub stop: &'a CancellationToken,
     /// `--check`: run only check_safe steps; say what the others would do.
     pub check: bool,
+    /// Resuming a host caught mid-way: the steps it had completed.
+    pub resume: Option<std::collections::BTreeSet<usize>>,
 }
 
 /// What a step attempt came to.
@@ -141,6 +143,23 @@ async fn run_steps(run: &HostRun<'_>, session: &dyn Session) -> HostStatus {
             return roll_back(run, session, &done, &mut vars, reason, gap).await;
         }
         let def = &step.def.step;
+        if let Some(completed) = &run.resume {
+            // Completed before the crash: not repeated (precheck steps
+            // are, so that what they capture is fresh), but remembered, so
+            // that a later failure rolls them back too.
+            let precheck = def.check_safe || step.phase() == "precheck";
+            if completed.contains(&index) && !precheck {
+                if def.marks == Some(Mark::ProtectionOff) {
+                    gap.off();
+                }
+                if def.marks == Some(Mark::ProtectionOn) {
+                    gap.on();
+                }
+                changed |= !def.check_safe;
+                done.push(step);
+                continue;
+            }
+        }
         if let Some(reason) = skip_reason(run, step, &vars) {
             emit_step(run, step, index, skipped(reason));
             continue;

@@ -22,11 +22,30 @@ pub use scheduler::{AlwaysYes, Confirm, Interrupt};
 use crate::plan::Plan;
 use crate::transport::Connectors;
 
+/// Where a host stands when a run is resumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostResume {
+    /// Succeeded or skipped: not touched again.
+    Done,
+    /// Runs from its first step.
+    Fresh,
+    /// Caught mid-way: these steps (indices) completed and are not repeated,
+    /// except precheck steps, which run again so captured values are fresh.
+    Continue {
+        completed: std::collections::BTreeSet<usize>,
+    },
+}
+
+/// Per host, where a resumed run picks up.
+pub type Resume = std::collections::HashMap<String, HostResume>;
+
 pub struct RunOptions {
     pub run_id: String,
     pub forks: usize,
     pub check: bool,
     pub confirm: Arc<dyn Confirm>,
+    /// `Some` when this continues an earlier run (`orchestrate resume`).
+    pub resume: Option<Resume>,
 }
 
 /// How a run ended, for the exit code.
@@ -43,32 +62,40 @@ pub async fn execute(
     events: Arc<Events>,
     interrupt: Interrupt,
 ) -> RunOutcome {
-    events.emit(Event::RunStarted {
-        run_id: options.run_id.clone(),
-        playbook: plan.playbook_path.display().to_string(),
-        inventory: plan.inventory_path.display().to_string(),
-        started_at: now(),
-        check: options.check,
-        clients: plan
-            .clients
-            .iter()
-            .map(|c| events::ClientInfo {
-                name: c.name.clone(),
-                waves: c.waves.clone(),
-                allowed_failures: c.allowed_failures,
-                hosts: c
-                    .hosts
-                    .iter()
-                    .map(|h| events::HostInfo {
-                        name: h.name.clone(),
-                        wave: h.wave,
-                        skipped: h.skipped.clone(),
-                    })
-                    .collect(),
-            })
-            .collect(),
-    });
+    if options.resume.is_some() {
+        events.emit(Event::RunResumed {
+            run_id: options.run_id.clone(),
+            resumed_at: now(),
+        });
+    } else {
+        events.emit(Event::RunStarted {
+            run_id: options.run_id.clone(),
+            playbook: plan.playbook_path.display().to_string(),
+            inventory: plan.inventory_path.display().to_string(),
+            started_at: now(),
+            check: options.check,
+            clients: plan
+                .clients
+                .iter()
+                .map(|c| events::ClientInfo {
+                    name: c.name.clone(),
+                    waves: c.waves.clone(),
+                    allowed_failures: c.allowed_failures,
+                    hosts: c
+                        .hosts
+                        .iter()
+                        .map(|h| events::HostInfo {
+                            name: h.name.clone(),
+                            wave: h.wave,
+                            skipped: h.skipped.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        });
+    }
     let scheduler = Arc::new(scheduler::Scheduler {
+        resume: options.resume.map(Arc::new),
         redactor: Arc::new(plan.redactor()),
         plan,
         connectors,

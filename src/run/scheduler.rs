@@ -61,6 +61,8 @@ pub struct Scheduler {
     pub interrupt: Interrupt,
     pub check: bool,
     pub redactor: Arc<Redactor>,
+    /// Where each host picks up, when resuming.
+    pub resume: Option<Arc<super::Resume>>,
 }
 
 /// Where a client stands while its waves run.
@@ -94,7 +96,12 @@ impl Scheduler {
     }
 
     async fn run_client(self: &Arc<Self>, client: &ClientPlan) -> ClientStatus {
-        for host in client.hosts.iter().filter(|h| h.skipped.is_some()) {
+        let resuming = self.resume.is_some();
+        for host in client
+            .hosts
+            .iter()
+            .filter(|h| h.skipped.is_some() && !resuming)
+        {
             self.events.emit(Event::HostFinished {
                 client: client.name.clone(),
                 host: host.name.clone(),
@@ -110,29 +117,42 @@ impl Scheduler {
         });
         let permits = Arc::new(Semaphore::new(client.concurrency));
         let mut any_failed = false;
+        let mut ran_a_wave = false;
         for wave in &client.waves {
-            if state.halted.load(Ordering::SeqCst) || self.interrupt.soft.is_cancelled() {
-                self.not_started(client, &wave.hosts, &state);
+            // Resuming: hosts already done are not touched again, and a
+            // wave with nothing left to do is passed over, without a pause.
+            let todo: Vec<String> = wave
+                .hosts
+                .iter()
+                .filter(|h| !matches!(self.start_of(h), super::HostResume::Done))
+                .cloned()
+                .collect();
+            if todo.is_empty() {
                 continue;
             }
-            if wave.index > 1 {
+            if state.halted.load(Ordering::SeqCst) || self.interrupt.soft.is_cancelled() {
+                self.not_started(client, &todo, &state);
+                continue;
+            }
+            if ran_a_wave {
                 if let Err(reason) = self.pause(client, wave.index, &state).await {
                     self.halt(client, &state, reason);
-                    self.not_started(client, &wave.hosts, &state);
+                    self.not_started(client, &todo, &state);
                     continue;
                 }
                 if self.interrupt.soft.is_cancelled() {
-                    self.not_started(client, &wave.hosts, &state);
+                    self.not_started(client, &todo, &state);
                     continue;
                 }
             }
+            ran_a_wave = true;
             self.events.emit(Event::WaveStarted {
                 client: client.name.clone(),
                 wave: wave.index,
-                hosts: wave.hosts.clone(),
+                hosts: todo.clone(),
             });
             let mut hosts = tokio::task::JoinSet::new();
-            for name in &wave.hosts {
+            for name in &todo {
                 let this = Arc::clone(self);
                 let state = Arc::clone(&state);
                 let permits = Arc::clone(&permits);
@@ -200,9 +220,14 @@ impl Scheduler {
             host: name.to_string(),
             wave,
         });
+        let resume = match self.start_of(name) {
+            super::HostResume::Continue { completed } => Some(completed),
+            _ => None,
+        };
         let run = HostRun {
             plan: &self.plan,
             host,
+            resume,
             events: &self.events,
             redactor: &self.redactor,
             stop: &self.interrupt.soft,
@@ -228,6 +253,13 @@ impl Scheduler {
             }
         }
         status
+    }
+
+    fn start_of(&self, host: &str) -> super::HostResume {
+        self.resume
+            .as_ref()
+            .and_then(|r| r.get(host).cloned())
+            .unwrap_or(super::HostResume::Fresh)
     }
 
     fn halt(&self, client: &ClientPlan, state: &ClientState, reason: String) {

@@ -14,6 +14,7 @@
 //! is the runner dropping the future; sessions must clean up on drop.
 
 pub mod local;
+pub mod winrm;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,0 +1,249 @@
+//! `orchestrate status` and `orchestrate report`: read the journal back.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use super::EXIT_INVALID;
+use super::args::{Format, ReportArgs, ReportFormat, StatusArgs};
+use crate::journal::{self, Journal};
+use crate::report::run_json::{self, ClientReport, Report, counts};
+use crate::run::HostStatus;
+
+fn journal_at(state: &Option<PathBuf>) -> Result<Journal, i32> {
+    let path = state
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".orchestrate/state.db"));
+    Journal::open_existing(&path).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_INVALID
+    })
+}
+
+fn report_of(journal: &Journal, run_id: &str) -> Result<Report, i32> {
+    journal.run(run_id).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_INVALID
+    })?;
+    let events = journal.events(run_id).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_INVALID
+    })?;
+    Ok(journal::replay(&events).report)
+}
+
+pub fn status(args: &StatusArgs) -> i32 {
+    let journal = match journal_at(&args.state) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    let Some(run_id) = &args.run_id else {
+        let runs = match journal.runs() {
+            Ok(runs) => runs,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_INVALID;
+            }
+        };
+        match args.format {
+            Format::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&runs).unwrap_or_default()
+            ),
+            Format::Human => {
+                println!(
+                    "{:24}  {:16}  {:24}  {:24}  playbook",
+                    "run", "status", "started", "finished"
+                );
+                for run in &runs {
+                    println!(
+                        "{:24}  {:16}  {:24}  {:24}  {}",
+                        run.run_id,
+                        run.status.as_deref().unwrap_or("unfinished"),
+                        run.started_at,
+                        run.finished_at.as_deref().unwrap_or("-"),
+                        run.playbook
+                    );
+                }
+            }
+        }
+        return 0;
+    };
+    let report = match report_of(&journal, run_id) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let clients: Vec<ClientStatusView> = report.clients.iter().map(ClientStatusView::of).collect();
+    let attention: Vec<serde_json::Value> = report
+        .hosts()
+        .filter(|h| {
+            matches!(
+                h.status,
+                HostStatus::RollbackFailed | HostStatus::Unreachable
+            )
+        })
+        .map(|h| serde_json::json!({ "host": h.name, "status": h.status, "error": h.error }))
+        .collect();
+    match args.format {
+        Format::Json => {
+            let doc = serde_json::json!({
+                "run_id": report.run_id,
+                "playbook": report.playbook,
+                "status": report.status,
+                "started_at": report.started_at,
+                "finished_at": report.finished_at,
+                "clients": clients,
+                "needs_a_person": attention,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        Format::Human => print!("{}", human_status(&report, &clients)),
+    }
+    0
+}
+
+#[derive(serde::Serialize)]
+struct ClientStatusView {
+    name: String,
+    status: String,
+    halted: Option<String>,
+    current_wave: Option<usize>,
+    waves: usize,
+    hosts: indexmap::IndexMap<&'static str, usize>,
+    protection_gap_median_ms: Option<u64>,
+    protection_gap_worst_ms: Option<u64>,
+}
+
+impl ClientStatusView {
+    fn of(client: &ClientReport) -> ClientStatusView {
+        let mut gaps: Vec<u64> = client
+            .hosts
+            .iter()
+            .filter_map(|h| h.protection_gap_ms)
+            .collect();
+        gaps.sort_unstable();
+        ClientStatusView {
+            name: client.name.clone(),
+            status: client
+                .status
+                .and_then(|s| serde_json::to_value(s).ok())
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "unfinished".into()),
+            halted: client.halted.clone(),
+            current_wave: client
+                .waves
+                .iter()
+                .filter(|w| w.started_at.is_some())
+                .map(|w| w.index)
+                .max(),
+            waves: client.waves.len(),
+            hosts: counts(client)
+                .into_iter()
+                .map(|(s, n)| (s.as_str(), n))
+                .collect(),
+            protection_gap_median_ms: gaps
+                .get(gaps.len() / 2)
+                .copied()
+                .filter(|_| !gaps.is_empty()),
+            protection_gap_worst_ms: gaps.last().copied(),
+        }
+    }
+}
+
+fn human_status(report: &Report, clients: &[ClientStatusView]) -> String {
+    let mut out = String::new();
+    let status = report
+        .status
+        .and_then(|s| serde_json::to_value(s).ok())
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| {
+            "unfinished (interrupted hard, crashed or still running): resume it".into()
+        });
+    let _ = writeln!(out, "run {}: {status}", report.run_id);
+    let _ = writeln!(
+        out,
+        "playbook {}, started {}",
+        report.playbook, report.started_at
+    );
+    for c in clients {
+        let _ = writeln!(
+            out,
+            "\n{}: {}, wave {} of {}{}",
+            c.name,
+            c.status,
+            c.current_wave
+                .map(|w| w.to_string())
+                .unwrap_or_else(|| "-".into()),
+            c.waves,
+            c.halted
+                .as_ref()
+                .map(|h| format!(", halted: {h}"))
+                .unwrap_or_default()
+        );
+        let counts: Vec<String> = c
+            .hosts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
+        let _ = writeln!(out, "  hosts: {}", counts.join(", "));
+        if let (Some(median), Some(worst)) = (c.protection_gap_median_ms, c.protection_gap_worst_ms)
+        {
+            let _ = writeln!(
+                out,
+                "  protection gap: median {:.1}s, worst {:.1}s",
+                median as f64 / 1000.0,
+                worst as f64 / 1000.0
+            );
+        }
+    }
+    let attention: Vec<_> = report
+        .hosts()
+        .filter(|h| {
+            matches!(
+                h.status,
+                HostStatus::RollbackFailed | HostStatus::Unreachable
+            )
+        })
+        .collect();
+    if !attention.is_empty() {
+        let _ = writeln!(out, "\nneeds a person:");
+        for h in attention {
+            let _ = writeln!(
+                out,
+                "  {} {}: {}",
+                h.status.as_str(),
+                h.name,
+                h.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    out
+}
+
+pub fn report(args: &ReportArgs) -> i32 {
+    let journal = match journal_at(&args.state) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    let report = match report_of(&journal, &args.run_id) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let text = match args.format {
+        ReportFormat::Json => run_json::render(&report),
+        ReportFormat::Html | ReportFormat::Junit => {
+            eprintln!("error: this build renders reports as json only");
+            return EXIT_INVALID;
+        }
+    };
+    match &args.output {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                return 1;
+            }
+        }
+        None => println!("{text}"),
+    }
+    0
+}

@@ -1,0 +1,455 @@
+//! The journal, `resume`, `status` and `report`: a crash, a closed laptop
+//! or a Ctrl-C never loses track of an endpoint.
+//!
+//! Every host is a `local` host whose steps append their name to a file in
+//! the host's own folder, so the tests can count how often each step really
+//! ran, across the killed run and its resumption.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::Scratch;
+use serde_json::Value;
+
+const STATE: &str = ".orchestrate/state.db";
+
+fn fleet(scratch: &Scratch, hosts: usize) {
+    let mut text = String::from("clients:\n  acme:\n    hosts:\n");
+    for i in 1..=hosts {
+        let dir = scratch.path().join("hosts").join(format!("h{i:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        text.push_str(&format!(
+            "      - {{ name: h{i:02}, address: 127.0.0.1, os: linux, transport: local, vars: {{ dir: '{}', n: {i} }} }}\n",
+            dir.display()
+        ));
+    }
+    scratch.write("inventory.yml", &text);
+}
+
+/// Four phases; every step logs its name once per execution. `slow` is how
+/// long the uninstall step takes (room to kill the run in the middle).
+fn playbook(slow: &str, extra_condition: &str) -> String {
+    format!(
+        r#"name: migration
+waves: [1, 3, "100%"]
+concurrency: 3
+failure_budget: 0
+phases:
+  - name: precheck
+    steps:
+      - name: look
+        check_safe: true
+        sh: echo look >> {{{{ dir }}}}/log; echo kesl
+        capture: {{ as: product }}
+  - name: uninstall
+    steps:
+      - name: remove
+        sh: touch {{{{ dir }}}}/removing; sleep {slow}; echo remove-{{{{ product }}}} >> {{{{ dir }}}}/log
+        marks: protection_off
+        rollback:
+          - sh: echo restore >> {{{{ dir }}}}/log
+  - name: install
+    steps:
+      - name: install
+        sh: echo install >> {{{{ dir }}}}/log{extra_condition}
+        marks: protection_on
+  - name: verify
+    steps:
+      - name: verify
+        sh: echo verify >> {{{{ dir }}}}/log
+"#
+    )
+}
+
+fn spawn(scratch: &Scratch, args: &[&str]) -> Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+        .args(args)
+        .current_dir(scratch.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn log_of(scratch: &Scratch, host: &str) -> Vec<String> {
+    std::fs::read_to_string(scratch.path().join("hosts").join(host).join("log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until `ready` holds, or fails the test after 30 s.
+fn wait_for(what: &str, ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn hosts_running_remove(scratch: &Scratch, count: usize) -> usize {
+    (1..=count)
+        .filter(|i| {
+            scratch
+                .path()
+                .join("hosts")
+                .join(format!("h{i:02}"))
+                .join("removing")
+                .exists()
+        })
+        .count()
+}
+
+/// The one run in the journal.
+fn only_run_id(scratch: &Scratch) -> String {
+    let runs = scratch
+        .orchestrate(&["status", "--state", STATE, "--format", "json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    runs[0]["run_id"].as_str().unwrap().to_string()
+}
+
+fn statuses(report: &Value) -> BTreeMap<String, String> {
+    report["clients"][0]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap().to_string(),
+                h["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn counts(lines: &[String]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        *counts.entry(line.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn a_run_killed_mid_wave_resumes_without_repeating_a_completed_step() {
+    let scratch = Scratch::new();
+    fleet(&scratch, 7);
+    scratch.write("playbook.yml", &playbook("1", ""));
+    let mut child = spawn(&scratch, &["run", "playbook.yml", "-i", "inventory.yml"]);
+    // Wave 2 (h02..h04) is in its slow step: kill the controller outright.
+    wait_for("wave 2 to be mid-way", || {
+        hosts_running_remove(&scratch, 7) >= 3
+    });
+    // What had completed (each step logs its name when it ends); the journal
+    // has had a moment to record it before the kill.
+    let completed: BTreeMap<String, Vec<String>> = (1..=7)
+        .map(|i| format!("h{i:02}"))
+        .map(|h| (h.clone(), log_of(&scratch, &h)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap(); // SIGKILL: no handler, no goodbye
+    child.wait().unwrap();
+    // Commands already running on the hosts go on without the controller;
+    // let them end, as they would on real endpoints.
+    std::thread::sleep(Duration::from_millis(1200));
+    let run_id = only_run_id(&scratch);
+
+    let status = scratch.orchestrate(&["status", &run_id, "--state", STATE]);
+    status.expect_code(0);
+    assert!(status.stdout.contains("unfinished"), "{}", status.stdout);
+
+    let resumed = scratch.orchestrate(&[
+        "resume",
+        &run_id,
+        "--state",
+        STATE,
+        "--report-json",
+        "report.json",
+    ]);
+    resumed.expect_code(0);
+    assert!(
+        resumed
+            .stdout
+            .starts_with(&format!("run id: {run_id} (resumed)")),
+        "{}",
+        resumed.stdout
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(scratch.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["status"], "succeeded");
+    assert!(
+        statuses(&report).values().all(|s| s == "succeeded"),
+        "{:?}",
+        statuses(&report)
+    );
+
+    for (host, done_before_kill) in &completed {
+        let log = counts(&log_of(&scratch, host));
+        for step in ["remove-kesl", "install", "verify"] {
+            if done_before_kill.iter().any(|l| l == step) {
+                assert_eq!(
+                    log.get(step),
+                    Some(&1),
+                    "{host}: `{step}` had completed: not run again: {log:?}"
+                );
+            }
+            assert!(log.contains_key(step), "{host}: `{step}` ran: {log:?}");
+        }
+        assert!(!log.contains_key("restore"), "{host} was never rolled back");
+        // Precheck runs again only on hosts caught mid-way (fresh captures).
+        assert!((1..=2).contains(&log["look"]), "{host}: {log:?}");
+    }
+    assert!(
+        completed
+            .values()
+            .filter(|l| l.iter().any(|s| s == "remove-kesl"))
+            .count()
+            >= 1,
+        "the test killed the run after some step had completed: {completed:?}"
+    );
+    // The canary finished before the kill and was not touched again.
+    assert_eq!(
+        log_of(&scratch, "h01"),
+        ["look", "remove-kesl", "install", "verify"]
+    );
+
+    // The run is now finished in the journal; the report from the journal
+    // says the same as the one written at the end of the run.
+    let from_journal = scratch
+        .orchestrate(&["report", &run_id, "--format", "json", "--state", STATE])
+        .expect_code(0)
+        .json();
+    assert_eq!(from_journal["status"], "succeeded");
+    assert_eq!(statuses(&from_journal), statuses(&report));
+    let runs = scratch
+        .orchestrate(&["status", "--state", STATE, "--format", "json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(runs[0]["status"], "succeeded");
+    assert!(runs[0]["finished_at"].is_string());
+}
+
+#[test]
+fn a_run_stopped_with_ctrl_c_resumes_to_the_end() {
+    let scratch = Scratch::new();
+    fleet(&scratch, 7);
+    scratch.write("playbook.yml", &playbook("1", ""));
+    let mut child = spawn(&scratch, &["run", "playbook.yml", "-i", "inventory.yml"]);
+    wait_for("wave 2 to be mid-way", || {
+        hosts_running_remove(&scratch, 7) >= 3
+    });
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let run_id = only_run_id(&scratch);
+    let before: BTreeMap<String, Vec<String>> = (1..=7)
+        .map(|i| format!("h{i:02}"))
+        .map(|h| (h.clone(), log_of(&scratch, &h)))
+        .collect();
+
+    let resumed = scratch.orchestrate(&["resume", &run_id, "--state", STATE, "--format", "json"]);
+    resumed.expect_code(0);
+    let report = resumed.json();
+    assert!(
+        statuses(&report).values().all(|s| s == "succeeded"),
+        "{:?}",
+        statuses(&report)
+    );
+    for (host, earlier) in before {
+        let now = log_of(&scratch, &host);
+        if earlier.last().map(String::as_str) == Some("verify") {
+            assert_eq!(now, earlier, "{host} had finished: not touched again");
+        } else if earlier.is_empty() {
+            assert_eq!(
+                now,
+                ["look", "remove-kesl", "install", "verify"],
+                "{host} ran normally"
+            );
+        } else if earlier == ["look"] {
+            // Stopped after its (read-only) precheck: nothing to undo.
+            assert_eq!(
+                now[1..],
+                ["look", "remove-kesl", "install", "verify"],
+                "{host}"
+            );
+        } else {
+            // Caught by Ctrl-C mid-way: it was rolled back, then migrated.
+            assert_eq!(earlier, ["look", "remove-kesl", "restore"], "{host}");
+            assert_eq!(
+                now[3..],
+                ["look", "remove-kesl", "install", "verify"],
+                "{host}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_halted_client_resumes_after_the_operator_fixes_the_cause() {
+    let scratch = Scratch::new();
+    fleet(&scratch, 5);
+    // Host 3 cannot install until the operator creates a `fixed` file.
+    let fixed = scratch.path().join("fixed");
+    scratch.write(
+        "playbook.yml",
+        &playbook(
+            "0",
+            &format!("; [ {{{{ n }}}} != 3 ] || [ -e {} ]", fixed.display()),
+        ),
+    );
+    let first = scratch.orchestrate(&["run", "playbook.yml", "-i", "inventory.yml"]);
+    first.expect_code(1);
+    let run_id = only_run_id(&scratch);
+    let status = scratch
+        .orchestrate(&["status", &run_id, "--state", STATE, "--format", "json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(status["clients"][0]["status"], "halted");
+    assert!(
+        status["clients"][0]["halted"]
+            .as_str()
+            .unwrap()
+            .contains("1 host failed")
+    );
+    assert_eq!(status["clients"][0]["hosts"]["failed"], 1);
+    assert_eq!(status["clients"][0]["hosts"]["not_started"], 1);
+    assert_eq!(status["clients"][0]["current_wave"], 2);
+    assert_eq!(
+        log_of(&scratch, "h03"),
+        ["look", "remove-kesl", "install", "restore"]
+    );
+
+    std::fs::write(&fixed, "").unwrap();
+    let resumed = scratch.orchestrate(&["resume", &run_id, "--state", STATE, "--format", "json"]);
+    resumed.expect_code(0);
+    assert!(statuses(&resumed.json()).values().all(|s| s == "succeeded"));
+    assert_eq!(
+        log_of(&scratch, "h01"),
+        ["look", "remove-kesl", "install", "verify"],
+        "untouched"
+    );
+    assert_eq!(
+        log_of(&scratch, "h03"),
+        [
+            "look",
+            "remove-kesl",
+            "install",
+            "restore",
+            "look",
+            "remove-kesl",
+            "install",
+            "verify"
+        ]
+    );
+    assert_eq!(
+        log_of(&scratch, "h05"),
+        ["look", "remove-kesl", "install", "verify"]
+    );
+}
+
+#[test]
+fn resume_refuses_a_changed_playbook_unless_forced() {
+    let scratch = Scratch::new();
+    fleet(&scratch, 2);
+    scratch.write("playbook.yml", &playbook("0", "; exit 1"));
+    scratch
+        .orchestrate(&["run", "playbook.yml", "-i", "inventory.yml"])
+        .expect_code(1);
+    let run_id = only_run_id(&scratch);
+    scratch.write("playbook.yml", &playbook("0", ""));
+    let refused = scratch.orchestrate(&["resume", &run_id, "--state", STATE]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("the playbook") && refused.stderr.contains("changed since run"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("--force"), "{}", refused.stderr);
+    assert_eq!(log_of(&scratch, "h02"), Vec::<String>::new(), "nothing ran");
+
+    let forced = scratch.orchestrate(&["resume", &run_id, "--state", STATE, "--force"]);
+    forced.expect_code(0);
+    assert!(
+        forced.stderr.contains("warning: the playbook"),
+        "{}",
+        forced.stderr
+    );
+}
+
+#[test]
+fn the_journal_holds_no_secret_and_lists_runs_newest_first() {
+    let scratch = Scratch::new();
+    fleet(&scratch, 1);
+    scratch.write(
+        "playbook.yml",
+        "name: s\nphases:\n  - name: p\n    steps:\n      - sh: echo password={{ secret(name=\"JOURNAL_TEST_PW\") }}\n",
+    );
+    for _ in 0..2 {
+        scratch
+            .orchestrate_env(
+                &["run", "playbook.yml", "-i", "inventory.yml"],
+                &[("JOURNAL_TEST_PW", "hunter2-journal")],
+            )
+            .expect_code(0);
+    }
+    let db = std::fs::read(scratch.path().join(STATE)).unwrap();
+    let wal = std::fs::read(scratch.path().join(".orchestrate/state.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(!String::from_utf8_lossy(bytes).contains("hunter2-journal"));
+    }
+    let runs = scratch
+        .orchestrate(&["status", "--state", STATE, "--format", "json"])
+        .expect_code(0)
+        .json();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(
+        runs[0]["started_at"].as_str() >= runs[1]["started_at"].as_str(),
+        "newest first"
+    );
+    for key in ["run_id", "playbook", "status", "started_at", "finished_at"] {
+        assert!(runs[0].get(key).is_some(), "{key}");
+    }
+    let human = scratch.orchestrate(&["status", "--state", STATE]);
+    human.expect_code(0);
+    assert!(human.stdout.contains(runs[0]["run_id"].as_str().unwrap()));
+    let report = scratch.orchestrate(&[
+        "report",
+        runs[0]["run_id"].as_str().unwrap(),
+        "--format",
+        "json",
+        "--state",
+        STATE,
+    ]);
+    report.expect_code(0);
+    assert!(report.stdout.contains("password=***"), "{}", report.stdout);
+}
+
+#[test]
+fn status_and_report_explain_a_missing_journal_or_run() {
+    let scratch = Scratch::new();
+    let run = scratch.orchestrate(&["status"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("no journal here"), "{}", run.stderr);
+    fleet(&scratch, 1);
+    scratch.write("playbook.yml", &playbook("0", ""));
+    scratch
+        .orchestrate(&["run", "playbook.yml", "-i", "inventory.yml"])
+        .expect_code(0);
+    let run = scratch.orchestrate(&["report", "nope", "--format", "json", "--state", STATE]);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("no run nope; `orchestrate status` lists the runs"),
+        "{}",
+        run.stderr
+    );
+}

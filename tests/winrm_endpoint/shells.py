@@ -1,0 +1,217 @@
+"""The shell side of the WinRM test endpoint: what a Command runs and how.
+
+A real endpoint runs cmd.exe or PowerShell; this one hands what it receives to
+`sh` in a sandbox directory, which is all the protocol tests need:
+
+* `powershell ... -EncodedCommand B64` is decoded (UTF-16LE) and its text run
+  by `sh -c`; stderr then comes back as a CLIXML error stream (`#< CLIXML`),
+  the way powershell.exe reports errors to a non-console caller.
+* `powershell ... -File C:\\x.ps1` runs the mapped file with `sh`.
+* `cmd /c X` runs `sh -c X`; anything else runs `sh -c LINE`.
+* Windows paths `C:\\a\\b` map to `<root>/C/a/b`.
+* The transport's own PowerShell helpers (upload, remove), recognised by their
+  `#orchestrate-helper: NAME` first line, are carried out by an equivalent sh
+  script, since no PowerShell runs here.
+* `Restart-Computer` asks the server to simulate a reboot.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from xml.sax.saxutils import escape
+
+
+def map_path(root: str, win_path: str) -> str:
+    """`C:\\Windows\\Temp\\x` → `<root>/C/Windows/Temp/x`."""
+    m = re.match(r"^([A-Za-z]):[\\/](.*)$", win_path)
+    if not m:
+        return os.path.join(root, win_path.replace("\\", "/"))
+    return os.path.join(root, m.group(1).upper(), m.group(2).replace("\\", "/"))
+
+
+def sh_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def ps_string_var(script: str, name: str) -> str | None:
+    m = re.search(r"^\$" + name + r"\s*=\s*'((?:[^']|'')*)'\s*$", script, re.M)
+    return m.group(1).replace("''", "'") if m else None
+
+
+def clixml(stderr: bytes) -> bytes:
+    """Wraps error text the way powershell.exe serialises its error stream."""
+    text = stderr.decode("utf-8", "replace")
+    parts = []
+    for line in text.splitlines():
+        body = escape(line).replace("\r", "")
+        parts.append('<S S="Error">%s_x000D__x000A_</S>' % body)
+    doc = '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">%s</Objs>' % "".join(parts)
+    return b"#< CLIXML\r\n" + doc.encode("utf-8")
+
+
+class Command:
+    """One running process, its buffered output and its exit code."""
+
+    def __init__(self, argv: list[str], cwd: str, powershell: bool) -> None:
+        self.id = str(uuid.uuid4()).upper()
+        self.powershell = powershell
+        self.cond = threading.Condition()
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self.open_streams = 2
+        self.exit_code: int | None = None
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr), daemon=True).start()
+
+    def _pump(self, pipe, buf: bytearray) -> None:
+        while True:
+            data = pipe.read1(65536)
+            if not data:
+                break
+            with self.cond:
+                buf.extend(data)
+                self.cond.notify_all()
+        code = self.proc.wait()
+        with self.cond:
+            self.open_streams -= 1
+            if self.open_streams == 0:
+                self.exit_code = code if code >= 0 else 128 - code
+                if self.powershell and self.stderr:
+                    converted = clixml(bytes(self.stderr))
+                    self.stderr.clear()
+                    self.stderr.extend(converted)
+            self.cond.notify_all()
+
+    def send(self, data: bytes, end: bool) -> None:
+        try:
+            if data:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            if end:
+                self.proc.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def receive(self, timeout: float, limit: int = 96 * 1024):
+        """Waits for output or the end, up to `timeout` seconds.
+
+        Returns (stdout, stderr, exit_code or None), or None on timeout.
+        PowerShell's stderr is held back until the end (it is one CLIXML
+        document)."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                ready_err = self.stderr and (not self.powershell or self.exit_code is not None)
+                if self.stdout or ready_err or self.exit_code is not None:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+            # let a little more output gather, like the real service batches it
+            out = bytes(self.stdout[:limit])
+            del self.stdout[: len(out)]
+            err = b""
+            if not self.powershell or self.exit_code is not None:
+                err = bytes(self.stderr[:limit])
+                del self.stderr[: len(err)]
+            done = self.exit_code is not None and not self.stdout and not self.stderr
+            return out, err, (self.exit_code if done else None)
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class Shell:
+    def __init__(self, root: str, codepage: str, corrupt_uploads: bool = False) -> None:
+        self.id = str(uuid.uuid4()).upper()
+        self.root = root
+        self.corrupt_uploads = corrupt_uploads
+        self.codepage = codepage
+        self.commands: dict[str, Command] = {}
+        self.lock = threading.Lock()
+        self.last_used = time.monotonic()
+
+    def start(self, command_line: str) -> tuple[Command, bool]:
+        """Starts a command; returns it and whether it asks for a reboot."""
+        argv, powershell, reboot = self.translate(command_line)
+        cmd = Command(argv, self.root, powershell)
+        with self.lock:
+            self.commands[cmd.id] = cmd
+        return cmd, reboot
+
+    def get(self, command_id: str) -> Command | None:
+        with self.lock:
+            return self.commands.get(command_id)
+
+    def close(self) -> None:
+        with self.lock:
+            for cmd in self.commands.values():
+                cmd.terminate()
+            self.commands.clear()
+
+    def translate(self, line: str) -> tuple[list[str], bool, bool]:
+        words = line.strip().split()
+        if words and words[0].lower() in ("powershell", "powershell.exe", "pwsh", "pwsh.exe"):
+            lower = [w.lower() for w in words]
+            for flag in ("-encodedcommand", "-enc", "-e", "-ec"):
+                if flag in lower:
+                    i = lower.index(flag)
+                    text = base64.b64decode(words[i + 1]).decode("utf-16-le")
+                    return self.powershell_text(text)
+            if "-file" in lower:
+                i = lower.index("-file")
+                path = " ".join(words[i + 1 :]).strip().strip('"')
+                try:
+                    with open(map_path(self.root, path), "rb") as f:
+                        text = f.read().decode("utf-8-sig")
+                except OSError as e:
+                    return ["sh", "-c", "echo %s >&2; exit 1" % sh_quote(str(e))], True, False
+                return self.powershell_text(text)
+            rest = line.strip().split(None, 1)[1] if len(words) > 1 else ""
+            rest = re.sub(r"(?i)^(-\w+\s+)*-command\s+", "", rest)
+            return self.powershell_text(rest)
+        m = re.match(r"(?i)^cmd(\.exe)?\s+/c\s+(.*)$", line.strip(), re.S)
+        if m:
+            return ["sh", "-c", m.group(2)], False, False
+        return ["sh", "-c", line], False, False
+
+    def powershell_text(self, text: str) -> tuple[list[str], bool, bool]:
+        first = text.lstrip().split("\n", 1)[0].strip()
+        if re.match(r"(?i)^restart-computer\b", text.strip()):
+            return ["sh", "-c", "true"], True, True
+        if first.startswith("#orchestrate-helper:"):
+            helper = first.split(":", 1)[1].strip()
+            path = ps_string_var(text, "path") or ""
+            mapped = sh_quote(map_path(self.root, path))
+            if helper == "upload":
+                corrupt = "printf X >> %s; " % mapped if self.corrupt_uploads else ""
+                script = (
+                    'set -e; mkdir -p "$(dirname %s)"; base64 -di > %s; %s'
+                    "sha256sum %s | cut -d' ' -f1" % (mapped, mapped, corrupt, mapped)
+                )
+            elif helper == "remove":
+                script = "rm -f %s" % mapped
+            else:
+                script = "echo unknown helper %s >&2; exit 1" % sh_quote(helper)
+            return ["sh", "-c", script], True, False
+        return ["sh", "-c", text], True, False

@@ -1,0 +1,247 @@
+"""Checks the WinRM test endpoint with an independent client, pywinrm.
+
+The Rust transport's tests trust this endpoint to behave like Windows; these
+tests make sure a client that works against real Windows (pywinrm, with
+requests-ntlm/pyspnego on its side) works against it too, for the same
+scenarios: NTLM with message encryption over HTTP, Basic over HTTPS, stdin,
+exit codes, PowerShell's CLIXML errors, several Receive polls, wrong
+passwords and the refusal of unencrypted NTLM over HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import winrm
+from winrm.exceptions import InvalidCredentialsError, WinRMError, WinRMOperationTimeoutError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# pywinrm warns when REQUESTS_CA_BUNDLE is set in the environment; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+class Endpoint:
+    def __init__(self, tmp_path, *args: str, hosts=("127.0.0.1",)) -> None:
+        host_args = [a for h in hosts for a in ("--host", h)]
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "server.py"), *host_args, "--root", str(tmp_path / "root"), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.addresses = []
+        for _ in hosts:
+            line = self.proc.stdout.readline().split()
+            assert line and line[0] == "LISTENING", line
+            self.addresses.append((line[2], int(line[1])))
+        self.port = self.addresses[0][1]
+        assert self.proc.stdout.readline().strip() == "READY"
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def http_ntlm(tmp_path):
+    ep = Endpoint(tmp_path, "--user", "TESTDOM\\alice", "--password", "Secr3t!", "--max-operation-timeout", "1")
+    ep.root = tmp_path / "root"
+    yield ep
+    ep.stop()
+
+
+@pytest.fixture
+def https_basic(tmp_path):
+    ep = Endpoint(tmp_path, "--tls-dir", str(tmp_path / "tls"), "--auth", "basic", "--user", "bob", "--password", "pw")
+    ep.ca = str(tmp_path / "tls" / "ca.pem")
+    yield ep
+    ep.stop()
+
+
+def ntlm_protocol(ep, password="Secr3t!", encryption="always", user="TESTDOM\\alice") -> winrm.Protocol:
+    return winrm.Protocol(
+        endpoint="http://127.0.0.1:%d/wsman" % ep.port,
+        transport="ntlm",
+        username=user,
+        password=password,
+        message_encryption=encryption,
+        operation_timeout_sec=1,
+        read_timeout_sec=5,
+    )
+
+
+def run(protocol: winrm.Protocol, command: str, args=(), stdin: bytes | None = None):
+    shell = protocol.open_shell(codepage=65001)
+    try:
+        cid = protocol.run_command(shell, command, list(args))
+        if stdin is not None:
+            protocol.send_command_input(shell, cid, stdin, end=True)
+        out, err, code = protocol.get_command_output(shell, cid)
+        protocol.cleanup_command(shell, cid)
+        return out, err, code
+    finally:
+        protocol.close_shell(shell)
+
+
+def test_ntlm_encrypted_http_command_and_exit_code(http_ntlm):
+    p = ntlm_protocol(http_ntlm)
+    out, err, code = run(p, "cmd", ["/c", "echo hello; echo oops >&2; exit 3"])
+    assert (out, err, code) == (b"hello\n", b"oops\n", 3)
+
+
+def test_ntlm_user_forms(http_ntlm):
+    for user in ("alice", "alice@TESTDOM"):
+        out, _, code = run(ntlm_protocol(http_ntlm, user=user), "echo", ["ok"])
+        assert (out, code) == (b"ok\n", 0)
+
+
+def test_ntlm_stdin_and_several_receive_polls(http_ntlm):
+    p = ntlm_protocol(http_ntlm)
+    out, _, code = run(p, "cmd /c", ["sleep 2.5; tr a-z A-Z"], stdin=b"quiet please\n")
+    assert (out, code) == (b"QUIET PLEASE\n", 0)
+
+
+def test_powershell_encoded_command_and_clixml(http_ntlm):
+    session = winrm.Session("http://127.0.0.1:%d/wsman" % http_ntlm.port, auth=("TESTDOM\\alice", "Secr3t!"), transport="ntlm")
+    result = session.run_ps("echo from-ps; echo bad thing >&2; exit 1")
+    assert result.status_code == 1
+    assert result.std_out == b"from-ps\n"
+    assert b"bad thing" in result.std_err and b"CLIXML" not in result.std_err
+
+
+def test_wrong_password_is_401(http_ntlm):
+    with pytest.raises(InvalidCredentialsError):
+        run(ntlm_protocol(http_ntlm, password="wrong"), "echo", ["x"])
+
+
+def test_unencrypted_ntlm_over_http_is_refused(http_ntlm):
+    with pytest.raises(WinRMError) as info:
+        run(ntlm_protocol(http_ntlm, encryption="never"), "echo", ["x"])
+    assert "AllowUnencrypted" in str(info.value)
+
+
+def test_basic_over_https_with_ca(https_basic):
+    p = winrm.Protocol(
+        endpoint="https://127.0.0.1:%d/wsman" % https_basic.port,
+        transport="basic",
+        username="bob",
+        password="pw",
+        ca_trust_path=https_basic.ca,
+        server_cert_validation="validate",
+    )
+    out, err, code = run(p, "cmd", ["/c", "printf 'x\\ny'; exit 0"])
+    assert (out, code) == (b"x\ny", 0)
+
+
+def test_basic_over_https_untrusted_certificate_fails(https_basic):
+    p = winrm.Protocol(
+        endpoint="https://127.0.0.1:%d/wsman" % https_basic.port,
+        transport="basic",
+        username="bob",
+        password="pw",
+        server_cert_validation="validate",
+    )
+    with pytest.raises(Exception) as info:
+        run(p, "echo", ["x"])
+    assert "CERTIFICATE_VERIFY_FAILED" in str(info.value) or "certificate" in str(info.value).lower()
+
+
+def test_basic_wrong_password(https_basic):
+    p = winrm.Protocol(
+        endpoint="https://127.0.0.1:%d/wsman" % https_basic.port,
+        transport="basic",
+        username="bob",
+        password="nope",
+        ca_trust_path=https_basic.ca,
+    )
+    with pytest.raises(InvalidCredentialsError):
+        run(p, "echo", ["x"])
+
+
+def test_reboot_drops_shells_and_comes_back(tmp_path):
+    ep = Endpoint(tmp_path, "--user", "alice", "--password", "pw", "--reboot-delay", "1")
+    try:
+        p = ntlm_protocol(ep, user="alice", password="pw")
+        script = base64.b64encode("Restart-Computer -Force".encode("utf-16-le")).decode()
+        out, _, code = run(p, "powershell", ["-NoProfile", "-NonInteractive", "-EncodedCommand", script])
+        assert code == 0
+        assert ep.proc.stdout.readline().strip() == "REBOOTED"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                out, _, code = run(ntlm_protocol(ep, user="alice", password="pw"), "echo", ["back"])
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert (out, code) == (b"back\n", 0)
+    finally:
+        ep.stop()
+
+
+def encoded(script: str) -> list[str]:
+    return ["-NoProfile", "-NonInteractive", "-EncodedCommand", base64.b64encode(script.encode("utf-16-le")).decode()]
+
+
+def test_several_addresses_in_parallel(tmp_path):
+    hosts = ["127.0.0.%d" % i for i in range(2, 8)]
+    ep = Endpoint(tmp_path, "--user", "alice", "--password", "pw", hosts=hosts)
+    try:
+        def one(address):
+            host, port = address
+            p = winrm.Protocol(
+                endpoint="http://%s:%d/wsman" % (host, port), transport="ntlm", username="alice", password="pw",
+                message_encryption="always",
+            )
+            return run(p, "echo", [host])
+
+        with ThreadPoolExecutor(len(hosts)) as pool:
+            results = list(pool.map(one, ep.addresses))
+        assert [r[0] for r in results] == [("%s\n" % h).encode() for h in hosts]
+    finally:
+        ep.stop()
+
+
+def test_terminate_and_delete_a_running_command(http_ntlm):
+    p = ntlm_protocol(http_ntlm)
+    shell = p.open_shell(codepage=65001)
+    cid = p.run_command(shell, "cmd", ["/c", "echo begun; sleep 30"])
+    started = time.monotonic()
+    out = b""
+    while b"begun" not in out:
+        try:
+            out += p.get_command_output_raw(shell, cid)[0]
+        except WinRMOperationTimeoutError:
+            pass
+    with pytest.raises(WinRMOperationTimeoutError):
+        p.get_command_output_raw(shell, cid)
+    p.cleanup_command(shell, cid)  # Signal terminate
+    p.close_shell(shell)  # Delete
+    assert time.monotonic() - started < 10
+
+
+def test_upload_helper_with_chunked_stdin_and_hash(http_ntlm):
+    # The shape of the Rust transport's upload: a PowerShell helper reading
+    # base64 lines from stdin, fed by several Send messages, printing SHA-256.
+    p = ntlm_protocol(http_ntlm)
+    data = os.urandom(300_000)
+    script = "#orchestrate-helper: upload\n$path = 'C:\\Windows\\Temp\\orchestrate-py\\blob.bin'\n"
+    shell = p.open_shell(codepage=65001)
+    cid = p.run_command(shell, "powershell", encoded(script), console_mode_stdin=False)
+    lines = [base64.b64encode(data[i : i + 48 * 1024]) + b"\n" for i in range(0, len(data), 48 * 1024)]
+    for i, line in enumerate(lines):
+        p.send_command_input(shell, cid, line, end=i == len(lines) - 1)
+    out, err, code = p.get_command_output(shell, cid)
+    p.close_shell(shell)
+    assert code == 0, err
+    assert out.decode().strip() == hashlib.sha256(data).hexdigest()
+    with open(os.path.join(str(http_ntlm.root), "C", "Windows", "Temp", "orchestrate-py", "blob.bin"), "rb") as f:
+        assert f.read() == data
