@@ -231,10 +231,8 @@ pub fn report(args: &ReportArgs) -> i32 {
     };
     let text = match args.format {
         ReportFormat::Json => run_json::render(&report),
-        ReportFormat::Html | ReportFormat::Junit => {
-            eprintln!("error: this build renders reports as json only");
-            return EXIT_INVALID;
-        }
+        ReportFormat::Html => crate::report::html::render(&report),
+        ReportFormat::Junit => crate::report::junit::render(&report),
     };
     match &args.output {
         Some(path) => {

@@ -97,7 +97,8 @@ pub fn render(report: &Report) -> String {
     out
 }
 
-fn format_ms(ms: u64) -> String {
+/// A duration as the summary and the HTML report show it: `850ms`, `4.2s`, `2m05s`.
+pub(crate) fn format_ms(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms}ms")
     } else if ms < 60_000 {
