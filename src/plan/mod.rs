@@ -9,6 +9,7 @@
 
 pub mod quote;
 pub mod secrets;
+pub mod syntax;
 pub mod templates;
 pub mod waves;
 
