@@ -8,6 +8,7 @@
 pub mod capture;
 pub mod events;
 mod host;
+mod perform;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 pub use events::{
-    ClientStatus, Event, Events, HostStatus, Observer, Recorder, RunStatus, StepStatus,
+    ClientStatus, Event, Events, HostStatus, Observer, Recorder, RunStatus, StepStatus, name_of,
 };
 pub use scheduler::{AlwaysYes, Confirm, Interrupt};
 
