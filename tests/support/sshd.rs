@@ -600,15 +600,20 @@ impl ServerState {
         let Some(mut running) = child.take() else {
             return;
         };
-        // Twice: a connection accepted between the scan and the kill forks anew.
-        for _ in 0..2 {
-            let mut tree = descendants(running.id() as i32);
-            tree.push(running.id() as i32);
-            for pid in tree {
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
+        // Freeze the listener first, so it accepts and forks nothing more
+        // while its tree is scanned and killed: a connection accepted after
+        // the scan would otherwise be served by an orphan the kill misses.
+        let listener = running.id() as i32;
+        unsafe {
+            libc::kill(listener, libc::SIGSTOP);
+        }
+        for pid in descendants(listener) {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
             }
+        }
+        unsafe {
+            libc::kill(listener, libc::SIGKILL);
         }
         let _ = running.wait();
     }
