@@ -453,3 +453,71 @@ fn status_and_report_explain_a_missing_journal_or_run() {
         run.stderr
     );
 }
+
+#[test]
+fn report_renders_a_journaled_run_as_html_and_junit_files() {
+    let scratch = Scratch::new();
+    fleet(&scratch, 3);
+    // Host 2 fails at install and is rolled back.
+    scratch.write("playbook.yml", &playbook("0", "; [ {{ n }} != 2 ]"));
+    scratch
+        .orchestrate(&["run", "playbook.yml", "-i", "inventory.yml", "--yes"])
+        .expect_code(1);
+    let run_id = only_run_id(&scratch);
+
+    scratch
+        .orchestrate(&[
+            "report",
+            &run_id,
+            "--format",
+            "html",
+            "-o",
+            "report.html",
+            "--state",
+            STATE,
+        ])
+        .expect_code(0);
+    let html = std::fs::read_to_string(scratch.path().join("report.html")).unwrap();
+    for expected in [
+        run_id.as_str(),
+        "acme",
+        "h02",
+        "install",
+        "restore",
+        "verify",
+    ] {
+        assert!(html.contains(expected), "{expected} in the page");
+    }
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "self-contained"
+    );
+
+    scratch
+        .orchestrate(&[
+            "report",
+            &run_id,
+            "--format",
+            "junit",
+            "-o",
+            "report.xml",
+            "--state",
+            STATE,
+        ])
+        .expect_code(0);
+    let xml = std::fs::read_to_string(scratch.path().join("report.xml")).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let suite = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testsuite"))
+        .unwrap();
+    assert_eq!(suite.attribute("name"), Some("acme"));
+    assert_eq!(suite.attribute("tests"), Some("3"));
+    assert_eq!(suite.attribute("failures"), Some("1"));
+    let failed = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .find(|n| n.children().any(|c| c.has_tag_name("failure")))
+        .unwrap();
+    assert_eq!(failed.attribute("name"), Some("h02"));
+}
