@@ -176,12 +176,12 @@ impl HostPlanner<'_> {
             skip: None,
             rollback,
         };
-        if let Some(oses) = &step.os {
-            if !oses.contains(&self.os) {
-                let list: Vec<&str> = oses.iter().map(|o| o.as_str()).collect();
-                planned.skip = Some(format!("only for {}", list.join(", ")));
-                return planned;
-            }
+        if let Some(oses) = &step.os
+            && !oses.contains(&self.os)
+        {
+            let list: Vec<&str> = oses.iter().map(|o| o.as_str()).collect();
+            planned.skip = Some(format!("only for {}", list.join(", ")));
+            return planned;
         }
         let before = self.captures_before.clone();
         if let Some(when) = &step.when {
@@ -230,20 +230,19 @@ impl HostPlanner<'_> {
                 Ok(action) => {
                     if let RenderedAction::Script { src, .. } | RenderedAction::Upload { src, .. } =
                         &action
+                        && !src.is_file()
                     {
-                        if !src.is_file() {
-                            self.failures.add(
-                                def,
-                                self.host,
-                                RenderError {
-                                    message: format!(
-                                        "{} does not exist on this controller",
-                                        src.display()
-                                    ),
-                                    at: step.at,
-                                },
-                            );
-                        }
+                        self.failures.add(
+                            def,
+                            self.host,
+                            RenderError {
+                                message: format!(
+                                    "{} does not exist on this controller",
+                                    src.display()
+                                ),
+                                at: step.at,
+                            },
+                        );
                     }
                     planned.action = Some(action);
                 }

@@ -131,13 +131,15 @@ fn first_error(node: Node<'_>) -> Option<Node<'_>> {
     (node.is_error() || node.is_missing()).then_some(node)
 }
 
+/// Where an error is in the playbook, what it says, and the hosts it hits.
+type Finding = (crate::load::Place, String, Vec<String>);
+
 /// Checks every rendered script of the plan; one error per step and
 /// problem, naming the first host and how many more it hits.
 pub fn check_scripts(plan: &Plan) -> Vec<InputError> {
     let mut parsers = Parsers::new();
     // (step key, script line, message) -> (place in the playbook, message, hosts)
-    let mut found: BTreeMap<(String, usize, String), (crate::load::Place, String, Vec<String>)> =
-        BTreeMap::new();
+    let mut found: BTreeMap<(String, usize, String), Finding> = BTreeMap::new();
     let source = &plan.playbook.source;
     for host in plan.hosts() {
         let mut steps: Vec<&PlannedStep> = Vec::new();
