@@ -299,7 +299,9 @@ impl SshdEnv {
             .expect("start ssh-agent");
         let agent = Agent { socket, child };
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !agent.socket.exists() {
+        // The socket file appears at bind(), before listen(): wait until it
+        // takes a connection, or ssh-add may be refused.
+        while std::os::unix::net::UnixStream::connect(&agent.socket).is_err() {
             assert!(Instant::now() < deadline, "ssh-agent did not start");
             std::thread::sleep(Duration::from_millis(10));
         }
