@@ -113,7 +113,7 @@ pub async fn execute(
     let status = if interrupt.hard.is_cancelled() {
         RunStatus::Interrupted
     } else {
-        run_status(&clients, &events)
+        run_status(&clients)
     };
     events.emit(Event::RunFinished {
         status,
@@ -122,7 +122,7 @@ pub async fn execute(
     RunOutcome { status }
 }
 
-fn run_status(clients: &[(String, ClientStatus)], _events: &Events) -> RunStatus {
+fn run_status(clients: &[(String, ClientStatus)]) -> RunStatus {
     let any = |s: ClientStatus| clients.iter().any(|(_, c)| *c == s);
     if any(ClientStatus::Interrupted) {
         RunStatus::Interrupted
