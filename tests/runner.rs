@@ -872,3 +872,59 @@ fn a_pause_between_waves_waits_that_long() {
         "wave 2 started {gap} after wave 1 ended"
     );
 }
+
+#[test]
+fn a_secret_read_only_by_a_run_time_template_is_masked_and_required_up_front() {
+    let scratch = Scratch::new();
+    fleet(&scratch, &[("acme", 1)], "");
+    scratch.write(
+        "playbook.yml",
+        r#"name: late secret
+vars: { password_secret: LATE_KES_PW_Q }
+phases:
+  - name: precheck
+    steps:
+      - sh: |
+          echo '{"code": "{ABC-123}"}'
+        capture: { as: product, parse: json }
+  - name: uninstall
+    steps:
+      - name: remove with password
+        sh: echo msiexec /x {{ product.code }} KLPASSWD={{ secret(name=password_secret) }} >&2
+"#,
+    );
+    // Not set: the plan fails before anything runs, naming the secret.
+    let run = scratch.orchestrate(&["run", "playbook.yml", "-i", "inventory.yml"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("secret `LATE_KES_PW_Q` is not set"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(read(&host_dir(&scratch, "acme-01").join("log")), "");
+
+    let run = scratch.orchestrate_env(
+        &[
+            "run",
+            "playbook.yml",
+            "-i",
+            "inventory.yml",
+            "--report-json",
+            "report.json",
+            "--log",
+            "log.jsonl",
+            "-v",
+        ],
+        &[("LATE_KES_PW_Q", "hunter2-late")],
+    );
+    run.expect_code(0);
+    let everything = format!(
+        "{}{}{}{}",
+        run.stdout,
+        run.stderr,
+        read(&scratch.path().join("report.json")),
+        read(&scratch.path().join("log.jsonl"))
+    );
+    assert!(!everything.contains("hunter2-late"), "{everything}");
+    assert!(read(&scratch.path().join("report.json")).contains("KLPASSWD=***"));
+}

@@ -273,6 +273,7 @@ fn plan_client(
                 captures_before: HashSet::new(),
                 all_captures: all_captures(defs),
                 failures,
+                secrets,
             };
             let mut steps = Vec::new();
             for def in defs {

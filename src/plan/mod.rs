@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use build::{PlanOptions, Selection, build_plan};
-pub use secrets::{MissingSecrets, Redactor, SecretStore};
+pub use secrets::{LiveRedactor, MissingSecrets, Redactor, SecretStore};
 pub use steps::render_action;
 pub use targets::targets;
 pub use templates::Templates;

@@ -103,6 +103,80 @@ impl SecretStore {
         let state = self.state.lock().expect("secret store lock");
         Redactor::new(state.values.values().map(|s| s.expose().to_string()))
     }
+
+    fn count(&self) -> usize {
+        self.state.lock().expect("secret store lock").values.len()
+    }
+}
+
+/// A redactor that also knows the secrets fetched after it was made: a
+/// template rendered at run time may read a secret no plan-time template
+/// read, and its value must be masked all the same.
+pub struct LiveRedactor {
+    store: Arc<SecretStore>,
+    cache: Mutex<(usize, Redactor)>,
+}
+
+impl LiveRedactor {
+    pub fn new(store: Arc<SecretStore>) -> LiveRedactor {
+        let redactor = store.redactor();
+        let count = store.count();
+        LiveRedactor {
+            store,
+            cache: Mutex::new((count, redactor)),
+        }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let count = self.store.count();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0 != count {
+            *cache = (count, self.store.redactor());
+        }
+        cache.1.redact(text)
+    }
+}
+
+/// The secrets a template asks for, as far as can be told from its text:
+/// `secret(name="X")` gives `Literal("X")`, `secret(name=var)` gives
+/// `Variable("var")` (whose value names the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    Literal(String),
+    Variable(String),
+}
+
+pub fn secret_refs(template: &str) -> Vec<SecretRef> {
+    let mut refs = Vec::new();
+    let mut rest = template;
+    while let Some(at) = rest.find("secret(") {
+        rest = &rest[at + "secret(".len()..];
+        let args = rest.trim_start();
+        let Some(after_name) = args.strip_prefix("name") else {
+            continue;
+        };
+        let Some(value) = after_name.trim_start().strip_prefix('=') else {
+            continue;
+        };
+        let value = value.trim_start();
+        let mut chars = value.chars();
+        match chars.next() {
+            Some(q @ ('"' | '\'')) => {
+                if let Some(end) = value[1..].find(q) {
+                    refs.push(SecretRef::Literal(value[1..1 + end].to_string()));
+                }
+            }
+            Some(c) if c.is_alphabetic() || c == '_' => {
+                let name: String = value
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                refs.push(SecretRef::Variable(name));
+            }
+            _ => {}
+        }
+    }
+    refs
 }
 
 /// Replaces secret values in text with `***`.
@@ -154,6 +228,31 @@ impl Redactor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_references_in_template_text() {
+        let refs = secret_refs(
+            r#"a {{ secret(name="KES_PASSWORD") | ps_quote }} b {{ secret( name = pw_name ) }} {{ secret(name='X') }}"#,
+        );
+        assert_eq!(
+            refs,
+            vec![
+                SecretRef::Literal("KES_PASSWORD".into()),
+                SecretRef::Variable("pw_name".into()),
+                SecretRef::Literal("X".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_live_redactor_masks_secrets_fetched_after_it_was_made() {
+        let store = SecretStore::new(None, MissingSecrets::Fail);
+        let live = LiveRedactor::new(Arc::clone(&store));
+        // SAFETY: the variable is unique to this test.
+        unsafe { std::env::set_var("LATE_SECRET_9Z", "late-value-9z") };
+        store.get("LATE_SECRET_9Z").unwrap();
+        assert_eq!(live.redact("x late-value-9z"), "x ***");
+    }
 
     #[test]
     fn redacts_values_and_their_quoted_forms() {

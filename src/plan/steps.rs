@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use super::secrets::{SecretRef, SecretStore, secret_refs};
 use super::templates::{RenderError, Templates};
 use super::{DEFAULT_REBOOT_TIMEOUT, PlannedStep, RenderedAction, StepDef, resolve_source};
 use crate::load::{Action, InputError, SourceFile, Step, Template};
@@ -145,6 +146,7 @@ pub(super) struct HostPlanner<'a> {
     /// Every captured name, with the step capturing it.
     pub(super) all_captures: BTreeMap<String, String>,
     pub(super) failures: &'a mut Failures,
+    pub(super) secrets: &'a SecretStore,
 }
 
 impl HostPlanner<'_> {
@@ -290,6 +292,30 @@ impl HostPlanner<'_> {
                 },
             );
             return None;
+        }
+        if reads_capture {
+            // Rendered only at run time: fetch the secrets it names now, so
+            // a missing one fails the plan, not host 312 half-way.
+            for secret in secret_refs(text) {
+                let name = match secret {
+                    SecretRef::Literal(name) => Some(name),
+                    SecretRef::Variable(var) => self
+                        .context
+                        .get(&var)
+                        .and_then(|v| v.as_str().map(str::to_string)),
+                };
+                if let Some(name) = name {
+                    if let Err(message) = self.secrets.get(&name) {
+                        let at = self
+                            .templates
+                            .place_of(key, "secret", self.source)
+                            .unwrap_or(def.step.at);
+                        self.failures
+                            .add(def, self.host, RenderError { message, at });
+                        return None;
+                    }
+                }
+            }
         }
         Some(reads_capture)
     }

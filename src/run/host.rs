@@ -16,7 +16,7 @@ use super::capture;
 use super::events::{Event, Events, HostStatus, RollbackRecord, StepRecord, StepStatus};
 use super::perform::perform;
 use crate::load::{Mark, Step};
-use crate::plan::{HostPlan, Plan, PlannedStep, Redactor, RenderedAction};
+use crate::plan::{HostPlan, LiveRedactor, Plan, PlannedStep, RenderedAction};
 use crate::transport::{Connectors, ExitStatus, Session, TransportError};
 
 /// Output kept per step in records: the last 64 KiB.
@@ -26,7 +26,7 @@ pub(crate) struct HostRun<'a> {
     pub plan: &'a Plan,
     pub host: &'a HostPlan,
     pub events: &'a Events,
-    pub redactor: &'a Redactor,
+    pub redactor: &'a LiveRedactor,
     /// The first Ctrl-C: start no further step.
     pub stop: &'a CancellationToken,
     /// `--check`: run only check_safe steps; say what the others would do.

@@ -97,7 +97,7 @@ pub async fn execute(
     }
     let scheduler = Arc::new(scheduler::Scheduler {
         resume: options.resume.map(Arc::new),
-        redactor: Arc::new(plan.redactor()),
+        redactor: Arc::new(crate::plan::LiveRedactor::new(Arc::clone(&plan.secrets))),
         plan,
         connectors,
         events: Arc::clone(&events),

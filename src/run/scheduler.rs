@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::events::{ClientStatus, Event, Events, HostStatus};
 use super::host::{HostRun, run_host};
 use crate::load::Pause;
-use crate::plan::{ClientPlan, Plan, Redactor};
+use crate::plan::{ClientPlan, LiveRedactor, Plan};
 use crate::transport::Connectors;
 
 /// Asks whether to go on to the next wave (`pause_between_waves: confirm`).
@@ -60,7 +60,7 @@ pub struct Scheduler {
     pub confirm: Arc<dyn Confirm>,
     pub interrupt: Interrupt,
     pub check: bool,
-    pub redactor: Arc<Redactor>,
+    pub redactor: Arc<LiveRedactor>,
     /// Where each host picks up, when resuming.
     pub resume: Option<Arc<super::Resume>>,
 }
