@@ -1,0 +1,320 @@
+//! The shipped Windows playbooks, run for real through `orchestrate` over
+//! WinRM against a simulated fleet.
+//!
+//! No PowerShell runs here, so each host is the WinRM test endpoint
+//! answering every script of the playbook from a table of responses shaped
+//! like what Windows prints (registry product lists, `Get-MpComputerStatus`
+//! as JSON, msiexec exit codes, netsh), and logging every script it
+//! received. The tests check what an operator checks: which scripts reached
+//! which host in which order (canary first, reboot where msiexec asked for
+//! one, rollback on the host that failed) and the JSON report.
+
+mod harness;
+mod windows_fleet;
+
+use serde_json::{Value, json};
+use windows_fleet::{Fleet, defender_status, entry, host, kaspersky_host, set, steps};
+
+/// The Defender playbook's install and verify steps, answered as on a
+/// host where everything works.
+fn defender_table() -> Vec<Value> {
+    let mut table = kaspersky_host();
+    table.extend([
+        entry(
+            "enable Defender feature",
+            r"Dism\.exe /Online /Enable-Feature",
+            "Windows-Defender feature state: Disabled\r\nDism exit code: 3010\r\n",
+            3010,
+        ),
+        entry(
+            "turn Defender on",
+            r"rebooting once",
+            "Defender is active (Normal).\r\n",
+            0,
+        ),
+        entry(
+            "confirm real-time",
+            r"AMRunningMode=\{0\} AntivirusEnabled",
+            "AMRunningMode=Normal AntivirusEnabled=True RealTimeProtectionEnabled=True\r\n",
+            0,
+        ),
+        entry(
+            "add exclusions",
+            r"Add-MpPreference",
+            "paths: D:\\Dentrix\\Data\r\nprocesses: 1 added\r\nexclusions applied\r\n",
+            0,
+        ),
+        entry(
+            "update signatures",
+            r"Update-MpSignature",
+            "Signatures: 1.421.1502.0, age 0 day(s)\r\n",
+            0,
+        ),
+        entry(
+            "Defender status",
+            r"DefenderSignaturesOutOfDate = ",
+            &defender_status().to_string(),
+            0,
+        ),
+        entry(
+            "exclusions read back",
+            r"\$pref = Get-MpPreference",
+            "all inventory exclusions present\r\n",
+            0,
+        ),
+        entry("remove exclusions", r"Remove-MpPreference", "", 0),
+    ]);
+    table
+}
+
+const EXCLUSIONS: &str =
+    "{ exclusions: { paths: ['D:\\Dentrix\\Data'], processes: [DtxSvc.exe] } }";
+
+fn position(answered: &[String], name: &str) -> usize {
+    answered
+        .iter()
+        .position(|a| a == name)
+        .unwrap_or_else(|| panic!("{name} in {answered:?}"))
+}
+
+#[test]
+fn canary_first_then_the_rest_with_a_reboot_when_msiexec_asks_for_one() {
+    let mut table = defender_table();
+    // The canary's KES uninstall wants a reboot (3010); srv01 is a Windows
+    // Server whose Defender feature must be enabled (Dism, 3010 too).
+    set(
+        &mut table,
+        "msiexec KES",
+        json!({ "hosts": { "ws01": { "exit_code": 3010,
+            "stdout": "msiexec /x {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} -> 3010\r\n" } } }),
+    );
+    let server_info = json!({ "caption": "Microsoft Windows Server 2022 Standard", "build": "20348",
+        "product_type": 3, "is_server": true, "ps_version": "5.1.20348.2849",
+        "windefend_present": false, "windefend_status": "missing", "gpo_disables_defender": false });
+    set(
+        &mut table,
+        "os info",
+        json!({ "hosts": { "srv01": { "stdout": server_info.to_string() } } }),
+    );
+    let fleet = Fleet::start(&["ws01", "ws02", "srv01"], &table);
+    fleet.inventory("acme", r#"[1, "100%"]"#, "0", EXCLUSIONS);
+    let (run, report) = fleet.run("windows-kes-to-defender.yml", &[]);
+    run.expect_code(0);
+    assert_eq!(report["status"], "succeeded");
+    let waves: Vec<&Value> = report["clients"][0]["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| &w["hosts"])
+        .collect();
+    assert_eq!(waves, [&json!(["ws01"]), &json!(["ws02", "srv01"])]);
+
+    // The canary is done, verify included, before the next wave starts.
+    let received = fleet.received();
+    let canary_last = received.iter().filter(|r| r.host == "ws01").last().unwrap();
+    let rest_first = received.iter().find(|r| r.host != "ws01").unwrap();
+    assert_eq!(canary_last.response.as_deref(), Some("firewall on"));
+    assert!(canary_last.seq < rest_first.seq, "canary first");
+
+    // msiexec 3010 on the canary: the host rebooted, then the run went on
+    // with the Network Agent, and nothing was tried twice.
+    let ws01 = fleet.answered("ws01");
+    assert_eq!(
+        ws01,
+        [
+            "find products",
+            "os info",
+            "firewall state",
+            "firewall export",
+            "msiexec KES",
+            "reboot",
+            "msiexec Network Agent",
+            "pending reboot",
+            "turn Defender on",
+            "confirm real-time",
+            "add exclusions",
+            "update signatures",
+            "Defender status",
+            "exclusions read back",
+            "no Kaspersky left",
+            "firewall on",
+        ]
+    );
+    assert!(fleet.received().iter().any(|r| r.host == "ws01"
+        && r.kind == "reboot"
+        && r.script.starts_with("Restart-Computer")));
+    // ws02 needed no reboot; the Server took the DISM path and rebooted.
+    assert!(!fleet.answered("ws02").contains(&"reboot".to_string()));
+    assert!(
+        !fleet
+            .answered("ws02")
+            .contains(&"enable Defender feature".to_string())
+    );
+    let srv01 = fleet.answered("srv01");
+    assert_eq!(
+        position(&srv01, "enable Defender feature") + 1,
+        position(&srv01, "reboot")
+    );
+    assert!(position(&srv01, "reboot") < position(&srv01, "turn Defender on"));
+
+    // The KES password went to the host (as a PowerShell literal) but not
+    // into the report; the exclusions went exactly as the inventory has them.
+    let kes = received
+        .iter()
+        .find(|r| r.response.as_deref() == Some("msiexec KES"))
+        .unwrap();
+    assert!(
+        kes.script.contains("$pw = 'kes-Secret-1'"),
+        "{}",
+        kes.script
+    );
+    assert!(
+        !std::fs::read_to_string(fleet.scratch.path().join("report.json"))
+            .unwrap()
+            .contains("kes-Secret-1")
+    );
+    let add = received
+        .iter()
+        .find(|r| r.response.as_deref() == Some("add exclusions"))
+        .unwrap();
+    assert!(
+        add.script
+            .contains("@(@('D:\\Dentrix\\Data') | Where-Object"),
+        "{}",
+        add.script
+    );
+    assert!(
+        add.script
+            .contains("Add-MpPreference -ExclusionProcess 'DtxSvc.exe'")
+    );
+
+    for name in ["ws01", "ws02", "srv01"] {
+        let h = host(&report, name);
+        assert_eq!(h["status"], "succeeded", "{name}");
+        assert!(
+            h["protection_gap_ms"].as_u64().is_some(),
+            "{name}: gap measured"
+        );
+        assert!(h["rollback"].as_array().is_none_or(|r| r.is_empty()));
+    }
+    let ws01_steps = steps(&report, "ws01");
+    assert!(ws01_steps.contains(&("remove Kaspersky Endpoint Security".into(), "ok".into())));
+    let kes_step = host(&report, "ws01")["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "remove Kaspersky Endpoint Security")
+        .unwrap();
+    assert_eq!(kes_step["exit_code"], 3010);
+    assert_eq!(kes_step["attempts"], 1);
+    assert!(ws01_steps.contains(&("EICAR detection test".into(), "skipped".into())));
+    assert!(ws01_steps.contains(&(
+        "enable the Windows-Defender feature (Windows Server)".into(),
+        "skipped".into()
+    )));
+}
+
+#[test]
+fn an_install_step_failing_on_one_host_rolls_that_host_back() {
+    let mut table = defender_table();
+    set(
+        &mut table,
+        "add exclusions",
+        json!({ "hosts": { "ws02": { "exit_code": 1, "stdout": "",
+            "stderr": "Add-MpPreference : Operation failed with the following error: 0x800106ba\r\n" } } }),
+    );
+    let fleet = Fleet::start(&["ws01", "ws02", "ws03"], &table);
+    fleet.inventory("acme", r#"[1, "100%"]"#, "1", EXCLUSIONS);
+    let (run, report) = fleet.run("windows-kes-to-defender.yml", &[]);
+    run.expect_code(1);
+    assert_eq!(report["status"], "failed");
+    assert_eq!(host(&report, "ws01")["status"], "succeeded");
+    assert_eq!(host(&report, "ws03")["status"], "succeeded");
+
+    let ws02 = host(&report, "ws02");
+    assert_eq!(ws02["status"], "failed", "rolled back");
+    assert!(
+        ws02["error"]
+            .as_str()
+            .unwrap()
+            .contains("carry exclusions over to Defender"),
+        "{}",
+        ws02["error"]
+    );
+    // Newest first: the failed step's own undo, then KES's and the agent's
+    // way back, then on_failure making sure some antivirus is on.
+    let rollback: Vec<(&str, &str)> = ws02["rollback"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        rollback,
+        [
+            ("remove the exclusions added by this run", "ok"),
+            ("put Network Agent back from the staged package", "ok"),
+            (
+                "put Kaspersky Endpoint Security back from the staged package",
+                "ok"
+            ),
+            ("make sure some antivirus is on", "ok"),
+        ]
+    );
+    let answered = fleet.answered("ws02");
+    let after_failure = &answered[position(&answered, "add exclusions") + 1..];
+    assert_eq!(
+        after_failure,
+        [
+            "remove exclusions",
+            "Network Agent back",
+            "KES back",
+            "some antivirus on"
+        ]
+    );
+    assert!(!fleet.answered("ws01").contains(&"KES back".to_string()));
+}
+
+#[test]
+fn real_time_protection_off_after_install_fails_verify() {
+    let mut table = defender_table();
+    let mut off = defender_status();
+    off["RealTimeProtectionEnabled"] = json!(false);
+    set(
+        &mut table,
+        "Defender status",
+        json!({ "hosts": { "ws01": { "stdout": off.to_string() } } }),
+    );
+    let fleet = Fleet::start(&["ws01"], &table);
+    fleet.inventory("acme", r#"[1, "100%"]"#, "0", EXCLUSIONS);
+    let (run, report) = fleet.run("windows-kes-to-defender.yml", &[]);
+    run.expect_code(1);
+    let ws01 = host(&report, "ws01");
+    assert_eq!(ws01["status"], "failed");
+    let verify = ws01["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["phase"] == "verify" && s["status"] == "failed")
+        .expect("a failed verify step");
+    assert_eq!(
+        verify["name"],
+        "Defender is active, real-time on, signatures current"
+    );
+    assert!(
+        verify["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("RealTimeProtectionEnabled"),
+        "{verify}"
+    );
+    // Nothing ran after the failed check but the rollback and on_failure.
+    let answered = fleet.answered("ws01");
+    assert_eq!(answered.last().unwrap(), "some antivirus on");
+    assert!(!answered.contains(&"exclusions read back".to_string()));
+    assert_eq!(client_status(&report), "halted");
+}
+
+fn client_status(report: &Value) -> &str {
+    report["clients"][0]["status"].as_str().unwrap()
+}
