@@ -40,7 +40,7 @@ fn defender_table() -> Vec<Value> {
         ),
         entry(
             "add exclusions",
-            r"Add-MpPreference",
+            r"Write-Output 'exclusions applied'",
             "paths: D:\\Dentrix\\Data\r\nprocesses: 1 added\r\nexclusions applied\r\n",
             0,
         ),
@@ -317,4 +317,184 @@ fn real_time_protection_off_after_install_fails_verify() {
 
 fn client_status(report: &Value) -> &str {
     report["clients"][0]["status"].as_str().unwrap()
+}
+
+#[test]
+fn defender_for_endpoint_onboards_with_the_msp_package_and_verify_reads_the_state() {
+    let mut table = defender_table();
+    let state = |onboarded: bool| {
+        json!({ "OnboardingState": if onboarded { 1 } else { 0 },
+                "OrgId": if onboarded { "6f1c2f0e-2b7a-4c43-9a52-0d8e3b1f7a11" } else { "" },
+                "Sense": if onboarded { "Running" } else { "Stopped" } })
+        .to_string()
+    };
+    // Kept in front of the Defender entries: the first match answers.
+    table.splice(
+        0..0,
+        [
+            entry(
+                "package staged",
+                r"\(mde_onboarding_script\)",
+                "onboarding package staged: C:\\ProgramData\\MSP\\packages\\mde\\WindowsDefenderATPLocalOnboardingScript.cmd\r\n",
+                0,
+            ),
+            entry(
+                "onboarding script",
+                r"onboarding script exit code",
+                "onboarding script exit code: 0\r\nonboarded (OrgId 6f1c2f0e-2b7a-4c43-9a52-0d8e3b1f7a11), Sense running\r\n",
+                0,
+            ),
+            // The same script reads the state in precheck, then in verify.
+            json!({ "name": "state before", "match": r"Windows Advanced Threat Protection\\Status' -ErrorAction SilentlyContinue\s+\$sense",
+                    "stdout": state(false), "times": 1 }),
+            entry(
+                "state after",
+                r"Windows Advanced Threat Protection\\Status' -ErrorAction SilentlyContinue\s+\$sense",
+                &state(true),
+                0,
+            ),
+        ],
+    );
+    let fleet = Fleet::start(&["ws01", "ws02"], &table);
+    fleet.inventory(
+        "acme",
+        r#"[1, "100%"]"#,
+        "0",
+        "{ mde_onboarding_script: 'D:\\MSP\\mde\\WindowsDefenderATPLocalOnboardingScript.cmd', \
+           mde_org_id: 6f1c2f0e-2b7a-4c43-9a52-0d8e3b1f7a11, exclusions: { processes: [DtxSvc.exe] } }",
+    );
+    let (run, report) = fleet.run("windows-kes-to-mde.yml", &[]);
+    run.expect_code(0);
+    for name in ["ws01", "ws02"] {
+        assert_eq!(host(&report, name)["status"], "succeeded");
+        let answered = fleet.answered(name);
+        assert!(position(&answered, "state before") < position(&answered, "msiexec KES"));
+        assert!(
+            position(&answered, "confirm real-time") < position(&answered, "onboarding script")
+        );
+        assert!(position(&answered, "onboarding script") < position(&answered, "state after"));
+        assert!(
+            steps(&report, name)
+                .contains(&("onboarded to Defender for Endpoint".into(), "ok".into()))
+        );
+    }
+    let onboard = fleet
+        .received()
+        .into_iter()
+        .find(|r| r.response.as_deref() == Some("onboarding script"))
+        .unwrap();
+    assert!(
+        onboard
+            .script
+            .contains("$script = 'D:\\MSP\\mde\\WindowsDefenderATPLocalOnboardingScript.cmd'"),
+        "the inventory's package path: {}",
+        onboard.script
+    );
+}
+
+#[test]
+fn defender_for_endpoint_reporting_to_another_tenant_fails_verify() {
+    let mut table = defender_table();
+    let other = json!({ "OnboardingState": 1, "OrgId": "00000000-aaaa-bbbb-cccc-000000000000", "Sense": "Running" });
+    table.splice(
+        0..0,
+        [
+            entry("package staged", r"\(mde_onboarding_script\)", "onboarding package staged\r\n", 0),
+            entry(
+                "state",
+                r"Windows Advanced Threat Protection\\Status' -ErrorAction SilentlyContinue\s+\$sense",
+                &other.to_string(),
+                0,
+            ),
+        ],
+    );
+    let fleet = Fleet::start(&["ws01"], &table);
+    fleet.inventory(
+        "acme",
+        r#"[1, "100%"]"#,
+        "0",
+        "{ mde_org_id: 6f1c2f0e-2b7a-4c43-9a52-0d8e3b1f7a11, exclusions: { processes: [DtxSvc.exe] } }",
+    );
+    let (run, report) = fleet.run("windows-kes-to-mde.yml", &[]);
+    run.expect_code(1);
+    let ws01 = steps(&report, "ws01");
+    // Already onboarded (to the other tenant): the onboarding step is skipped,
+    // and verify catches it.
+    assert!(ws01.contains(&("onboard to Defender for Endpoint".into(), "skipped".into())));
+    assert!(ws01.contains(&("onboarded to Defender for Endpoint".into(), "failed".into())));
+    assert_eq!(host(&report, "ws01")["status"], "failed");
+}
+
+#[test]
+fn crowdstrike_installs_with_the_cid_secret_and_checks_the_sensor_service() {
+    let mut table = kaspersky_host();
+    table.extend([
+        entry("installer staged", r"MISSING: sensor installer", "installer staged: C:\\ProgramData\\MSP\\packages\\falcon\\WindowsSensor.exe (CrowdStrike Falcon Sensor 7.18.18905.0)\r\n", 0),
+        entry("sensor before", r"running = \[bool\]", r#"{"service":"missing","running":false}"#, 0),
+        entry("export exclusions", r"sensor-exclusions\.csv", "2 exclusion(s) for the Falcon console, saved to C:\\ProgramData\\MSP\\orchestrate\\sensor-exclusions.csv:\r\n", 0),
+        entry("install sensor", r"sensor installer exit code", "sensor installer exit code: 0\r\n", 0),
+        entry("sensor started", r"is not running after", "CSFalconService is running\r\n", 0),
+        entry("sensor health", r"product = \$\(if",
+            r#"{"service":"Running","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0"}"#, 0),
+    ]);
+    set(
+        &mut table,
+        "sensor health",
+        json!({ "hosts": { "ws02": { "stdout": r#"{"service":"Stopped","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0"}"# } } }),
+    );
+    let fleet = Fleet::start(&["ws01", "ws02"], &table);
+    fleet.inventory("acme", r#"[1, "100%"]"#, "1", EXCLUSIONS);
+    let (run, report) = fleet.run("windows-kes-to-crowdstrike.yml", &["--log", "events.jsonl"]);
+    run.expect_code(1);
+    assert_eq!(host(&report, "ws01")["status"], "succeeded");
+    assert!(
+        host(&report, "ws01")["protection_gap_ms"]
+            .as_u64()
+            .is_some()
+    );
+    // ws02's sensor service is stopped: verify fails, the host is rolled back
+    // and on_failure makes sure some antivirus runs.
+    assert_eq!(host(&report, "ws02")["status"], "failed");
+    assert!(
+        steps(&report, "ws02")
+            .contains(&("sensor is installed and running".into(), "failed".into()))
+    );
+    assert_eq!(fleet.answered("ws02").last().unwrap(), "some antivirus on");
+
+    let received = fleet.received();
+    let install = received
+        .iter()
+        .find(|r| r.response.as_deref() == Some("install sensor"))
+        .unwrap();
+    assert!(
+        install
+            .script
+            .contains("$key = '0123456789ABCDEF0123456789ABCDEF-12'")
+    );
+    assert!(
+        install
+            .script
+            .contains("'/install /quiet /norestart CID={0}' -f $key")
+    );
+    for file in ["report.json", "events.jsonl"] {
+        let text = std::fs::read_to_string(fleet.scratch.path().join(file)).unwrap();
+        assert!(
+            !text.contains("0123456789ABCDEF0123456789ABCDEF"),
+            "the CID leaked into {file}"
+        );
+    }
+    assert!(!run.stdout.contains("0123456789ABCDEF0123456789ABCDEF"));
+    // The exclusions went to the file for the Falcon console, before any change.
+    let export = received
+        .iter()
+        .find(|r| r.response.as_deref() == Some("export exclusions"))
+        .unwrap();
+    assert!(
+        export.script.contains("value = 'D:\\Dentrix\\Data'"),
+        "{}",
+        export.script
+    );
+    let ws01 = fleet.answered("ws01");
+    assert!(position(&ws01, "export exclusions") < position(&ws01, "msiexec KES"));
+    assert!(position(&ws01, "install sensor") < position(&ws01, "sensor started"));
 }
