@@ -302,10 +302,17 @@ fn real_time_protection_off_after_install_fails_verify() {
         "Defender is active, real-time on, signatures current"
     );
     assert!(
-        verify["detail"]
+        verify["detail"].as_str().unwrap_or("").contains("until"),
+        "{verify}"
+    );
+    // The same table with real-time protection on passes (the canary test):
+    // the verdict is the playbook's, on what Windows reported, which the
+    // report shows.
+    assert!(
+        verify["stdout"]
             .as_str()
-            .unwrap_or("")
-            .contains("RealTimeProtectionEnabled"),
+            .unwrap()
+            .contains(r#""RealTimeProtectionEnabled":false"#),
         "{verify}"
     );
     // Nothing ran after the failed check but the rollback and on_failure.
@@ -497,4 +504,114 @@ fn crowdstrike_installs_with_the_cid_secret_and_checks_the_sensor_service() {
     let ws01 = fleet.answered("ws01");
     assert!(position(&ws01, "export exclusions") < position(&ws01, "msiexec KES"));
     assert!(position(&ws01, "install sensor") < position(&ws01, "sensor started"));
+}
+
+#[test]
+fn a_host_with_ultraav_stops_in_precheck_before_anything_changes() {
+    let mut table = defender_table();
+    let products = json!({
+        "products": [{ "name": "UltraAV", "version": "2.1.0.4", "code": null,
+                       "key": "HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\UltraAV" }],
+        "kes": [], "agent": [], "unhandled": ["UltraAV"] });
+    set(
+        &mut table,
+        "find products",
+        json!({ "hosts": { "ws02": { "stdout": products.to_string() } } }),
+    );
+    table.insert(
+        0,
+        entry(
+            "stop: unhandled products",
+            r"This host has security products this playbook does not remove",
+            "This host has security products this playbook does not remove:\r\n  - UltraAV\r\n",
+            1,
+        ),
+    );
+    let fleet = Fleet::start(&["ws01", "ws02"], &table);
+    fleet.inventory("acme", r#"[1, "100%"]"#, "1", EXCLUSIONS);
+    let (run, report) = fleet.run("windows-kes-to-defender.yml", &[]);
+    run.expect_code(1);
+    assert_eq!(host(&report, "ws01")["status"], "succeeded");
+    let ws02 = host(&report, "ws02");
+    assert_eq!(ws02["status"], "failed");
+    assert!(
+        ws02["error"]
+            .as_str()
+            .unwrap()
+            .contains("stop on products this playbook does not handle")
+    );
+    let answered = fleet.answered("ws02");
+    assert_eq!(answered[answered.len() - 2], "stop: unhandled products");
+    for change in [
+        "msiexec KES",
+        "msiexec Network Agent",
+        "turn Defender on",
+        "add exclusions",
+    ] {
+        assert!(
+            !answered.contains(&change.to_string()),
+            "{change} ran on ws02"
+        );
+    }
+    let stop = fleet
+        .received()
+        .into_iter()
+        .find(|r| r.response.as_deref() == Some("stop: unhandled products"))
+        .unwrap();
+    assert!(
+        stop.script.contains("Write-Output '  - UltraAV'"),
+        "{}",
+        stop.script
+    );
+    assert!(stop.script.contains("UltraAV is a consumer product"));
+}
+
+#[test]
+fn check_on_the_canary_runs_only_the_read_only_precheck() {
+    let mut table = kaspersky_host();
+    table.extend([
+        entry(
+            "installer staged",
+            r"MISSING: sensor installer",
+            "installer staged\r\n",
+            0,
+        ),
+        entry(
+            "sensor before",
+            r"running = \[bool\]",
+            r#"{"service":"missing","running":false}"#,
+            0,
+        ),
+        entry(
+            "export exclusions",
+            r"sensor-exclusions\.csv",
+            "2 exclusion(s) for the Falcon console\r\n",
+            0,
+        ),
+    ]);
+    let fleet = Fleet::start(&["ws01", "ws02"], &table);
+    fleet.inventory("acme", r#"[1, "100%"]"#, "0", EXCLUSIONS);
+    let (run, report) = fleet.run(
+        "windows-kes-to-crowdstrike.yml",
+        &["--limit", "ws01", "--check"],
+    );
+    run.expect_code(0);
+    assert_eq!(report["check"], true);
+    assert_eq!(
+        fleet.answered("ws01"),
+        [
+            "find products",
+            "os info",
+            "firewall state",
+            "firewall export",
+            "installer staged",
+            "sensor before",
+            "export exclusions"
+        ]
+    );
+    assert!(fleet.answered("ws02").is_empty(), "--limit ws01");
+    assert!(
+        fleet.received().iter().all(|r| r.response.is_some()),
+        "nothing unanswered ran"
+    );
 }
