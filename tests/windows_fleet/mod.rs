@@ -224,6 +224,13 @@ pub fn kaspersky_host() -> Vec<Value> {
     let firewall = json!([{ "name": "Domain", "enabled": true },
         { "name": "Private", "enabled": true }, { "name": "Public", "enabled": true }]);
     vec![
+        // on_failure reads Security Center too: matched before "no Kaspersky left".
+        entry(
+            "some antivirus on",
+            r"NO ANTIVIRUS IS PROTECTING THIS HOST",
+            "Defender real-time protection is on.\r\n",
+            0,
+        ),
         entry(
             "find products",
             r"DisplayName -like 'UltraAV\*'",
@@ -283,12 +290,6 @@ pub fn kaspersky_host() -> Vec<Value> {
             "Network Agent back",
             r"No Network Agent package staged",
             "Network Agent reinstall exit code: 0\r\n",
-            0,
-        ),
-        entry(
-            "some antivirus on",
-            r"NO ANTIVIRUS IS PROTECTING THIS HOST",
-            "Defender real-time protection is on.\r\n",
             0,
         ),
     ]
