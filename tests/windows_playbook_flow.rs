@@ -13,69 +13,12 @@ mod harness;
 mod windows_fleet;
 
 use serde_json::{Value, json};
-use windows_fleet::{Fleet, defender_status, entry, host, kaspersky_host, set, steps};
-
-/// The Defender playbook's install and verify steps, answered as on a
-/// host where everything works.
-fn defender_table() -> Vec<Value> {
-    let mut table = kaspersky_host();
-    table.extend([
-        entry(
-            "enable Defender feature",
-            r"Dism\.exe /Online /Enable-Feature",
-            "Windows-Defender feature state: Disabled\r\nDism exit code: 3010\r\n",
-            3010,
-        ),
-        entry(
-            "turn Defender on",
-            r"rebooting once",
-            "Defender is active (Normal).\r\n",
-            0,
-        ),
-        entry(
-            "confirm real-time",
-            r"AMRunningMode=\{0\} AntivirusEnabled",
-            "AMRunningMode=Normal AntivirusEnabled=True RealTimeProtectionEnabled=True\r\n",
-            0,
-        ),
-        entry(
-            "add exclusions",
-            r"Write-Output 'exclusions applied'",
-            "paths: D:\\Dentrix\\Data\r\nprocesses: 1 added\r\nexclusions applied\r\n",
-            0,
-        ),
-        entry(
-            "update signatures",
-            r"Update-MpSignature",
-            "Signatures: 1.421.1502.0, age 0 day(s)\r\n",
-            0,
-        ),
-        entry(
-            "Defender status",
-            r"DefenderSignaturesOutOfDate = ",
-            &defender_status().to_string(),
-            0,
-        ),
-        entry(
-            "exclusions read back",
-            r"\$pref = Get-MpPreference",
-            "all inventory exclusions present\r\n",
-            0,
-        ),
-        entry("remove exclusions", r"Remove-MpPreference", "", 0),
-    ]);
-    table
-}
+use windows_fleet::{
+    Fleet, defender_status, defender_table, entry, host, kaspersky_host, position, set, steps,
+};
 
 const EXCLUSIONS: &str =
     "{ exclusions: { paths: ['D:\\Dentrix\\Data'], processes: [DtxSvc.exe] } }";
-
-fn position(answered: &[String], name: &str) -> usize {
-    answered
-        .iter()
-        .position(|a| a == name)
-        .unwrap_or_else(|| panic!("{name} in {answered:?}"))
-}
 
 #[test]
 fn canary_first_then_the_rest_with_a_reboot_when_msiexec_asks_for_one() {

@@ -329,3 +329,63 @@ pub fn steps(report: &Value, name: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// The Defender playbook's install and verify steps, answered as on a
+/// host where everything works.
+pub fn defender_table() -> Vec<Value> {
+    let mut table = kaspersky_host();
+    table.extend([
+        entry(
+            "enable Defender feature",
+            r"Dism\.exe /Online /Enable-Feature",
+            "Windows-Defender feature state: Disabled\r\nDism exit code: 3010\r\n",
+            3010,
+        ),
+        entry(
+            "turn Defender on",
+            r"rebooting once",
+            "Defender is active (Normal).\r\n",
+            0,
+        ),
+        entry(
+            "confirm real-time",
+            r"AMRunningMode=\{0\} AntivirusEnabled",
+            "AMRunningMode=Normal AntivirusEnabled=True RealTimeProtectionEnabled=True\r\n",
+            0,
+        ),
+        entry(
+            "add exclusions",
+            r"Write-Output 'exclusions applied'",
+            "paths: D:\\Dentrix\\Data\r\nprocesses: 1 added\r\nexclusions applied\r\n",
+            0,
+        ),
+        entry(
+            "update signatures",
+            r"Update-MpSignature",
+            "Signatures: 1.421.1502.0, age 0 day(s)\r\n",
+            0,
+        ),
+        entry(
+            "Defender status",
+            r"DefenderSignaturesOutOfDate = ",
+            &defender_status().to_string(),
+            0,
+        ),
+        entry(
+            "exclusions read back",
+            r"\$pref = Get-MpPreference",
+            "all inventory exclusions present\r\n",
+            0,
+        ),
+        entry("remove exclusions", r"Remove-MpPreference", "", 0),
+    ]);
+    table
+}
+
+/// Where `name` is in a host's answered list.
+pub fn position(answered: &[String], name: &str) -> usize {
+    answered
+        .iter()
+        .position(|a| a == name)
+        .unwrap_or_else(|| panic!("{name} in {answered:?}"))
+}
