@@ -31,6 +31,13 @@ fn canary_first_then_the_rest_with_a_reboot_when_msiexec_asks_for_one() {
         json!({ "hosts": { "ws01": { "exit_code": 3010,
             "stdout": "msiexec /x {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} -> 3010\r\n" } } }),
     );
+    // ws02's Network Agent installer restarts the machine itself (1641).
+    set(
+        &mut table,
+        "msiexec Network Agent",
+        json!({ "hosts": { "ws02": { "exit_code": 1641, "reboot": true,
+            "stdout": "msiexec /x {2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B} -> 1641\r\n" } } }),
+    );
     let server_info = json!({ "caption": "Microsoft Windows Server 2022 Standard", "build": "20348",
         "product_type": 3, "is_server": true, "ps_version": "5.1.20348.2849",
         "windefend_present": false, "windefend_status": "missing", "gpo_disables_defender": false });
@@ -86,13 +93,15 @@ fn canary_first_then_the_rest_with_a_reboot_when_msiexec_asks_for_one() {
     assert!(fleet.received().iter().any(|r| r.host == "ws01"
         && r.kind == "reboot"
         && r.script.starts_with("Restart-Computer")));
-    // ws02 needed no reboot; the Server took the DISM path and rebooted.
-    assert!(!fleet.answered("ws02").contains(&"reboot".to_string()));
-    assert!(
-        !fleet
-            .answered("ws02")
-            .contains(&"enable Defender feature".to_string())
+    // ws02 rebooted by itself (1641) and the run went on; the Server took
+    // the DISM path and rebooted.
+    let ws02 = fleet.answered("ws02");
+    assert_eq!(
+        position(&ws02, "msiexec Network Agent") + 1,
+        position(&ws02, "reboot")
     );
+    assert_eq!(ws02[position(&ws02, "reboot") + 1], "pending reboot");
+    assert!(!ws02.contains(&"enable Defender feature".to_string()));
     let srv01 = fleet.answered("srv01");
     assert_eq!(
         position(&srv01, "enable Defender feature") + 1,

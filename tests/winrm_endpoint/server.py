@@ -88,6 +88,7 @@ class Endpoint:
         self.servers: dict[str, ThreadingHTTPServer] = {}
         self.addresses: list[tuple[str, int]] = []
         self.names: dict[str, str] = dict(args.names)
+        self.rebooting: set[str] = set()
         self.responses = Responses(args.responses) if args.responses else None
         self.log = Log(args.log) if args.log else None
         self.ssl_ctx = None
@@ -124,7 +125,20 @@ class Endpoint:
         return server.server_address[1]
 
     def reboot(self, host: str) -> None:
-        """Simulates a reboot of the host at address `host`."""
+        """Simulates a reboot of the host at address `host`. A reboot asked
+        for while one is under way (say `Restart-Computer` after an installer
+        that exits 1641 restarts the machine itself) joins it, as on Windows."""
+        with self.lock:
+            if host in self.rebooting:
+                return
+            self.rebooting.add(host)
+        try:
+            self._reboot(host)
+        finally:
+            with self.lock:
+                self.rebooting.discard(host)
+
+    def _reboot(self, host: str) -> None:
         time.sleep(0.3)
         port = dict(self.addresses)[host]
         server = self.servers.pop(host, None)
