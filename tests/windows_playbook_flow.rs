@@ -61,7 +61,7 @@ fn canary_first_then_the_rest_with_a_reboot_when_msiexec_asks_for_one() {
 
     // The canary is done, verify included, before the next wave starts.
     let received = fleet.received();
-    let canary_last = received.iter().filter(|r| r.host == "ws01").last().unwrap();
+    let canary_last = received.iter().rfind(|r| r.host == "ws01").unwrap();
     let rest_first = received.iter().find(|r| r.host != "ws01").unwrap();
     assert_eq!(canary_last.response.as_deref(), Some("firewall on"));
     assert!(canary_last.seq < rest_first.seq, "canary first");
