@@ -277,3 +277,49 @@ fn the_kaspersky_removal_is_the_same_in_every_windows_playbook() {
         }
     }
 }
+
+#[test]
+fn a_host_with_its_own_exclusions_gets_exactly_those() {
+    // Host vars win over client vars as a whole: the dry run shows each host
+    // the list it will get, so an operator sees the difference before a run.
+    let scratch = Scratch::new();
+    scratch.write(
+        "inventory.yml",
+        r#"clients:
+  acme:
+    vars:
+      exclusions: { paths: ['D:\Client Data'], processes: [client.exe] }
+    hosts:
+      - { name: ws01, address: 10.0.0.1, os: windows }
+      - { name: sql01, address: 10.0.0.2, os: windows, vars: { exclusions: { paths: ['F:\SQL Data'], extensions: [.mdf] } } }
+"#,
+    );
+    let playbook = repo().join(WINDOWS_PLAYBOOKS[0]);
+    let plan = scratch
+        .orchestrate(&[
+            "run",
+            playbook.to_str().unwrap(),
+            "-i",
+            "inventory.yml",
+            "--dry-run",
+            "--format",
+            "json",
+        ])
+        .expect_code(0)
+        .json();
+    let add = |host: &str| -> String {
+        let h = hosts(&plan).find(|h| h["name"] == host).unwrap();
+        step(h, "carry exclusions over to Defender")["command"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let ws01 = add("ws01");
+    assert!(ws01.contains("@(@('D:\\Client Data') | Where-Object"));
+    assert!(ws01.contains("Add-MpPreference -ExclusionProcess 'client.exe'"));
+    assert!(!ws01.contains("SQL Data"));
+    let sql01 = add("sql01");
+    assert!(sql01.contains("@(@('F:\\SQL Data') | Where-Object"));
+    assert!(sql01.contains("Add-MpPreference -ExclusionExtension '.mdf'"));
+    assert!(!sql01.contains("Client Data") && !sql01.contains("client.exe"));
+}
