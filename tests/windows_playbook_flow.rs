@@ -65,6 +65,12 @@ fn canary_first_then_the_rest_with_a_reboot_when_msiexec_asks_for_one() {
     let rest_first = received.iter().find(|r| r.host != "ws01").unwrap();
     assert_eq!(canary_last.response.as_deref(), Some("firewall on"));
     assert!(canary_last.seq < rest_first.seq, "canary first");
+    assert!(
+        received
+            .iter()
+            .all(|r| r.kind != "powershell" || r.response.is_some()),
+        "every script was one the table knows"
+    );
 
     // msiexec 3010 on the canary: the host rebooted, then the run went on
     // with the Network Agent, and nothing was tried twice.

@@ -281,6 +281,13 @@ def test_responses_table_per_host_times_log_and_reboot_of_one_address(tmp_path):
         _, err, code = ps(ws02, "Get-Date")
         assert code == 127 and b"no response in the table for: Get-Date" in err
         assert ps(ws01, "Start-Process msiexec.exe /x") == (b"already gone", b"", 1605)
+        # The transport's own helpers still work with a table.
+        host, port = ws02
+        p = winrm.Protocol(endpoint="http://%s:%d/wsman" % (host, port), transport="ntlm", username="alice",
+                           password="pw", message_encryption="always", operation_timeout_sec=1, read_timeout_sec=5)
+        helper = "#orchestrate-helper: upload\n$path = 'C:\\Windows\\Temp\\x.ps1'\n"
+        out, err, code = run(p, "powershell", encoded(helper), stdin=base64.b64encode(b"Get-Date") + b"\n")
+        assert code == 0 and out.decode().strip() == hashlib.sha256(b"Get-Date").hexdigest(), err
         records = [json.loads(line) for line in log.read_text().splitlines()]
         assert [(r["host"], r["kind"], r["response"]) for r in records] == [
             ("ws01", "powershell", "status"),
@@ -290,6 +297,7 @@ def test_responses_table_per_host_times_log_and_reboot_of_one_address(tmp_path):
             ("ws01", "up", None),
             ("ws02", "powershell", None),
             ("ws01", "powershell", "msi again"),
+            ("ws02", "upload", None),
         ]
     finally:
         ep.stop()
