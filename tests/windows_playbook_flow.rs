@@ -7,7 +7,9 @@
 //! as JSON, msiexec exit codes, netsh), and logging every script it
 //! received. The tests check what an operator checks: which scripts reached
 //! which host in which order (canary first, reboot where msiexec asked for
-//! one, rollback on the host that failed) and the JSON report.
+//! one, rollback on the host that failed, nothing changed on a host with
+//! UltraAV or under --check) and the JSON report, for the Defender, Defender
+//! for Endpoint and CrowdStrike playbooks. Tables: tests/windows_fleet/.
 
 mod harness;
 mod windows_fleet;
