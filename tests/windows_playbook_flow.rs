@@ -322,17 +322,43 @@ fn defender_for_endpoint_onboards_with_the_msp_package_and_verify_reads_the_stat
             ),
         ],
     );
-    let fleet = Fleet::start(&["ws01", "ws02"], &table);
+    // srv12 is a Windows Server 2012 R2: the unified agent (md4ws.msi) brings
+    // Defender there, so it goes in, with its reboot, before Defender is
+    // turned on, and there is no Windows-Defender feature to enable.
+    table.insert(
+        0,
+        json!({ "name": "unified agent", "match": r"msiexec /i md4ws\.msi ->",
+                "stdout": "Microsoft Windows 11 Pro: Sense is built in, no unified agent needed.\r\n",
+                "hosts": { "srv12": { "exit_code": 3010,
+                    "stdout": "msiexec /i md4ws.msi -> 3010 (log: C:\\ProgramData\\MSP\\orchestrate\\md4ws-install.log)\r\n" } } }),
+    );
+    let server_2012r2 = json!({ "caption": "Microsoft Windows Server 2012 R2 Standard", "build": "9600",
+        "product_type": 3, "is_server": true, "ps_version": "5.1.14409.1018",
+        "windefend_present": false, "windefend_status": "missing", "gpo_disables_defender": false });
+    set(
+        &mut table,
+        "os info",
+        json!({ "hosts": { "srv12": { "stdout": server_2012r2.to_string() } } }),
+    );
+    let fleet = Fleet::start(&["ws01", "ws02", "srv12"], &table);
     fleet.inventory(
         "acme",
         r#"[1, "100%"]"#,
         "0",
         "{ mde_onboarding_script: 'D:\\MSP\\mde\\WindowsDefenderATPLocalOnboardingScript.cmd', \
+           mde_unified_agent_msi: 'D:\\MSP\\mde\\md4ws.msi', \
            mde_org_id: 6f1c2f0e-2b7a-4c43-9a52-0d8e3b1f7a11, exclusions: { processes: [DtxSvc.exe] } }",
     );
     let (run, report) = fleet.run("windows-kes-to-mde.yml", &[]);
     run.expect_code(0);
-    for name in ["ws01", "ws02"] {
+    let srv12 = fleet.answered("srv12");
+    assert_eq!(
+        position(&srv12, "unified agent") + 1,
+        position(&srv12, "reboot")
+    );
+    assert!(position(&srv12, "reboot") < position(&srv12, "turn Defender on"));
+    assert!(!srv12.contains(&"enable Defender feature".to_string()));
+    for name in ["ws01", "ws02", "srv12"] {
         assert_eq!(host(&report, name)["status"], "succeeded");
         let answered = fleet.answered(name);
         assert!(position(&answered, "state before") < position(&answered, "msiexec KES"));
