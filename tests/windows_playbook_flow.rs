@@ -16,7 +16,7 @@ mod windows_fleet;
 
 use serde_json::{Value, json};
 use windows_fleet::{
-    Fleet, defender_status, defender_table, entry, host, kaspersky_host, position, set, steps,
+    Fleet, crowdstrike_table, defender_status, defender_table, entry, host, position, set, steps,
 };
 
 const EXCLUSIONS: &str =
@@ -420,16 +420,7 @@ fn defender_for_endpoint_reporting_to_another_tenant_fails_verify() {
 
 #[test]
 fn crowdstrike_installs_with_the_cid_secret_and_checks_the_sensor_service() {
-    let mut table = kaspersky_host();
-    table.extend([
-        entry("installer staged", r"MISSING: sensor installer", "installer staged: C:\\ProgramData\\MSP\\packages\\falcon\\WindowsSensor.exe (CrowdStrike Falcon Sensor 7.18.18905.0)\r\n", 0),
-        entry("sensor before", r"running = \[bool\]", r#"{"service":"missing","running":false}"#, 0),
-        entry("export exclusions", r"sensor-exclusions\.csv", "2 exclusion(s) for the Falcon console, saved to C:\\ProgramData\\MSP\\orchestrate\\sensor-exclusions.csv:\r\n", 0),
-        entry("install sensor", r"sensor installer exit code", "sensor installer exit code: 0\r\n", 0),
-        entry("sensor started", r"is not running after", "CSFalconService is running\r\n", 0),
-        entry("sensor health", r"product = \$\(if",
-            r#"{"service":"Running","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0"}"#, 0),
-    ]);
+    let mut table = crowdstrike_table();
     set(
         &mut table,
         "sensor health",
@@ -554,27 +545,7 @@ fn a_host_with_ultraav_stops_in_precheck_before_anything_changes() {
 
 #[test]
 fn check_on_the_canary_runs_only_the_read_only_precheck() {
-    let mut table = kaspersky_host();
-    table.extend([
-        entry(
-            "installer staged",
-            r"MISSING: sensor installer",
-            "installer staged\r\n",
-            0,
-        ),
-        entry(
-            "sensor before",
-            r"running = \[bool\]",
-            r#"{"service":"missing","running":false}"#,
-            0,
-        ),
-        entry(
-            "export exclusions",
-            r"sensor-exclusions\.csv",
-            "2 exclusion(s) for the Falcon console\r\n",
-            0,
-        ),
-    ]);
+    let table = crowdstrike_table();
     let fleet = Fleet::start(&["ws01", "ws02"], &table);
     fleet.inventory("acme", r#"[1, "100%"]"#, "0", EXCLUSIONS);
     let (run, report) = fleet.run(

@@ -389,3 +389,19 @@ pub fn position(answered: &[String], name: &str) -> usize {
         .position(|a| a == name)
         .unwrap_or_else(|| panic!("{name} in {answered:?}"))
 }
+
+/// The CrowdStrike playbook's own steps, answered as on a host where the
+/// Falcon sensor installs and runs.
+pub fn crowdstrike_table() -> Vec<Value> {
+    let mut table = kaspersky_host();
+    table.extend([
+        entry("installer staged", r"MISSING: sensor installer", "installer staged: C:\\ProgramData\\MSP\\packages\\falcon\\WindowsSensor.exe (CrowdStrike Falcon Sensor 7.18.18905.0)\r\n", 0),
+        entry("sensor before", r"running = \[bool\]", r#"{"service":"missing","running":false}"#, 0),
+        entry("export exclusions", r"sensor-exclusions\.csv", "2 exclusion(s) for the Falcon console, saved to C:\\ProgramData\\MSP\\orchestrate\\sensor-exclusions.csv:\r\n", 0),
+        entry("install sensor", r"sensor installer exit code", "sensor installer exit code: 0\r\n", 0),
+        entry("sensor started", r"is not running after", "CSFalconService is running\r\n", 0),
+        entry("sensor health", r"product = \$\(if",
+            r#"{"service":"Running","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0"}"#, 0),
+    ]);
+    table
+}
