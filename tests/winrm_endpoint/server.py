@@ -10,15 +10,22 @@ implementation independent of the Rust client's, fed a per-process credential
 file (`NTLM_USER_FILE`). Like a default Windows listener it refuses
 unencrypted messages over plain HTTP unless `--allow-unencrypted` is given.
 
-What commands do is in shells.py (they run in `sh` in a sandbox directory).
+What commands do is in shells.py (they run in `sh` in a sandbox directory,
+or, with `--responses FILE`, PowerShell scripts are answered from a table of
+responses shaped like real Windows output; `--log FILE` records every script
+received, per host, in order).
 Receive waits at most the request's OperationTimeout (capped by
 `--max-operation-timeout`) and then answers with the operation-timeout fault
-2150858793, so long commands need several polls. `Restart-Computer` makes the
-server drop every connection, stop listening for `--reboot-delay` seconds and
-come back on the same addresses and ports, with every shell gone.
+2150858793, so long commands need several polls. `Restart-Computer` (or a table
+entry with `"reboot": true`) makes the address it came to drop every
+connection, stop listening for `--reboot-delay` seconds and come back on the
+same port, with its shells gone; the endpoint's other addresses, other
+simulated hosts, stay up.
 
-It listens only on the loopback addresses given (`--host`, repeatable) and
-prints `LISTENING <port> <address>` for each, then `READY`.
+It listens only on the loopback addresses given (`--host ADDRESS` or
+`--host NAME=ADDRESS`, repeatable; NAME is the host's name in the table's
+per-host overrides and in the log) and prints `LISTENING <port> <address>`
+for each, then `READY`.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import spnego
 
-from shells import Shell
+from shells import Log, Responses, Shell
 
 NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",
@@ -76,9 +83,14 @@ class Endpoint:
         self.args = args
         self.shells: dict[str, Shell] = {}
         self.lock = threading.Lock()
-        self.sockets: set[socket.socket] = set()
-        self.servers: list[ThreadingHTTPServer] = []
+        # open connections and listeners, by the address they belong to
+        self.sockets: dict[socket.socket, str] = {}
+        self.servers: dict[str, ThreadingHTTPServer] = {}
         self.addresses: list[tuple[str, int]] = []
+        self.names: dict[str, str] = dict(args.names)
+        self.rebooting: set[str] = set()
+        self.responses = Responses(args.responses) if args.responses else None
+        self.log = Log(args.log) if args.log else None
         self.ssl_ctx = None
         if args.tls_dir:
             cert, key = ensure_certs(args.tls_dir)
@@ -88,53 +100,76 @@ class Endpoint:
         self.password = args.password
         self.auth = set(args.auth.split(","))
 
-    def listen(self, first: bool) -> None:
-        hosts = self.args.host if first else [h for h, _ in self.addresses]
-        for i, host in enumerate(hosts):
-            port = self.args.port if first else self.addresses[i][1]
-            server = ThreadingHTTPServer((host, port), Handler, bind_and_activate=False)
-            server.allow_reuse_address = True
-            server.daemon_threads = True
-            server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    def listen(self) -> None:
+        for host in self.args.host:
+            port = self.listen_on(host, self.args.port)
+            self.addresses.append((host, port))
+
+    def listen_on(self, host: str, port: int) -> int:
+        server = ThreadingHTTPServer((host, port), Handler, bind_and_activate=False)
+        server.allow_reuse_address = True
+        server.daemon_threads = True
+        server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
             server.server_bind()
             server.server_activate()
-            server.endpoint = self
-            if self.ssl_ctx is not None:
-                server.socket = self.ssl_ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
-            if first:
-                self.addresses.append((host, server.server_address[1]))
-            self.servers.append(server)
-            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+        except OSError:
+            server.server_close()
+            raise
+        server.endpoint = self
+        server.host_address = host
+        if self.ssl_ctx is not None:
+            server.socket = self.ssl_ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+        self.servers[host] = server
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+        return server.server_address[1]
 
-    def reboot(self) -> None:
+    def reboot(self, host: str) -> None:
+        """Simulates a reboot of the host at address `host`. A reboot asked
+        for while one is under way (say `Restart-Computer` after an installer
+        that exits 1641 restarts the machine itself) joins it, as on Windows."""
+        with self.lock:
+            if host in self.rebooting:
+                return
+            self.rebooting.add(host)
+        try:
+            self._reboot(host)
+        finally:
+            with self.lock:
+                self.rebooting.discard(host)
+
+    def _reboot(self, host: str) -> None:
         time.sleep(0.3)
-        servers, self.servers = self.servers, []
-        for server in servers:
+        port = dict(self.addresses)[host]
+        server = self.servers.pop(host, None)
+        if server is not None:
             server.shutdown()
             server.server_close()
         with self.lock:
-            for sock in list(self.sockets):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            for shell in self.shells.values():
-                shell.close()
-            self.shells.clear()
+            for sock, address in list(self.sockets.items()):
+                if address == host:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+            for shell_id, shell in list(self.shells.items()):
+                if shell.address == host:
+                    shell.close()
+                    del self.shells[shell_id]
+        if self.log is not None:
+            self.log.write(host=self.names.get(host, host), address=host, kind="down", script="", response=None, exit_code=None)
         time.sleep(self.args.reboot_delay)
         for attempt in range(50):
             try:
-                self.listen(first=False)
+                self.listen_on(host, port)
                 break
             except OSError as e:  # the port may be in use for a moment
-                for server in self.servers:
-                    server.shutdown()
-                    server.server_close()
-                self.servers = []
                 if attempt == 49:
-                    print("REBOOT FAILED %s" % e, flush=True)
+                    print("REBOOT FAILED %s %s" % (host, e), flush=True)
                     return
                 time.sleep(0.1)
+        if self.log is not None:
+            self.log.write(host=self.names.get(host, host), address=host, kind="up", script="", response=None, exit_code=None)
         print("REBOOTED", flush=True)
 
 
@@ -153,11 +188,11 @@ class Handler(BaseHTTPRequestHandler):
         self.ntlm = None
         self.authenticated = False
         with self.ep.lock:
-            self.ep.sockets.add(self.request)
+            self.ep.sockets[self.request] = self.server.host_address
 
     def finish(self) -> None:
         with self.ep.lock:
-            self.ep.sockets.discard(self.request)
+            self.ep.sockets.pop(self.request, None)
         try:
             super().finish()
         except OSError:
@@ -313,7 +348,16 @@ class Handler(BaseHTTPRequestHandler):
         rbody = root.find("s:Body", NS)
         op = action.rsplit("/", 1)[-1]
         if op == "Create":
-            shell = Shell(self.ep.args.root, options.get("WINRS_CODEPAGE", "437"), self.ep.args.corrupt_uploads)
+            address = self.server.host_address
+            shell = Shell(
+                self.ep.args.root,
+                options.get("WINRS_CODEPAGE", "437"),
+                self.ep.args.corrupt_uploads,
+                host=self.ep.names.get(address, address),
+                address=address,
+                responses=self.ep.responses,
+                log=self.ep.log,
+            )
             with self.ep.lock:
                 self.ep.shells[shell.id] = shell
             addr = "http%s://%s:%d/wsman" % ("s" if self.ep.ssl_ctx else "", *self.server.server_address[:2])
@@ -336,7 +380,8 @@ class Handler(BaseHTTPRequestHandler):
             args = [a.text or "" for a in line.iterfind("rsp:Arguments", NS)]
             cmd, reboot = shell.start(" ".join([command] + args))
             inner = "<rsp:CommandResponse><rsp:CommandId>%s</rsp:CommandId></rsp:CommandResponse>" % cmd.id
-            after = self.ep.reboot if reboot else None
+            host = self.server.host_address
+            after = (lambda: self.ep.reboot(host)) if reboot else None
             return self.envelope(SHELL_NS + "/CommandResponse", inner), after
         if op == "Send":
             stream = rbody.find("rsp:Send/rsp:Stream", NS)
@@ -356,6 +401,11 @@ class Handler(BaseHTTPRequestHandler):
             for name, data in (("stdout", out), ("stderr", err)):
                 if data:
                     streams.append('<rsp:Stream Name="%s" CommandId="%s">%s</rsp:Stream>' % (name, cmd.id, base64.b64encode(data).decode()))
+            after = None
+            if code is not None and cmd.reboot_after:
+                cmd.reboot_after = False
+                host = self.server.host_address
+                after = lambda: self.ep.reboot(host)  # noqa: E731
             if code is not None:
                 for name in ("stdout", "stderr"):
                     streams.append('<rsp:Stream Name="%s" CommandId="%s" End="true"></rsp:Stream>' % (name, cmd.id))
@@ -366,7 +416,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 state = '<rsp:CommandState CommandId="%s" State="%s/CommandState/Running"></rsp:CommandState>' % (cmd.id, SHELL_NS)
             inner = "<rsp:ReceiveResponse>%s%s</rsp:ReceiveResponse>" % ("".join(streams), state)
-            return self.envelope(SHELL_NS + "/ReceiveResponse", inner), None
+            return self.envelope(SHELL_NS + "/ReceiveResponse", inner), after
         if op == "Signal":
             sig = rbody.find("rsp:Signal", NS)
             cmd = shell.get(sig.get("CommandId"))
@@ -486,7 +536,7 @@ def ensure_certs(directory: str) -> tuple[str, str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("--host", action="append", help="loopback address to listen on (repeatable)")
+    p.add_argument("--host", action="append", help="loopback address to listen on, or NAME=ADDRESS (repeatable)")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--tls-dir", help="serve HTTPS with the certificate in this directory (made if missing)")
     p.add_argument("--auth", default="ntlm,basic", help="enabled methods: ntlm,basic")
@@ -499,9 +549,13 @@ def main() -> None:
     p.add_argument("--keepalive-timeout", type=float, default=0, help="close idle connections after this long (0: never)")
     p.add_argument("--root", help="sandbox directory commands run in")
     p.add_argument("--corrupt-uploads", action="store_true", help="uploads get a byte more (to test the hash check)")
+    p.add_argument("--responses", help="answer PowerShell scripts from this JSON table (see shells.Responses)")
+    p.add_argument("--log", help="append every command received to this file, one JSON object a line")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
     args.host = args.host or ["127.0.0.1"]
+    args.names = [h.split("=", 1)[::-1] for h in args.host if "=" in h]
+    args.host = [h.split("=", 1)[-1] for h in args.host]
     for host in args.host:
         if not host.startswith("127."):
             p.error("only loopback addresses (127.0.0.0/8) are allowed: %s" % host)
@@ -522,7 +576,7 @@ def main() -> None:
     if args.keepalive_timeout:
         Handler.timeout = args.keepalive_timeout
     endpoint = Endpoint(args)
-    endpoint.listen(first=True)
+    endpoint.listen()
     for host, port in endpoint.addresses:
         print("LISTENING %d %s" % (port, host), flush=True)
     print("READY", flush=True)

@@ -12,12 +12,18 @@ A real endpoint runs cmd.exe or PowerShell; this one hands what it receives to
 * The transport's own PowerShell helpers (upload, remove), recognised by their
   `#orchestrate-helper: NAME` first line, are carried out by an equivalent sh
   script, since no PowerShell runs here.
-* `Restart-Computer` asks the server to simulate a reboot.
+* `Restart-Computer` asks the server to simulate a reboot (of the address the
+  command came to; the endpoint's other addresses stay up).
+* With a table of responses (`--responses FILE`, see `Responses`), every
+  other PowerShell script is answered from the table, as Windows would answer
+  it, instead of being run; with `--log FILE` every script received is
+  written down (`Log`).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import signal
@@ -56,12 +62,82 @@ def clixml(stderr: bytes) -> bytes:
     return b"#< CLIXML\r\n" + doc.encode("utf-8")
 
 
+class Responses:
+    """Canned answers to PowerShell scripts, for hosts that cannot run them.
+
+    The file (JSON) is a list of entries, tried in order; the first whose
+    `match` (a Python regular expression, searched in the decoded script,
+    multi-line) matches, and whose `times` is not used up, answers:
+
+        {"name": "msiexec KES",               # for the log (default: match)
+         "match": "msiexec\\.exe .*/x",
+         "stdout": "text", "stderr": "text", "exit_code": 3010,
+         "times": 1,                           # answers only the first N matches, per host
+         "reboot": false,                      # the host reboots after answering
+         "hosts": {"acme-ws02": {"exit_code": 1603, "stdout": "..."}}}
+
+    `hosts` overrides any field for the named hosts (`--host NAME=ADDRESS`),
+    `times` included. A script no entry matches gets exit code 127 and says
+    so on stderr, so a table that misses a step fails loudly.
+    """
+
+    def __init__(self, path: str) -> None:
+        with open(path, encoding="utf-8") as f:
+            self.entries = json.load(f)
+        for entry in self.entries:
+            entry["_re"] = re.compile(entry["match"], re.M)
+        self.used: dict[tuple[str, int], int] = {}
+        self.lock = threading.Lock()
+
+    def answer(self, host: str, script: str) -> dict:
+        with self.lock:
+            for i, entry in enumerate(self.entries):
+                if not entry["_re"].search(script):
+                    continue
+                fields = {k: v for k, v in entry.items() if k not in ("hosts", "_re")}
+                fields.update(entry.get("hosts", {}).get(host, {}))
+                times = fields.get("times")
+                used = self.used.get((host, i), 0)
+                if times is not None and used >= times:
+                    continue
+                self.used[(host, i)] = used + 1
+                fields.setdefault("name", entry["match"])
+                return fields
+        first = script.strip().split("\n", 1)[0][:120]
+        return {"name": None, "stderr": "no response in the table for: %s\n" % first, "exit_code": 127}
+
+
+class Log:
+    """Every command an endpoint receives, one JSON object a line:
+    {"seq", "time", "host", "address", "kind", "script", "response", "exit_code"}.
+    `kind` is powershell, cmd, upload, remove or reboot; `response` is the
+    name of the table entry that answered (null when the script ran)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.seq = 0
+
+    def write(self, **record) -> None:
+        with self.lock:
+            self.seq += 1
+            record = {"seq": self.seq, "time": time.time(), **record}
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
 class Command:
     """One running process, its buffered output and its exit code."""
 
-    def __init__(self, argv: list[str], cwd: str, powershell: bool) -> None:
+    def __init__(
+        self, argv: list[str], cwd: str, powershell: bool, reboot_after: bool = False, exit_code: int | None = None
+    ) -> None:
         self.id = str(uuid.uuid4()).upper()
         self.powershell = powershell
+        # The host reboots once this command's end has been received.
+        self.reboot_after = reboot_after
+        # A table's answer: Windows exit codes do not fit in a POSIX status.
+        self.forced_exit = exit_code
         self.cond = threading.Condition()
         self.stdout = bytearray()
         self.stderr = bytearray()
@@ -91,6 +167,8 @@ class Command:
             self.open_streams -= 1
             if self.open_streams == 0:
                 self.exit_code = code if code >= 0 else 128 - code
+                if self.forced_exit is not None:
+                    self.exit_code = self.forced_exit
                 if self.powershell and self.stderr:
                     converted = clixml(bytes(self.stderr))
                     self.stderr.clear()
@@ -142,9 +220,22 @@ class Command:
 
 
 class Shell:
-    def __init__(self, root: str, codepage: str, corrupt_uploads: bool = False) -> None:
+    def __init__(
+        self,
+        root: str,
+        codepage: str,
+        corrupt_uploads: bool = False,
+        host: str = "",
+        address: str = "",
+        responses: Responses | None = None,
+        log: Log | None = None,
+    ) -> None:
         self.id = str(uuid.uuid4()).upper()
         self.root = root
+        self.host, self.address = host, address
+        self.responses, self.log = responses, log
+        # What the last translate() saw: kind, script text, answer.
+        self.seen: tuple[str, str, dict | None] = ("cmd", "", None)
         self.corrupt_uploads = corrupt_uploads
         self.codepage = codepage
         self.commands: dict[str, Command] = {}
@@ -154,7 +245,23 @@ class Shell:
     def start(self, command_line: str) -> tuple[Command, bool]:
         """Starts a command; returns it and whether it asks for a reboot."""
         argv, powershell, reboot = self.translate(command_line)
-        cmd = Command(argv, self.root, powershell)
+        kind, script, answer = self.seen
+        if self.log is not None:
+            self.log.write(
+                host=self.host,
+                address=self.address,
+                kind=kind,
+                script=script,
+                response=answer.get("name") if answer else None,
+                exit_code=answer.get("exit_code", 0) if answer else None,
+            )
+        cmd = Command(
+            argv,
+            self.root,
+            powershell,
+            reboot_after=bool(answer and answer.get("reboot")),
+            exit_code=int(answer.get("exit_code", 0)) if answer else None,
+        )
         with self.lock:
             self.commands[cmd.id] = cmd
         return cmd, reboot
@@ -170,6 +277,7 @@ class Shell:
             self.commands.clear()
 
     def translate(self, line: str) -> tuple[list[str], bool, bool]:
+        self.seen = ("cmd", line.strip(), None)
         words = line.strip().split()
         if words and words[0].lower() in ("powershell", "powershell.exe", "pwsh", "pwsh.exe"):
             lower = [w.lower() for w in words]
@@ -197,10 +305,13 @@ class Shell:
 
     def powershell_text(self, text: str) -> tuple[list[str], bool, bool]:
         first = text.lstrip().split("\n", 1)[0].strip()
+        self.seen = ("powershell", text, None)
         if re.match(r"(?i)^restart-computer\b", text.strip()):
+            self.seen = ("reboot", text, None)
             return ["sh", "-c", "true"], True, True
         if first.startswith("#orchestrate-helper:"):
             helper = first.split(":", 1)[1].strip()
+            self.seen = (helper, text, None)
             path = ps_string_var(text, "path") or ""
             mapped = sh_quote(map_path(self.root, path))
             if helper == "upload":
@@ -213,5 +324,13 @@ class Shell:
                 script = "rm -f %s" % mapped
             else:
                 script = "echo unknown helper %s >&2; exit 1" % sh_quote(helper)
+            return ["sh", "-c", script], True, False
+        if self.responses is not None:
+            answer = self.responses.answer(self.host, text)
+            self.seen = ("powershell", text, answer)
+            script = "printf '%%s' %s; printf '%%s' %s >&2" % (
+                sh_quote(answer.get("stdout", "")),
+                sh_quote(answer.get("stderr", "")),
+            )
             return ["sh", "-c", script], True, False
         return ["sh", "-c", text], True, False

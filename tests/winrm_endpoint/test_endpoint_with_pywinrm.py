@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -245,3 +246,58 @@ def test_upload_helper_with_chunked_stdin_and_hash(http_ntlm):
     assert out.decode().strip() == hashlib.sha256(data).hexdigest()
     with open(os.path.join(str(http_ntlm.root), "C", "Windows", "Temp", "orchestrate-py", "blob.bin"), "rb") as f:
         assert f.read() == data
+
+
+def test_responses_table_per_host_times_log_and_reboot_of_one_address(tmp_path):
+    # The Windows playbook flow test's setup: scripts answered from a table
+    # (per-host overrides, successive answers), every script logged, and a
+    # reboot that takes down only the host that asked for it.
+    table = tmp_path / "responses.json"
+    table.write_text(
+        """[
+  {"name": "status", "match": "Get-MpComputerStatus", "stdout": "{\\"RealTimeProtectionEnabled\\":true}",
+   "hosts": {"ws02": {"stdout": "{\\"RealTimeProtectionEnabled\\":false}"}}},
+  {"name": "msi", "match": "msiexec", "exit_code": 3010, "times": 1, "reboot": true},
+  {"name": "msi again", "match": "msiexec", "stdout": "already gone", "exit_code": 1605}
+]"""
+    )
+    log = tmp_path / "log.jsonl"
+    ep = Endpoint(
+        tmp_path, "--user", "alice", "--password", "pw", "--reboot-delay", "1",
+        "--responses", str(table), "--log", str(log), hosts=("ws01=127.0.0.2", "ws02=127.0.0.3"),
+    )
+    try:
+        def ps(address, script):
+            host, port = address
+            p = winrm.Protocol(endpoint="http://%s:%d/wsman" % (host, port), transport="ntlm", username="alice",
+                               password="pw", message_encryption="always", operation_timeout_sec=1, read_timeout_sec=5)
+            return run(p, "powershell", encoded(script))
+
+        ws01, ws02 = ep.addresses
+        assert ps(ws01, "Get-MpComputerStatus | ConvertTo-Json")[::2] == (b'{"RealTimeProtectionEnabled":true}', 0)
+        assert ps(ws02, "Get-MpComputerStatus | ConvertTo-Json")[::2] == (b'{"RealTimeProtectionEnabled":false}', 0)
+        assert ps(ws01, "Start-Process msiexec.exe /x")[2] == 3010
+        assert ep.proc.stdout.readline().strip() == "REBOOTED"
+        _, err, code = ps(ws02, "Get-Date")
+        assert code == 127 and b"no response in the table for: Get-Date" in err
+        assert ps(ws01, "Start-Process msiexec.exe /x") == (b"already gone", b"", 1605)
+        # The transport's own helpers still work with a table.
+        host, port = ws02
+        p = winrm.Protocol(endpoint="http://%s:%d/wsman" % (host, port), transport="ntlm", username="alice",
+                           password="pw", message_encryption="always", operation_timeout_sec=1, read_timeout_sec=5)
+        helper = "#orchestrate-helper: upload\n$path = 'C:\\Windows\\Temp\\x.ps1'\n"
+        out, err, code = run(p, "powershell", encoded(helper), stdin=base64.b64encode(b"Get-Date") + b"\n")
+        assert code == 0 and out.decode().strip() == hashlib.sha256(b"Get-Date").hexdigest(), err
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+        assert [(r["host"], r["kind"], r["response"]) for r in records] == [
+            ("ws01", "powershell", "status"),
+            ("ws02", "powershell", "status"),
+            ("ws01", "powershell", "msi"),
+            ("ws01", "down", None),
+            ("ws01", "up", None),
+            ("ws02", "powershell", None),
+            ("ws01", "powershell", "msi again"),
+            ("ws02", "upload", None),
+        ]
+    finally:
+        ep.stop()

@@ -1,0 +1,407 @@
+//! A simulated Windows fleet for the playbook flow tests: the WinRM test
+//! endpoint (tests/winrm_endpoint/server.py) serving several hosts on
+//! loopback addresses, answering every PowerShell script of a playbook from
+//! a table of responses shaped like real Windows output, and logging every
+//! script it received, per host, in order.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::harness::{self, Scratch};
+
+pub const WINRM_PASSWORD: &str = "Fl33t-pw";
+
+/// One script a host received, from the endpoint's log.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub seq: u64,
+    pub host: String,
+    /// powershell, upload, remove, reboot, down, up
+    pub kind: String,
+    pub script: String,
+    /// The table entry that answered.
+    pub response: Option<String>,
+}
+
+pub struct Fleet {
+    pub scratch: Scratch,
+    child: Child,
+    /// (host name, address, port)
+    pub hosts: Vec<(String, String, u16)>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Fleet {
+    /// Starts one endpoint serving `hosts` (names), each on its own
+    /// loopback address, answering from `table`.
+    pub fn start(hosts: &[&str], table: &[Value]) -> Fleet {
+        let scratch = Scratch::new();
+        let table_path = scratch.write(
+            "responses.json",
+            &serde_json::to_string_pretty(table).unwrap(),
+        );
+        let server = harness::repo().join("tests/winrm_endpoint/server.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(server)
+            .arg("--root")
+            .arg(scratch.path().join("root"))
+            .args(["--auth", "ntlm", "--user", "MSP\\msp-admin"])
+            .args(["--password", WINRM_PASSWORD, "--reboot-delay", "1"])
+            .arg("--responses")
+            .arg(&table_path)
+            .arg("--log")
+            .arg(scratch.path().join("received.jsonl"));
+        // A distinct address per test process and host keeps runs apart.
+        let base = 10 + (std::process::id() % 200) as usize;
+        for (i, host) in hosts.iter().enumerate() {
+            cmd.args(["--host", &format!("{host}=127.0.{}.{}", base, i + 2)]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the WinRM test endpoint (scripts/deps/winrm.sh)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut listening = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["LISTENING", port, address] => {
+                    listening.push((address.to_string(), port.parse::<u16>().unwrap()))
+                }
+                ["READY"] => break,
+                _ => {}
+            }
+        }
+        assert_eq!(listening.len(), hosts.len(), "the endpoint listens");
+        // Keep draining its output (REBOOTED lines) so it never blocks.
+        std::thread::spawn(move || for _ in lines {});
+        let hosts = hosts
+            .iter()
+            .zip(listening)
+            .map(|(h, (a, p))| (h.to_string(), a, p))
+            .collect();
+        Fleet {
+            scratch,
+            child,
+            hosts,
+        }
+    }
+
+    /// An inventory with one client holding every host, reached over WinRM
+    /// (NTLM, sealed HTTP), waves of `waves`, no pause between them.
+    /// `client_vars` and `host_vars` are YAML flow mappings.
+    pub fn inventory(&self, client: &str, waves: &str, budget: &str, client_vars: &str) {
+        let mut text = format!(
+            "defaults:\n  transport: winrm\n  user: 'MSP\\msp-admin'\n  \
+             winrm: {{ tls: false, auth: ntlm, password_secret: WINRM_PASSWORD }}\n\
+             clients:\n  {client}:\n    waves: {waves}\n    failure_budget: {budget}\n    \
+             pause_between_waves: 0s\n    vars: {client_vars}\n    hosts:\n"
+        );
+        for (name, address, port) in &self.hosts {
+            text.push_str(&format!(
+                "      - {{ name: {name}, address: {address}, port: {port}, os: windows }}\n"
+            ));
+        }
+        self.scratch.write("inventory.yml", &text);
+    }
+
+    /// `orchestrate run PLAYBOOK -i inventory.yml` with the secrets the
+    /// Windows playbooks read; returns the run and its JSON report.
+    pub fn run(&self, playbook: &str, extra: &[&str]) -> (harness::Run, Value) {
+        let playbook = harness::repo().join("playbooks").join(playbook);
+        let playbook = playbook.to_str().unwrap();
+        let mut args = vec![
+            "run",
+            playbook,
+            "-i",
+            "inventory.yml",
+            "--yes",
+            "--report-json",
+            "report.json",
+        ];
+        args.extend_from_slice(extra);
+        let run = self.scratch.orchestrate_env(
+            &args,
+            &[
+                ("WINRM_PASSWORD", WINRM_PASSWORD),
+                ("KES_PASSWORD", "kes-Secret-1"),
+                ("FALCON_CID", "0123456789ABCDEF0123456789ABCDEF-12"),
+            ],
+        );
+        let text =
+            std::fs::read_to_string(self.scratch.path().join("report.json")).unwrap_or_default();
+        let report = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "report.json ({e})\n--- stdout\n{}\n--- stderr\n{}",
+                run.stdout, run.stderr
+            )
+        });
+        (run, report)
+    }
+
+    /// Everything the endpoint received, in order.
+    pub fn received(&self) -> Vec<Received> {
+        let path: PathBuf = self.scratch.path().join("received.jsonl");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                Received {
+                    seq: v["seq"].as_u64().unwrap(),
+                    host: v["host"].as_str().unwrap().to_string(),
+                    kind: v["kind"].as_str().unwrap().to_string(),
+                    script: v["script"].as_str().unwrap().to_string(),
+                    response: v["response"].as_str().map(str::to_string),
+                }
+            })
+            .collect()
+    }
+
+    /// The names of the table entries that answered `host`, in order, with
+    /// `reboot` where the host went down and came back.
+    pub fn answered(&self, host: &str) -> Vec<String> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.host == host)
+            .filter_map(|r| match r.kind.as_str() {
+                "powershell" => Some(r.response.unwrap_or_else(|| "UNANSWERED".into())),
+                "down" => Some("reboot".into()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Changes fields of the table entry named `name` (for `hosts`, merges).
+pub fn set(table: &mut [Value], name: &str, fields: Value) {
+    let entry = table
+        .iter_mut()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no table entry {name}"));
+    for (k, v) in fields.as_object().unwrap() {
+        entry[k] = v.clone();
+    }
+}
+
+pub fn entry(name: &str, pattern: &str, stdout: &str, exit_code: i32) -> Value {
+    json!({ "name": name, "match": pattern, "stdout": stdout, "exit_code": exit_code })
+}
+
+/// A Windows 11 workstation with KES 12 and Network Agent 14, as the
+/// registry, CIM, netsh and Defender cmdlets describe it, before and after.
+/// Shared by the Kaspersky precheck and uninstall phases of every Windows
+/// playbook.
+pub fn kaspersky_host() -> Vec<Value> {
+    let products = json!({
+        "products": [
+            { "name": "Kaspersky Endpoint Security for Windows", "version": "12.6.0.438",
+              "code": "{8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C}",
+              "key": "HKEY_LOCAL_MACHINE\\SOFTWARE\\WOW6432Node\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\{8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C}" },
+            { "name": "Kaspersky Security Center Network Agent", "version": "14.2.0.26967",
+              "code": "{2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B}",
+              "key": "HKEY_LOCAL_MACHINE\\SOFTWARE\\WOW6432Node\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\{2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B}" }
+        ],
+        "kes": ["{8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C}"],
+        "agent": ["{2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B}"],
+        "unhandled": []
+    });
+    let osinfo = json!({ "caption": "Microsoft Windows 11 Pro", "build": "22631", "product_type": 1,
+        "is_server": false, "ps_version": "5.1.22621.4391", "windefend_present": true,
+        "windefend_status": "Stopped", "gpo_disables_defender": false });
+    let firewall = json!([{ "name": "Domain", "enabled": true },
+        { "name": "Private", "enabled": true }, { "name": "Public", "enabled": true }]);
+    vec![
+        // on_failure reads Security Center too: matched before "no Kaspersky left".
+        entry(
+            "some antivirus on",
+            r"NO ANTIVIRUS IS PROTECTING THIS HOST",
+            "Defender real-time protection is on.\r\n",
+            0,
+        ),
+        entry(
+            "find products",
+            r"DisplayName -like 'UltraAV\*'",
+            &products.to_string(),
+            0,
+        ),
+        entry("os info", r"Win32_OperatingSystem", &osinfo.to_string(), 0),
+        entry(
+            "firewall state",
+            r"-InputObject @\(Get-NetFirewallProfile",
+            &firewall.to_string(),
+            0,
+        ),
+        entry(
+            "firewall export",
+            r"netsh advfirewall export",
+            "Windows Firewall policy saved to C:\\ProgramData\\MSP\\orchestrate\\firewall-before-kes-removal-20261122-081500.wfw\r\n",
+            0,
+        ),
+        entry(
+            "msiexec KES",
+            r"kes-uninstall-",
+            "msiexec /x {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} -> 0 (log: C:\\ProgramData\\MSP\\orchestrate\\kes-uninstall-8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C.log)\r\n",
+            0,
+        ),
+        entry(
+            "msiexec Network Agent",
+            r"klnagent-uninstall-",
+            "msiexec /x {2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B} -> 0 (log: C:\\ProgramData\\MSP\\orchestrate\\klnagent-uninstall-2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B.log)\r\n",
+            0,
+        ),
+        entry(
+            "pending reboot",
+            r"Component Based Servicing\\RebootPending",
+            "No Kaspersky driver loaded and no reboot pending.\r\n",
+            0,
+        ),
+        entry(
+            "no Kaspersky left",
+            r"root/SecurityCenter2",
+            "Kaspersky is gone\r\n",
+            0,
+        ),
+        entry(
+            "firewall on",
+            r"\$now = Get-NetFirewallProfile",
+            "Domain: before=True now=True\r\nPrivate: before=True now=True\r\nPublic: before=True now=True\r\n",
+            0,
+        ),
+        entry(
+            "KES back",
+            r"No KES package staged",
+            "KES reinstall exit code: 0\r\n",
+            0,
+        ),
+        entry(
+            "Network Agent back",
+            r"No Network Agent package staged",
+            "Network Agent reinstall exit code: 0\r\n",
+            0,
+        ),
+    ]
+}
+
+/// `Get-MpComputerStatus` (with the WinDefend service) as the verify steps
+/// read it: Defender active, real-time on, signatures of today.
+pub fn defender_status() -> Value {
+    json!({ "WinDefend": "Running", "AMServiceEnabled": true, "AntivirusEnabled": true,
+        "RealTimeProtectionEnabled": true, "AMRunningMode": "Normal",
+        "AntivirusSignatureVersion": "1.421.1502.0", "AntivirusSignatureAge": 0,
+        "DefenderSignaturesOutOfDate": false })
+}
+
+/// The host's status in the report, by name.
+pub fn host<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["hosts"].as_array().unwrap())
+        .find(|h| h["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in the report"))
+}
+
+/// (step name, status) of a host in the report.
+pub fn steps(report: &Value, name: &str) -> Vec<(String, String)> {
+    host(report, name)["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The Defender playbook's install and verify steps, answered as on a
+/// host where everything works.
+pub fn defender_table() -> Vec<Value> {
+    let mut table = kaspersky_host();
+    table.extend([
+        entry(
+            "enable Defender feature",
+            r"Dism\.exe /Online /Enable-Feature",
+            "Windows-Defender feature state: Disabled\r\nDism exit code: 3010\r\n",
+            3010,
+        ),
+        entry(
+            "turn Defender on",
+            r"rebooting once",
+            "Defender is active (Normal).\r\n",
+            0,
+        ),
+        entry(
+            "confirm real-time",
+            r"AMRunningMode=\{0\} AntivirusEnabled",
+            "AMRunningMode=Normal AntivirusEnabled=True RealTimeProtectionEnabled=True\r\n",
+            0,
+        ),
+        entry(
+            "add exclusions",
+            r"Write-Output 'exclusions applied'",
+            "paths: D:\\Dentrix\\Data\r\nprocesses: 1 added\r\nexclusions applied\r\n",
+            0,
+        ),
+        entry(
+            "update signatures",
+            r"Update-MpSignature",
+            "Signatures: 1.421.1502.0, age 0 day(s)\r\n",
+            0,
+        ),
+        entry(
+            "Defender status",
+            r"DefenderSignaturesOutOfDate = ",
+            &defender_status().to_string(),
+            0,
+        ),
+        entry(
+            "exclusions read back",
+            r"\$pref = Get-MpPreference",
+            "all inventory exclusions present\r\n",
+            0,
+        ),
+        entry("remove exclusions", r"Remove-MpPreference", "", 0),
+    ]);
+    table
+}
+
+/// Where `name` is in a host's answered list.
+pub fn position(answered: &[String], name: &str) -> usize {
+    answered
+        .iter()
+        .position(|a| a == name)
+        .unwrap_or_else(|| panic!("{name} in {answered:?}"))
+}
+
+/// The CrowdStrike playbook's own steps, answered as on a host where the
+/// Falcon sensor installs and runs.
+pub fn crowdstrike_table() -> Vec<Value> {
+    let mut table = kaspersky_host();
+    table.extend([
+        entry("installer staged", r"MISSING: sensor installer", "installer staged: C:\\ProgramData\\MSP\\packages\\falcon\\WindowsSensor.exe (CrowdStrike Falcon Sensor 7.18.18905.0)\r\n", 0),
+        entry("sensor before", r"running = \[bool\]", r#"{"service":"missing","running":false}"#, 0),
+        entry("export exclusions", r"sensor-exclusions\.csv", "2 exclusion(s) for the Falcon console, saved to C:\\ProgramData\\MSP\\orchestrate\\sensor-exclusions.csv:\r\n", 0),
+        entry("install sensor", r"sensor installer exit code", "sensor installer exit code: 0\r\n", 0),
+        entry("sensor started", r"is not running after", "CSFalconService is running\r\n", 0),
+        entry("sensor health", r"product = \$\(if",
+            r#"{"service":"Running","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0"}"#, 0),
+    ]);
+    table
+}

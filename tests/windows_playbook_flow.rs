@@ -1,0 +1,574 @@
+//! The shipped Windows playbooks, run for real through `orchestrate` over
+//! WinRM against a simulated fleet.
+//!
+//! No PowerShell runs here, so each host is the WinRM test endpoint
+//! answering every script of the playbook from a table of responses shaped
+//! like what Windows prints (registry product lists, `Get-MpComputerStatus`
+//! as JSON, msiexec exit codes, netsh), and logging every script it
+//! received. The tests check what an operator checks: which scripts reached
+//! which host in which order (canary first, reboot where msiexec asked for
+//! one, rollback on the host that failed, nothing changed on a host with
+//! UltraAV or under --check) and the JSON report, for the Defender, Defender
+//! for Endpoint and CrowdStrike playbooks. Tables: tests/windows_fleet/.
+
+mod harness;
+mod windows_fleet;
+
+use serde_json::{Value, json};
+use windows_fleet::{
+    Fleet, crowdstrike_table, defender_status, defender_table, entry, host, position, set, steps,
+};
+
+const EXCLUSIONS: &str =
+    "{ exclusions: { paths: ['D:\\Dentrix\\Data'], processes: [DtxSvc.exe] } }";
+
+#[test]
+fn canary_first_then_the_rest_with_a_reboot_when_msiexec_asks_for_one() {
+    let mut table = defender_table();
+    // The canary's KES uninstall wants a reboot (3010); srv01 is a Windows
+    // Server whose Defender feature must be enabled (Dism, 3010 too).
+    set(
+        &mut table,
+        "msiexec KES",
+        json!({ "hosts": { "ws01": { "exit_code": 3010,
+            "stdout": "msiexec /x {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} -> 3010\r\n" } } }),
+    );
+    // ws02's Network Agent installer restarts the machine itself (1641).
+    set(
+        &mut table,
+        "msiexec Network Agent",
+        json!({ "hosts": { "ws02": { "exit_code": 1641, "reboot": true,
+            "stdout": "msiexec /x {2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B} -> 1641\r\n" } } }),
+    );
+    let server_info = json!({ "caption": "Microsoft Windows Server 2022 Standard", "build": "20348",
+        "product_type": 3, "is_server": true, "ps_version": "5.1.20348.2849",
+        "windefend_present": false, "windefend_status": "missing", "gpo_disables_defender": false });
+    set(
+        &mut table,
+        "os info",
+        json!({ "hosts": { "srv01": { "stdout": server_info.to_string() } } }),
+    );
+    let fleet = Fleet::start(&["ws01", "ws02", "srv01"], &table);
+    fleet.inventory("acme", r#"[1, "100%"]"#, "0", EXCLUSIONS);
+    let (run, report) = fleet.run("windows-kes-to-defender.yml", &[]);
+    run.expect_code(0);
+    assert_eq!(report["status"], "succeeded");
+    let waves: Vec<&Value> = report["clients"][0]["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| &w["hosts"])
+        .collect();
+    assert_eq!(waves, [&json!(["ws01"]), &json!(["ws02", "srv01"])]);
+
+    // The canary is done, verify included, before the next wave starts.
+    let received = fleet.received();
+    let canary_last = received.iter().rfind(|r| r.host == "ws01").unwrap();
+    let rest_first = received.iter().find(|r| r.host != "ws01").unwrap();
+    assert_eq!(canary_last.response.as_deref(), Some("firewall on"));
+    assert!(canary_last.seq < rest_first.seq, "canary first");
+    assert!(
+        received
+            .iter()
+            .all(|r| r.kind != "powershell" || r.response.is_some()),
+        "every script was one the table knows"
+    );
+
+    // msiexec 3010 on the canary: the host rebooted, then the run went on
+    // with the Network Agent, and nothing was tried twice.
+    let ws01 = fleet.answered("ws01");
+    assert_eq!(
+        ws01,
+        [
+            "find products",
+            "os info",
+            "firewall state",
+            "firewall export",
+            "msiexec KES",
+            "reboot",
+            "msiexec Network Agent",
+            "pending reboot",
+            "turn Defender on",
+            "confirm real-time",
+            "add exclusions",
+            "update signatures",
+            "Defender status",
+            "exclusions read back",
+            "no Kaspersky left",
+            "firewall on",
+        ]
+    );
+    assert!(fleet.received().iter().any(|r| r.host == "ws01"
+        && r.kind == "reboot"
+        && r.script.starts_with("Restart-Computer")));
+    // ws02 rebooted by itself (1641) and the run went on; the Server took
+    // the DISM path and rebooted.
+    let ws02 = fleet.answered("ws02");
+    assert_eq!(
+        position(&ws02, "msiexec Network Agent") + 1,
+        position(&ws02, "reboot")
+    );
+    assert_eq!(ws02[position(&ws02, "reboot") + 1], "pending reboot");
+    assert!(!ws02.contains(&"enable Defender feature".to_string()));
+    let srv01 = fleet.answered("srv01");
+    assert_eq!(
+        position(&srv01, "enable Defender feature") + 1,
+        position(&srv01, "reboot")
+    );
+    assert!(position(&srv01, "reboot") < position(&srv01, "turn Defender on"));
+
+    // The KES password went to the host (as a PowerShell literal) but not
+    // into the report; the exclusions went exactly as the inventory has them.
+    let kes = received
+        .iter()
+        .find(|r| r.response.as_deref() == Some("msiexec KES"))
+        .unwrap();
+    assert!(
+        kes.script.contains("$pw = 'kes-Secret-1'"),
+        "{}",
+        kes.script
+    );
+    assert!(
+        !std::fs::read_to_string(fleet.scratch.path().join("report.json"))
+            .unwrap()
+            .contains("kes-Secret-1")
+    );
+    let add = received
+        .iter()
+        .find(|r| r.response.as_deref() == Some("add exclusions"))
+        .unwrap();
+    assert!(
+        add.script
+            .contains("@(@('D:\\Dentrix\\Data') | Where-Object"),
+        "{}",
+        add.script
+    );
+    assert!(
+        add.script
+            .contains("Add-MpPreference -ExclusionProcess 'DtxSvc.exe'")
+    );
+
+    for name in ["ws01", "ws02", "srv01"] {
+        let h = host(&report, name);
+        assert_eq!(h["status"], "succeeded", "{name}");
+        assert!(
+            h["protection_gap_ms"].as_u64().is_some(),
+            "{name}: gap measured"
+        );
+        assert!(h["rollback"].as_array().is_none_or(|r| r.is_empty()));
+    }
+    let ws01_steps = steps(&report, "ws01");
+    assert!(ws01_steps.contains(&("remove Kaspersky Endpoint Security".into(), "ok".into())));
+    let kes_step = host(&report, "ws01")["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "remove Kaspersky Endpoint Security")
+        .unwrap();
+    assert_eq!(kes_step["exit_code"], 3010);
+    assert_eq!(kes_step["attempts"], 1);
+    assert!(ws01_steps.contains(&("EICAR detection test".into(), "skipped".into())));
+    assert!(ws01_steps.contains(&(
+        "enable the Windows-Defender feature (Windows Server)".into(),
+        "skipped".into()
+    )));
+}
+
+#[test]
+fn an_install_step_failing_on_one_host_rolls_that_host_back() {
+    let mut table = defender_table();
+    set(
+        &mut table,
+        "add exclusions",
+        json!({ "hosts": { "ws02": { "exit_code": 1, "stdout": "",
+            "stderr": "Add-MpPreference : Operation failed with the following error: 0x800106ba\r\n" } } }),
+    );
+    let fleet = Fleet::start(&["ws01", "ws02", "ws03"], &table);
+    fleet.inventory("acme", r#"[1, "100%"]"#, "1", EXCLUSIONS);
+    let (run, report) = fleet.run("windows-kes-to-defender.yml", &[]);
+    run.expect_code(1);
+    assert_eq!(report["status"], "failed");
+    assert_eq!(host(&report, "ws01")["status"], "succeeded");
+    assert_eq!(host(&report, "ws03")["status"], "succeeded");
+
+    let ws02 = host(&report, "ws02");
+    assert_eq!(ws02["status"], "failed", "rolled back");
+    assert!(
+        ws02["error"]
+            .as_str()
+            .unwrap()
+            .contains("carry exclusions over to Defender"),
+        "{}",
+        ws02["error"]
+    );
+    // Newest first: the failed step's own undo, then KES's and the agent's
+    // way back, then on_failure making sure some antivirus is on.
+    let rollback: Vec<(&str, &str)> = ws02["rollback"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        rollback,
+        [
+            ("remove the exclusions added by this run", "ok"),
+            ("put Network Agent back from the staged package", "ok"),
+            (
+                "put Kaspersky Endpoint Security back from the staged package",
+                "ok"
+            ),
+            ("make sure some antivirus is on", "ok"),
+        ]
+    );
+    let answered = fleet.answered("ws02");
+    let after_failure = &answered[position(&answered, "add exclusions") + 1..];
+    assert_eq!(
+        after_failure,
+        [
+            "remove exclusions",
+            "Network Agent back",
+            "KES back",
+            "some antivirus on"
+        ]
+    );
+    assert!(!fleet.answered("ws01").contains(&"KES back".to_string()));
+}
+
+#[test]
+fn real_time_protection_off_after_install_fails_verify() {
+    let mut table = defender_table();
+    let mut off = defender_status();
+    off["RealTimeProtectionEnabled"] = json!(false);
+    set(
+        &mut table,
+        "Defender status",
+        json!({ "hosts": { "ws01": { "stdout": off.to_string() } } }),
+    );
+    let fleet = Fleet::start(&["ws01"], &table);
+    fleet.inventory("acme", r#"[1, "100%"]"#, "0", EXCLUSIONS);
+    let (run, report) = fleet.run("windows-kes-to-defender.yml", &[]);
+    run.expect_code(1);
+    let ws01 = host(&report, "ws01");
+    assert_eq!(ws01["status"], "failed");
+    let verify = ws01["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["phase"] == "verify" && s["status"] == "failed")
+        .expect("a failed verify step");
+    assert_eq!(
+        verify["name"],
+        "Defender is active, real-time on, signatures current"
+    );
+    assert!(
+        verify["detail"].as_str().unwrap_or("").contains("until"),
+        "{verify}"
+    );
+    // The same table with real-time protection on passes (the canary test):
+    // the verdict is the playbook's, on what Windows reported, which the
+    // report shows.
+    assert!(
+        verify["stdout"]
+            .as_str()
+            .unwrap()
+            .contains(r#""RealTimeProtectionEnabled":false"#),
+        "{verify}"
+    );
+    // Nothing ran after the failed check but the rollback and on_failure.
+    let answered = fleet.answered("ws01");
+    assert_eq!(answered.last().unwrap(), "some antivirus on");
+    assert!(!answered.contains(&"exclusions read back".to_string()));
+    assert_eq!(client_status(&report), "halted");
+}
+
+fn client_status(report: &Value) -> &str {
+    report["clients"][0]["status"].as_str().unwrap()
+}
+
+#[test]
+fn defender_for_endpoint_onboards_with_the_msp_package_and_verify_reads_the_state() {
+    let mut table = defender_table();
+    let state = |onboarded: bool| {
+        json!({ "OnboardingState": if onboarded { 1 } else { 0 },
+                "OrgId": if onboarded { "6f1c2f0e-2b7a-4c43-9a52-0d8e3b1f7a11" } else { "" },
+                "Sense": if onboarded { "Running" } else { "Stopped" } })
+        .to_string()
+    };
+    // Kept in front of the Defender entries: the first match answers.
+    table.splice(
+        0..0,
+        [
+            entry(
+                "package staged",
+                r"\(mde_onboarding_script\)",
+                "onboarding package staged: C:\\ProgramData\\MSP\\packages\\mde\\WindowsDefenderATPLocalOnboardingScript.cmd\r\n",
+                0,
+            ),
+            entry(
+                "onboarding script",
+                r"onboarding script exit code",
+                "onboarding script exit code: 0\r\nonboarded (OrgId 6f1c2f0e-2b7a-4c43-9a52-0d8e3b1f7a11), Sense running\r\n",
+                0,
+            ),
+            // The same script reads the state in precheck, then in verify.
+            json!({ "name": "state before", "match": r"Windows Advanced Threat Protection\\Status' -ErrorAction SilentlyContinue\s+\$sense",
+                    "stdout": state(false), "times": 1 }),
+            entry(
+                "state after",
+                r"Windows Advanced Threat Protection\\Status' -ErrorAction SilentlyContinue\s+\$sense",
+                &state(true),
+                0,
+            ),
+        ],
+    );
+    // srv12 is a Windows Server 2012 R2: the unified agent (md4ws.msi) brings
+    // Defender there, so it goes in, with its reboot, before Defender is
+    // turned on, and there is no Windows-Defender feature to enable.
+    table.insert(
+        0,
+        json!({ "name": "unified agent", "match": r"msiexec /i md4ws\.msi ->",
+                "stdout": "Microsoft Windows 11 Pro: Sense is built in, no unified agent needed.\r\n",
+                "hosts": { "srv12": { "exit_code": 3010,
+                    "stdout": "msiexec /i md4ws.msi -> 3010 (log: C:\\ProgramData\\MSP\\orchestrate\\md4ws-install.log)\r\n" } } }),
+    );
+    let server_2012r2 = json!({ "caption": "Microsoft Windows Server 2012 R2 Standard", "build": "9600",
+        "product_type": 3, "is_server": true, "ps_version": "5.1.14409.1018",
+        "windefend_present": false, "windefend_status": "missing", "gpo_disables_defender": false });
+    set(
+        &mut table,
+        "os info",
+        json!({ "hosts": { "srv12": { "stdout": server_2012r2.to_string() } } }),
+    );
+    let fleet = Fleet::start(&["ws01", "ws02", "srv12"], &table);
+    fleet.inventory(
+        "acme",
+        r#"[1, "100%"]"#,
+        "0",
+        "{ mde_onboarding_script: 'D:\\MSP\\mde\\WindowsDefenderATPLocalOnboardingScript.cmd', \
+           mde_unified_agent_msi: 'D:\\MSP\\mde\\md4ws.msi', \
+           mde_org_id: 6f1c2f0e-2b7a-4c43-9a52-0d8e3b1f7a11, exclusions: { processes: [DtxSvc.exe] } }",
+    );
+    let (run, report) = fleet.run("windows-kes-to-mde.yml", &[]);
+    run.expect_code(0);
+    let srv12 = fleet.answered("srv12");
+    assert_eq!(
+        position(&srv12, "unified agent") + 1,
+        position(&srv12, "reboot")
+    );
+    assert!(position(&srv12, "reboot") < position(&srv12, "turn Defender on"));
+    assert!(!srv12.contains(&"enable Defender feature".to_string()));
+    for name in ["ws01", "ws02", "srv12"] {
+        assert_eq!(host(&report, name)["status"], "succeeded");
+        let answered = fleet.answered(name);
+        assert!(position(&answered, "state before") < position(&answered, "msiexec KES"));
+        assert!(
+            position(&answered, "confirm real-time") < position(&answered, "onboarding script")
+        );
+        assert!(position(&answered, "onboarding script") < position(&answered, "state after"));
+        assert!(
+            steps(&report, name)
+                .contains(&("onboarded to Defender for Endpoint".into(), "ok".into()))
+        );
+    }
+    let onboard = fleet
+        .received()
+        .into_iter()
+        .find(|r| r.response.as_deref() == Some("onboarding script"))
+        .unwrap();
+    assert!(
+        onboard
+            .script
+            .contains("$script = 'D:\\MSP\\mde\\WindowsDefenderATPLocalOnboardingScript.cmd'"),
+        "the inventory's package path: {}",
+        onboard.script
+    );
+}
+
+#[test]
+fn defender_for_endpoint_reporting_to_another_tenant_fails_verify() {
+    let mut table = defender_table();
+    let other = json!({ "OnboardingState": 1, "OrgId": "00000000-aaaa-bbbb-cccc-000000000000", "Sense": "Running" });
+    table.splice(
+        0..0,
+        [
+            entry("package staged", r"\(mde_onboarding_script\)", "onboarding package staged\r\n", 0),
+            entry(
+                "state",
+                r"Windows Advanced Threat Protection\\Status' -ErrorAction SilentlyContinue\s+\$sense",
+                &other.to_string(),
+                0,
+            ),
+        ],
+    );
+    let fleet = Fleet::start(&["ws01"], &table);
+    fleet.inventory(
+        "acme",
+        r#"[1, "100%"]"#,
+        "0",
+        "{ mde_org_id: 6f1c2f0e-2b7a-4c43-9a52-0d8e3b1f7a11, exclusions: { processes: [DtxSvc.exe] } }",
+    );
+    let (run, report) = fleet.run("windows-kes-to-mde.yml", &[]);
+    run.expect_code(1);
+    let ws01 = steps(&report, "ws01");
+    // Already onboarded (to the other tenant): the onboarding step is skipped,
+    // and verify catches it.
+    assert!(ws01.contains(&("onboard to Defender for Endpoint".into(), "skipped".into())));
+    assert!(ws01.contains(&("onboarded to Defender for Endpoint".into(), "failed".into())));
+    assert_eq!(host(&report, "ws01")["status"], "failed");
+}
+
+#[test]
+fn crowdstrike_installs_with_the_cid_secret_and_checks_the_sensor_service() {
+    let mut table = crowdstrike_table();
+    set(
+        &mut table,
+        "sensor health",
+        json!({ "hosts": { "ws02": { "stdout": r#"{"service":"Stopped","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0"}"# } } }),
+    );
+    let fleet = Fleet::start(&["ws01", "ws02"], &table);
+    fleet.inventory("acme", r#"[1, "100%"]"#, "1", EXCLUSIONS);
+    let (run, report) = fleet.run("windows-kes-to-crowdstrike.yml", &["--log", "events.jsonl"]);
+    run.expect_code(1);
+    assert_eq!(host(&report, "ws01")["status"], "succeeded");
+    assert!(
+        host(&report, "ws01")["protection_gap_ms"]
+            .as_u64()
+            .is_some()
+    );
+    // ws02's sensor service is stopped: verify fails, the host is rolled back
+    // and on_failure makes sure some antivirus runs.
+    assert_eq!(host(&report, "ws02")["status"], "failed");
+    assert!(
+        steps(&report, "ws02")
+            .contains(&("sensor is installed and running".into(), "failed".into()))
+    );
+    assert_eq!(fleet.answered("ws02").last().unwrap(), "some antivirus on");
+
+    let received = fleet.received();
+    let install = received
+        .iter()
+        .find(|r| r.response.as_deref() == Some("install sensor"))
+        .unwrap();
+    assert!(
+        install
+            .script
+            .contains("$key = '0123456789ABCDEF0123456789ABCDEF-12'")
+    );
+    assert!(
+        install
+            .script
+            .contains("'/install /quiet /norestart CID={0}' -f $key")
+    );
+    for file in ["report.json", "events.jsonl"] {
+        let text = std::fs::read_to_string(fleet.scratch.path().join(file)).unwrap();
+        assert!(
+            !text.contains("0123456789ABCDEF0123456789ABCDEF"),
+            "the CID leaked into {file}"
+        );
+    }
+    assert!(!run.stdout.contains("0123456789ABCDEF0123456789ABCDEF"));
+    // The exclusions went to the file for the Falcon console, before any change.
+    let export = received
+        .iter()
+        .find(|r| r.response.as_deref() == Some("export exclusions"))
+        .unwrap();
+    assert!(
+        export.script.contains("value = 'D:\\Dentrix\\Data'"),
+        "{}",
+        export.script
+    );
+    let ws01 = fleet.answered("ws01");
+    assert!(position(&ws01, "export exclusions") < position(&ws01, "msiexec KES"));
+    assert!(position(&ws01, "install sensor") < position(&ws01, "sensor started"));
+}
+
+#[test]
+fn a_host_with_ultraav_stops_in_precheck_before_anything_changes() {
+    let mut table = defender_table();
+    let products = json!({
+        "products": [{ "name": "UltraAV", "version": "2.1.0.4", "code": null,
+                       "key": "HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\UltraAV" }],
+        "kes": [], "agent": [], "unhandled": ["UltraAV"] });
+    set(
+        &mut table,
+        "find products",
+        json!({ "hosts": { "ws02": { "stdout": products.to_string() } } }),
+    );
+    table.insert(
+        0,
+        entry(
+            "stop: unhandled products",
+            r"This host has security products this playbook does not remove",
+            "This host has security products this playbook does not remove:\r\n  - UltraAV\r\n",
+            1,
+        ),
+    );
+    let fleet = Fleet::start(&["ws01", "ws02"], &table);
+    fleet.inventory("acme", r#"[1, "100%"]"#, "1", EXCLUSIONS);
+    let (run, report) = fleet.run("windows-kes-to-defender.yml", &[]);
+    run.expect_code(1);
+    assert_eq!(host(&report, "ws01")["status"], "succeeded");
+    let ws02 = host(&report, "ws02");
+    assert_eq!(ws02["status"], "failed");
+    assert!(
+        ws02["error"]
+            .as_str()
+            .unwrap()
+            .contains("stop on products this playbook does not handle")
+    );
+    let answered = fleet.answered("ws02");
+    assert_eq!(answered[answered.len() - 2], "stop: unhandled products");
+    for change in [
+        "msiexec KES",
+        "msiexec Network Agent",
+        "turn Defender on",
+        "add exclusions",
+    ] {
+        assert!(
+            !answered.contains(&change.to_string()),
+            "{change} ran on ws02"
+        );
+    }
+    let stop = fleet
+        .received()
+        .into_iter()
+        .find(|r| r.response.as_deref() == Some("stop: unhandled products"))
+        .unwrap();
+    assert!(
+        stop.script.contains("Write-Output '  - UltraAV'"),
+        "{}",
+        stop.script
+    );
+    assert!(stop.script.contains("UltraAV is a consumer product"));
+}
+
+#[test]
+fn check_on_the_canary_runs_only_the_read_only_precheck() {
+    let table = crowdstrike_table();
+    let fleet = Fleet::start(&["ws01", "ws02"], &table);
+    fleet.inventory("acme", r#"[1, "100%"]"#, "0", EXCLUSIONS);
+    let (run, report) = fleet.run(
+        "windows-kes-to-crowdstrike.yml",
+        &["--limit", "ws01", "--check"],
+    );
+    run.expect_code(0);
+    assert_eq!(report["check"], true);
+    assert_eq!(
+        fleet.answered("ws01"),
+        [
+            "find products",
+            "os info",
+            "firewall state",
+            "firewall export",
+            "installer staged",
+            "sensor before",
+            "export exclusions"
+        ]
+    );
+    assert!(fleet.answered("ws02").is_empty(), "--limit ws01");
+    assert!(
+        fleet.received().iter().all(|r| r.response.is_some()),
+        "nothing unanswered ran"
+    );
+}

@@ -1,0 +1,325 @@
+//! The shipped Windows playbooks, planned: each one validates and dry-runs
+//! on the example inventory, the dry run shows per host the exclusions that
+//! will be applied as the exact commands, and a client's exclusions reach
+//! the PowerShell as single-quoted literals however hostile the values.
+
+mod harness;
+
+use harness::{Scratch, repo};
+use serde_json::Value;
+
+const WINDOWS_PLAYBOOKS: [&str; 3] = [
+    "playbooks/windows-kes-to-defender.yml",
+    "playbooks/windows-kes-to-mde.yml",
+    "playbooks/windows-kes-to-crowdstrike.yml",
+];
+
+fn in_repo(args: &[&str]) -> harness::Run {
+    harness::Run::new(harness::orchestrate_in(&repo(), args, &[]))
+}
+
+/// Every command of a planned host: steps, their rollbacks, on_failure.
+fn commands(host: &Value) -> Vec<String> {
+    let mut all = Vec::new();
+    for step in host["steps"].as_array().unwrap() {
+        all.extend(step["command"].as_str().map(str::to_string));
+        for r in step["rollback"].as_array().into_iter().flatten() {
+            all.extend(r["command"].as_str().map(str::to_string));
+        }
+    }
+    for r in host["on_failure"].as_array().into_iter().flatten() {
+        all.extend(r["command"].as_str().map(str::to_string));
+    }
+    all
+}
+
+fn step<'a>(host: &'a Value, name: &str) -> &'a Value {
+    host["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("step {name}"))
+}
+
+fn hosts(plan: &Value) -> impl Iterator<Item = &Value> {
+    plan["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["hosts"].as_array().unwrap())
+}
+
+#[test]
+fn every_windows_playbook_validates_and_dry_runs_on_the_example_inventory() {
+    for playbook in WINDOWS_PLAYBOOKS {
+        let validate = in_repo(&["validate", playbook, "-i", "inventory/example.yml"]);
+        validate.expect_code(0);
+        assert_eq!(validate.stdout.trim(), "", "{playbook}: no problems");
+
+        let text = in_repo(&["run", playbook, "-i", "inventory/example.yml", "--dry-run"]);
+        text.expect_code(0);
+        assert!(text.stdout.contains("Nothing is contacted"), "{playbook}");
+
+        let plan = in_repo(&[
+            "run",
+            playbook,
+            "-i",
+            "inventory/example.yml",
+            "--dry-run",
+            "--format",
+            "json",
+        ])
+        .expect_code(0)
+        .json();
+        let mut planned = 0;
+        for host in hosts(&plan) {
+            let name = host["name"].as_str().unwrap();
+            if host["os"] != "windows" {
+                assert_eq!(host["status"], "skipped", "{playbook}: {name}");
+                continue;
+            }
+            planned += 1;
+            assert_eq!(host["status"], "planned", "{playbook}: {name}");
+            let phases: Vec<&str> = host["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["phase"].as_str().unwrap())
+                .fold(Vec::new(), |mut v, p| {
+                    if v.last() != Some(&p) {
+                        v.push(p);
+                    }
+                    v
+                });
+            assert_eq!(phases, ["precheck", "uninstall", "install", "verify"]);
+            // Reading the host is allowed in --check; the first change is not.
+            let precheck = host["steps"].as_array().unwrap().iter();
+            for s in precheck.filter(|s| s["phase"] == "precheck") {
+                assert_eq!(s["check_safe"], true, "{playbook}: {}", s["name"]);
+            }
+            assert_eq!(
+                host["on_failure"][0]["name"], "make sure some antivirus is on",
+                "{playbook}"
+            );
+        }
+        assert!(planned > 60, "{playbook}: the example's Windows hosts");
+    }
+}
+
+#[test]
+fn the_dry_run_shows_each_host_the_exact_exclusions_it_will_get() {
+    let expected = [
+        (
+            "playbooks/windows-kes-to-defender.yml",
+            "carry exclusions over to Defender",
+        ),
+        (
+            "playbooks/windows-kes-to-mde.yml",
+            "carry exclusions over to Defender",
+        ),
+        (
+            "playbooks/windows-kes-to-crowdstrike.yml",
+            "export exclusions for the Falcon console",
+        ),
+    ];
+    for (playbook, step_name) in expected {
+        let plan = in_repo(&[
+            "run",
+            playbook,
+            "-i",
+            "inventory/example.yml",
+            "--dry-run",
+            "--format",
+            "json",
+            "--limit",
+            "acme-frontdesk01",
+        ])
+        .expect_code(0)
+        .json();
+        let host = hosts(&plan).next().unwrap();
+        let command = step(host, step_name)["command"].as_str().unwrap();
+        for value in [
+            "'D:\\Dentrix\\Data'",
+            "'C:\\Program Files (x86)\\Dentrix'",
+            "'D:\\XRay Images\\Sensor Cache'",
+            "'DtxSvc.exe'",
+            "'sqlservr.exe'",
+            "'.mdf'",
+        ] {
+            assert!(command.contains(value), "{playbook}: {value} in\n{command}");
+        }
+        if !playbook.contains("crowdstrike") {
+            assert!(command.contains(
+                "Add-MpPreference -ExclusionProcess 'DtxSvc.exe','dtxsrv.exe','sqlservr.exe'"
+            ));
+            assert!(command.contains("Add-MpPreference -ExclusionExtension '.ldf','.mdf','.dcm'"));
+        }
+    }
+}
+
+#[test]
+fn hostile_exclusion_values_reach_the_powershell_as_quoted_literals() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "inventory.yml",
+        r#"clients:
+  hostile:
+    vars:
+      exclusions:
+        paths:
+          - 'C:\Program Files\It''s Here'
+          - 'D:\Data$Cache;Remove-Item C:\ -Recurse'
+          - 'E:\Bob’s Files'
+          - '/srv/posix path'
+        processes: ['evil''; Stop-Computer; ''.exe', '$(Get-Date).exe']
+        extensions: ['.x;y']
+    hosts:
+      - { name: ws01, address: 10.0.0.1, os: windows, transport: winrm }
+"#,
+    );
+    // The value as PowerShell needs it inside '...': ' and ’ doubled.
+    let hostile = [
+        (
+            "C:\\Program Files\\It's Here",
+            "'C:\\Program Files\\It''s Here'",
+        ),
+        (
+            "D:\\Data$Cache;Remove-Item C:\\ -Recurse",
+            "'D:\\Data$Cache;Remove-Item C:\\ -Recurse'",
+        ),
+        ("E:\\Bob\u{2019}s Files", "'E:\\Bob\u{2019}\u{2019}s Files'"),
+        (
+            "evil'; Stop-Computer; '.exe",
+            "'evil''; Stop-Computer; ''.exe'",
+        ),
+        ("$(Get-Date).exe", "'$(Get-Date).exe'"),
+        (".x;y", "'.x;y'"),
+    ];
+    for playbook in WINDOWS_PLAYBOOKS {
+        let playbook = repo().join(playbook);
+        let playbook = playbook.to_str().unwrap();
+        let plan = scratch
+            .orchestrate(&[
+                "run",
+                playbook,
+                "-i",
+                "inventory.yml",
+                "--dry-run",
+                "--format",
+                "json",
+            ])
+            .expect_code(0)
+            .json();
+        let host = hosts(&plan).next().unwrap();
+        let all = commands(host).join("\n");
+        for (raw, quoted) in hostile {
+            assert!(all.contains(quoted), "{playbook}: {quoted} in\n{all}");
+            // Everywhere the value appears, it is that whole literal.
+            let inner = &quoted[1..quoted.len() - 1];
+            for (at, _) in all.match_indices(inner) {
+                let before = all[..at].chars().last();
+                let after = all[at + inner.len()..].chars().next();
+                assert!(
+                    before == Some('\'') && after == Some('\''),
+                    "{playbook}: {raw:?} appears unquoted at byte {at}:\n{}",
+                    &all[at.saturating_sub(80)..(at + inner.len() + 40).min(all.len())]
+                );
+            }
+            if raw.contains('\'') {
+                assert!(!all.contains(raw), "{playbook}: {raw:?} with a lone quote");
+            }
+        }
+    }
+}
+
+/// The phases' steps of a playbook file, by name.
+fn playbook_steps(path: &str) -> Vec<(String, String, Value)> {
+    let text = std::fs::read_to_string(repo().join(path)).unwrap();
+    let doc: Value = serde_saphyr::from_str(&text).unwrap();
+    let mut steps = Vec::new();
+    for phase in doc["phases"].as_array().unwrap() {
+        for s in phase["steps"].as_array().unwrap() {
+            steps.push((
+                phase["name"].as_str().unwrap().to_string(),
+                s["name"].as_str().unwrap().to_string(),
+                s.clone(),
+            ));
+        }
+    }
+    steps
+}
+
+#[test]
+fn the_kaspersky_removal_is_the_same_in_every_windows_playbook() {
+    // Detection and removal of Kaspersky are copied into each Windows
+    // playbook; a fix made in one must be made in all.
+    let defender = playbook_steps(WINDOWS_PLAYBOOKS[0]);
+    for other in &WINDOWS_PLAYBOOKS[1..] {
+        let steps = playbook_steps(other);
+        for (phase, name, step) in defender.iter().filter(|(p, n, _)| {
+            p == "uninstall" || (p == "precheck" && n != "stop if Group Policy disables Defender")
+        }) {
+            let copy = steps
+                .iter()
+                .find(|(p, n, _)| p == phase && n == name)
+                .unwrap_or_else(|| panic!("{other}: {phase}/{name}"));
+            assert_eq!(&copy.2, step, "{other}: {phase}/{name} differs");
+        }
+        for name in [
+            "no Kaspersky left on the host",
+            "Windows Firewall profiles are on",
+        ] {
+            let find = |list: &[(String, String, Value)]| {
+                list.iter().find(|(_, n, _)| n == name).unwrap().2.clone()
+            };
+            assert_eq!(find(&steps), find(&defender), "{other}: {name} differs");
+        }
+    }
+}
+
+#[test]
+fn a_host_with_its_own_exclusions_gets_exactly_those() {
+    // Host vars win over client vars as a whole: the dry run shows each host
+    // the list it will get, so an operator sees the difference before a run.
+    let scratch = Scratch::new();
+    scratch.write(
+        "inventory.yml",
+        r#"clients:
+  acme:
+    vars:
+      exclusions: { paths: ['D:\Client Data'], processes: [client.exe] }
+    hosts:
+      - { name: ws01, address: 10.0.0.1, os: windows }
+      - { name: sql01, address: 10.0.0.2, os: windows, vars: { exclusions: { paths: ['F:\SQL Data'], extensions: [.mdf] } } }
+"#,
+    );
+    let playbook = repo().join(WINDOWS_PLAYBOOKS[0]);
+    let plan = scratch
+        .orchestrate(&[
+            "run",
+            playbook.to_str().unwrap(),
+            "-i",
+            "inventory.yml",
+            "--dry-run",
+            "--format",
+            "json",
+        ])
+        .expect_code(0)
+        .json();
+    let add = |host: &str| -> String {
+        let h = hosts(&plan).find(|h| h["name"] == host).unwrap();
+        step(h, "carry exclusions over to Defender")["command"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let ws01 = add("ws01");
+    assert!(ws01.contains("@(@('D:\\Client Data') | Where-Object"));
+    assert!(ws01.contains("Add-MpPreference -ExclusionProcess 'client.exe'"));
+    assert!(!ws01.contains("SQL Data"));
+    let sql01 = add("sql01");
+    assert!(sql01.contains("@(@('F:\\SQL Data') | Where-Object"));
+    assert!(sql01.contains("Add-MpPreference -ExclusionExtension '.mdf'"));
+    assert!(!sql01.contains("Client Data") && !sql01.contains("client.exe"));
+}
