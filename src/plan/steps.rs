@@ -296,7 +296,12 @@ impl HostPlanner<'_> {
         if reads_capture {
             // Rendered only at run time: fetch the secrets it names now, so
             // a missing one fails the plan, not host 312 half-way.
-            for secret in secret_refs(text) {
+            // A reference inside a `{% if %}` may never be rendered: only
+            // unconditional ones are required now (the live redactor masks
+            // the others whenever they are fetched).
+            let first_block = text.find("{%").unwrap_or(text.len());
+            let unconditional = secret_refs(&text[..first_block]);
+            for secret in unconditional {
                 let name = match secret {
                     SecretRef::Literal(name) => Some(name),
                     SecretRef::Variable(var) => self
