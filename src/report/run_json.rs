@@ -270,7 +270,12 @@ impl Report {
                     // Stopped at once (a second Ctrl-C) in the middle of a
                     // step: nobody knows how far the host got; say so.
                     for host in &mut client.hosts {
-                        if host.started_at.is_some() && host.finished_at.is_none() {
+                        // (A check run changes nothing: nothing to look at.)
+                        if host.started_at.is_some() && host.finished_at.is_none() && !self.check {
+                            // Neither finished nor rolled back: a person
+                            // must look (or resume the run, which goes on
+                            // with it). The run itself stays `interrupted`.
+                            host.status = HostStatus::RollbackFailed;
                             host.error = Some(
                                 "stopped at once while a step ran on this host: its state is unknown; resume the run to finish it".into(),
                             );

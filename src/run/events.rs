@@ -109,6 +109,18 @@ pub struct StepRecord {
     pub stdout: Option<String>,
     pub stderr: Option<String>,
     pub check_safe: bool,
+    /// What the step captured, so a resumed run can restore it.
+    #[serde(default)]
+    pub capture: Option<CaptureRecord>,
+}
+
+/// A captured value, journaled for resume.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaptureRecord {
+    pub name: String,
+    /// `None` when it must not be written down (a sensitive step, or a
+    /// value holding a secret): a resumed run then runs the step again.
+    pub value: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

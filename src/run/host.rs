@@ -13,7 +13,9 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::capture;
-use super::events::{Event, Events, HostStatus, RollbackRecord, StepRecord, StepStatus};
+use super::events::{
+    CaptureRecord, Event, Events, HostStatus, RollbackRecord, StepRecord, StepStatus,
+};
 use super::perform::perform;
 use crate::load::{Mark, Step};
 use crate::plan::{HostPlan, LiveRedactor, Plan, PlannedStep, RenderedAction};
@@ -31,8 +33,8 @@ pub(crate) struct HostRun<'a> {
     pub stop: &'a CancellationToken,
     /// `--check`: run only check_safe steps; say what the others would do.
     pub check: bool,
-    /// Resuming a host caught mid-way: the steps it had completed.
-    pub resume: Option<std::collections::BTreeSet<usize>>,
+    /// Resuming a host caught mid-way: what it had completed.
+    pub resume: Option<super::Carried>,
 }
 
 /// What a step attempt came to.
@@ -131,6 +133,26 @@ async fn run_steps(
     let mut done: Vec<&PlannedStep> = Vec::new();
     let mut changed = false;
     let mut gap = Gap::default();
+    if let Some(resume) = &run.resume {
+        // Resuming a host caught mid-way: the steps it completed are not
+        // repeated (precheck steps are, so that what they capture is
+        // fresh), but what they captured is restored, and they are
+        // remembered so that a later failure rolls them back too.
+        vars.extend(resume.captured.clone());
+        for (index, step) in run.host.steps.iter().enumerate() {
+            if resume.completed.contains(&index) && !is_precheck(step) {
+                let def = &step.def.step;
+                if def.marks == Some(Mark::ProtectionOff) {
+                    gap.off();
+                }
+                if def.marks == Some(Mark::ProtectionOn) {
+                    gap.on();
+                }
+                changed |= !def.check_safe;
+                done.push(step);
+            }
+        }
+    }
 
     for (index, step) in run.host.steps.iter().enumerate() {
         if run.stop.is_cancelled() {
@@ -148,21 +170,9 @@ async fn run_steps(
             return roll_back(run, session, &done, &mut vars, reason, gap).await;
         }
         let def = &step.def.step;
-        if let Some(completed) = &run.resume {
-            // Completed before the crash: not repeated (precheck steps
-            // are, so that what they capture is fresh), but remembered, so
-            // that a later failure rolls them back too.
-            let precheck = def.check_safe || step.phase() == "precheck";
-            if completed.contains(&index) && !precheck {
-                if def.marks == Some(Mark::ProtectionOff) {
-                    gap.off();
-                }
-                if def.marks == Some(Mark::ProtectionOn) {
-                    gap.on();
-                }
-                changed |= !def.check_safe;
-                done.push(step);
-                continue;
+        if let Some(resume) = &run.resume {
+            if resume.completed.contains(&index) && !is_precheck(step) {
+                continue; // carried over above
             }
         }
         if let Some(reason) = skip_reason(run, step, &vars) {
@@ -191,7 +201,7 @@ async fn run_steps(
                 attempt.detail.clone().unwrap_or_else(|| "failed".into())
             )
         });
-        emit_record(run, step, index, &attempt, attempts, duration);
+        emit_record(run, step, index, &attempt, attempts, duration, Some(&vars));
         if !ok {
             if run.check {
                 return run.finish(HostStatus::Failed, error, gap.end());
@@ -226,6 +236,11 @@ async fn run_steps(
         done.push(step);
     }
     run.finish(HostStatus::Succeeded, None, gap.end())
+}
+
+/// Steps run again on resume, whatever they did before.
+fn is_precheck(step: &PlannedStep) -> bool {
+    step.def.step.check_safe || step.phase() == "precheck"
 }
 
 fn skipped(detail: String) -> Attempt {
@@ -312,7 +327,13 @@ async fn run_with_retries(
             attempt: attempts,
         });
         let attempt = attempt_step(run, session, step, vars).await;
-        if attempt.status == StepStatus::Ok || attempts > def.retries || run.stop.is_cancelled() {
+        // A lost connection is not retried on the dead session: the caller
+        // reconnects to roll back.
+        if attempt.status == StepStatus::Ok
+            || attempts > def.retries
+            || attempt.lost
+            || run.stop.is_cancelled()
+        {
             return (attempt, attempts, started.elapsed());
         }
         tokio::select! {
@@ -470,7 +491,7 @@ fn cap(text: &str) -> String {
 }
 
 fn emit_step(run: &HostRun<'_>, step: &PlannedStep, index: usize, attempt: Attempt) {
-    emit_record(run, step, index, &attempt, 0, Duration::ZERO);
+    emit_record(run, step, index, &attempt, 0, Duration::ZERO, None);
 }
 
 fn emit_record(
@@ -480,8 +501,27 @@ fn emit_record(
     attempt: &Attempt,
     attempts: u32,
     duration: Duration,
+    vars: Option<&Map<String, Value>>,
 ) {
     let def = &step.def.step;
+    let capture = def
+        .capture
+        .as_ref()
+        .filter(|_| attempt.status == StepStatus::Ok)
+        .map(|c| {
+            let value = vars
+                .and_then(|v| v.get(&c.name))
+                .filter(|_| !def.sensitive)
+                .and_then(|value| {
+                    // Journaled only if it holds no secret: redaction must not change it.
+                    let text = value.to_string();
+                    (run.redactor.redact(&text) == text).then(|| value.clone())
+                });
+            CaptureRecord {
+                name: c.name.clone(),
+                value,
+            }
+        });
     let keep = |text: &str| (!def.sensitive).then(|| cap(&run.redactor.redact(text)));
     run.events.emit(Event::StepFinished {
         client: run.client(),
@@ -498,6 +538,7 @@ fn emit_record(
             stdout: keep(&attempt.stdout),
             stderr: keep(&attempt.stderr),
             check_safe: def.check_safe,
+            capture,
         },
     });
 }

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 pub use events::{
-    ClientStatus, Event, Events, HostStatus, Observer, Recorder, RunStatus, StepStatus, name_of,
+    CaptureRecord, ClientStatus, Event, Events, HostStatus, Observer, Recorder, RunStatus,
+    StepRecord, StepStatus, name_of,
 };
 pub use scheduler::{AlwaysYes, Confirm, Interrupt};
 
@@ -24,17 +25,27 @@ use crate::plan::Plan;
 use crate::transport::Connectors;
 
 /// Where a host stands when a run is resumed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum HostResume {
     /// Succeeded or skipped: not touched again.
     Done,
     /// Runs from its first step.
     Fresh,
-    /// Caught mid-way: these steps (indices) completed and are not repeated,
-    /// except precheck steps, which run again so captured values are fresh.
-    Continue {
-        completed: std::collections::BTreeSet<usize>,
-    },
+    /// Caught mid-way: goes on after what it had completed.
+    Continue(Carried),
+    /// Needs a person (its rollback failed, or the connection broke
+    /// mid-step): not touched by resume, and keeps its status.
+    Leave,
+}
+
+/// What a host caught mid-way had done before the run stopped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Carried {
+    /// Indices of the steps that completed (and whose captures, if any,
+    /// were journaled). They are not repeated, except precheck steps.
+    pub completed: std::collections::BTreeSet<usize>,
+    /// The values those steps captured.
+    pub captured: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Per host, where a resumed run picks up.

@@ -124,27 +124,41 @@ impl Scheduler {
             let todo: Vec<String> = wave
                 .hosts
                 .iter()
-                .filter(|h| !matches!(self.start_of(h), super::HostResume::Done))
+                .filter(|h| {
+                    !matches!(
+                        self.start_of(h),
+                        super::HostResume::Done | super::HostResume::Leave
+                    )
+                })
                 .cloned()
                 .collect();
             if todo.is_empty() {
                 continue;
             }
-            if state.halted.load(Ordering::SeqCst) || self.interrupt.soft.is_cancelled() {
-                self.not_started(client, &todo, &state);
-                continue;
-            }
-            if ran_a_wave {
+            let mut stopping =
+                state.halted.load(Ordering::SeqCst) || self.interrupt.soft.is_cancelled();
+            if !stopping && ran_a_wave {
                 if let Err(reason) = self.pause(client, wave.index, &state).await {
                     self.halt(client, &state, reason);
-                    self.not_started(client, &todo, &state);
-                    continue;
                 }
-                if self.interrupt.soft.is_cancelled() {
-                    self.not_started(client, &todo, &state);
-                    continue;
-                }
+                stopping =
+                    state.halted.load(Ordering::SeqCst) || self.interrupt.soft.is_cancelled();
             }
+            // A halt or an interruption starts no new host; but a host a
+            // crash caught half-way is not new: it goes on (or, when
+            // interrupted, is rolled back) whatever happens.
+            let todo: Vec<String> = if stopping {
+                let (mid_way, fresh): (Vec<String>, Vec<String>) = todo
+                    .into_iter()
+                    .partition(|h| matches!(self.start_of(h), super::HostResume::Continue(_)));
+                self.not_started(client, &fresh, &state);
+                if mid_way.is_empty() {
+                    continue;
+                }
+                mid_way
+            } else {
+                todo
+            };
             ran_a_wave = true;
             self.events.emit(Event::WaveStarted {
                 client: client.name.clone(),
@@ -211,7 +225,12 @@ impl Scheduler {
         };
         let _client_permit = permits.acquire().await.expect("never closed");
         let _fork = self.forks.acquire().await.expect("never closed");
-        if state.halted.load(Ordering::SeqCst) || self.interrupt.soft.is_cancelled() {
+        let resume = match self.start_of(name) {
+            super::HostResume::Continue(carried) => Some(carried),
+            _ => None,
+        };
+        let stopping = state.halted.load(Ordering::SeqCst) || self.interrupt.soft.is_cancelled();
+        if stopping && resume.is_none() {
             self.not_started(client, &[name.to_string()], state);
             return HostStatus::NotStarted;
         }
@@ -220,10 +239,6 @@ impl Scheduler {
             host: name.to_string(),
             wave,
         });
-        let resume = match self.start_of(name) {
-            super::HostResume::Continue { completed } => Some(completed),
-            _ => None,
-        };
         let run = HostRun {
             plan: &self.plan,
             host,

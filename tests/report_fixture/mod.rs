@@ -145,6 +145,7 @@ impl Fleet {
                 stdout: Some(stdout.into()),
                 stderr: Some(stderr.into()),
                 check_safe: false,
+                capture: None,
             },
         });
     }
