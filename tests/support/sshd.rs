@@ -230,12 +230,12 @@ impl SshdEnv {
             (1..=16).contains(&hosts),
             "sshd listens on at most 16 addresses"
         );
-        Sshd::start_new(self.inner.clone(), hosts, max_sessions, &[])
+        Sshd::start_new(self.inner.clone(), hosts, max_sessions, &[], &|_, _| String::new())
     }
 
     /// One sshd with more host keys besides ed25519 (`"rsa"`, `"ecdsa"`).
     pub fn server_with_host_keys(&self, hosts: usize, extra: &[&str]) -> Sshd {
-        Sshd::start_new(self.inner.clone(), hosts, 100, extra)
+        Sshd::start_new(self.inner.clone(), hosts, 100, extra, &|_, _| String::new())
     }
 
     /// `count` hosts over as few sshd processes as sshd allows.
@@ -251,6 +251,53 @@ impl SshdEnv {
             left -= n;
         }
         (servers, hosts)
+    }
+
+    /// Like [`SshdEnv::fleet`], with sshd_config lines of each host's own:
+    /// `per_host(index, address)` (index counts from 0 over the fleet) gives
+    /// lines that apply to connections to that address only (a `Match
+    /// LocalAddress` block), e.g. `SetEnv PATH=/stand-ins:/usr/bin:/bin
+    /// STATE=/its/folder` so that each host runs stand-in commands that keep
+    /// their state in a folder of its own.
+    pub fn fleet_with(
+        &self,
+        count: usize,
+        per_host: impl Fn(usize, &str) -> String,
+    ) -> (Vec<Sshd>, Vec<Host>) {
+        let mut servers = Vec::new();
+        let mut hosts = Vec::new();
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(16);
+            let offset = hosts.len();
+            let server = Sshd::start_new(self.inner.clone(), n, 100, &[], &|i, address| {
+                per_host(offset + i, address)
+            });
+            hosts.extend(server.hosts());
+            servers.push(server);
+            left -= n;
+        }
+        (servers, hosts)
+    }
+
+    /// A folder `name` in this environment that the user the servers run as
+    /// owns (a host's own folder, say). Created if missing.
+    pub fn folder(&self, name: &str) -> PathBuf {
+        let path = self.inner.dir.join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        self.give(&path);
+        path
+    }
+
+    /// Hands `path` and everything under it to the user the servers run as
+    /// (files a test wrote as root into a host's folder).
+    pub fn give_tree(&self, path: &Path) {
+        self.give(path);
+        if path.is_dir() && !path.is_symlink() {
+            for entry in std::fs::read_dir(path).unwrap() {
+                self.give_tree(&entry.unwrap().path());
+            }
+        }
     }
 
     /// Records `hosts`' keys in [`SshdEnv::known_hosts`].
@@ -372,7 +419,13 @@ fn pick_port(addresses: &[Ipv4Addr]) -> u16 {
 }
 
 impl Sshd {
-    fn start_new(env: Arc<EnvInner>, hosts: usize, max_sessions: u32, extra: &[&str]) -> Sshd {
+    fn start_new(
+        env: Arc<EnvInner>,
+        hosts: usize,
+        max_sessions: u32,
+        extra: &[&str],
+        per_host: &dyn Fn(usize, &str) -> String,
+    ) -> Sshd {
         let addresses = pick_addresses(hosts);
         let port = pick_port(&addresses);
         let dir = env.dir.join(format!("sshd-{}-{port}", addresses[0]));
@@ -402,6 +455,13 @@ impl Sshd {
             dir = dir.display(),
             ak = env.dir.join("authorized_keys").display(),
         ));
+        // Match blocks last: every line after a Match belongs to it.
+        for (i, address) in addresses.iter().enumerate() {
+            let lines = per_host(i, &address.to_string());
+            if !lines.trim().is_empty() {
+                config.push_str(&format!("Match LocalAddress {address}\n{}\n", lines.trim_end()));
+            }
+        }
         let config_path = dir.join("sshd_config");
         std::fs::write(&config_path, config).unwrap();
         if let Some((uid, gid)) = env.run_as.ids {
