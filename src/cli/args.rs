@@ -28,6 +28,23 @@ pub enum Command {
     Status(StatusArgs),
     /// Render a run's report: html for people, json and junit for machines.
     Report(ReportArgs),
+    /// Fetch and record the SSH host keys of the inventory's hosts.
+    Keyscan(KeyscanArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeyscanArgs {
+    /// The inventory (YAML).
+    #[arg(short = 'i', long = "inventory")]
+    pub inventory: PathBuf,
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// `strict` and `accept-new` record new keys; `off` only shows them.
+    #[arg(long, value_enum, default_value_t = HostKeyPolicyArg::Strict)]
+    pub host_key_policy: HostKeyPolicyArg,
+    /// Hosts scanned at once.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub forks: u32,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -20,14 +20,17 @@ use crate::report::{lines::Lines, log::JsonLines, progress::Progress, run_json, 
 use crate::run::{
     self, AlwaysYes, Confirm, Event, Events, Interrupt, Observer, Resume, RunOptions,
 };
-use crate::transport::{Connectors, local::LocalConnector, winrm::WinrmConnector};
+use crate::transport::{
+    Connectors, local::LocalConnector, ssh::SshConnector, winrm::WinrmConnector,
+};
 
-/// The transports this build has.
+/// The transports this build has. One connector per kind serves the whole
+/// run, so hosts share what they can (a decrypted key, a jump connection).
 pub fn connectors() -> Connectors {
     Connectors {
         local: Some(Arc::new(LocalConnector)),
+        ssh: Some(Arc::new(SshConnector::new())),
         winrm: Some(Arc::new(WinrmConnector::new())),
-        ..Default::default()
     }
 }
 
@@ -94,6 +97,7 @@ pub fn run(plan: Plan, args: &RunArgs) -> i32 {
 }
 
 pub fn resume(args: &ResumeArgs) -> i32 {
+    super::warn_if_unchecked(args.execution.host_key_policy.into());
     let state = args
         .state
         .clone()

@@ -8,6 +8,7 @@
 mod args;
 mod execute;
 mod inspect;
+mod keyscan;
 
 use std::io::IsTerminal;
 
@@ -53,12 +54,11 @@ pub fn main() -> i32 {
             } else {
                 MissingSecrets::Fail
             };
-            let plan = match plan_from(
-                &a.target,
-                &a.selection,
-                missing,
-                a.execution.host_key_policy.into(),
-            ) {
+            let policy = a.execution.host_key_policy.into();
+            if !a.dry_run {
+                warn_if_unchecked(policy);
+            }
+            let plan = match plan_from(&a.target, &a.selection, missing, policy) {
                 Ok(plan) => plan,
                 Err(errors) => return report_input_errors(&errors),
             };
@@ -75,6 +75,7 @@ pub fn main() -> i32 {
         Command::Resume(a) => execute::resume(&a),
         Command::Status(a) => inspect::status(&a),
         Command::Report(a) => inspect::report(&a),
+        Command::Keyscan(a) => keyscan::keyscan(&a),
     }
 }
 
@@ -110,6 +111,15 @@ pub(crate) fn plan_from(
         host_key_policy,
     };
     build_plan(playbook, &inventory, &options)
+}
+
+/// `--host-key-policy off` is allowed, never silent.
+pub(crate) fn warn_if_unchecked(policy: crate::transport::HostKeyPolicy) {
+    if policy == crate::transport::HostKeyPolicy::Off {
+        eprintln!(
+            "warning: --host-key-policy off: SSH host keys are not checked, so anything between this machine and the hosts can pose as them and receive every command and secret; use it only on a network you control, then run `orchestrate keyscan` and go back to strict"
+        );
+    }
 }
 
 fn install_error_renderer() {

@@ -134,6 +134,31 @@ pub fn build_plan(
     })
 }
 
+/// The transport targets of the selected hosts, for commands that reach
+/// hosts without a playbook (`keyscan`).
+pub fn targets(inventory: &Inventory, options: &PlanOptions) -> Result<Vec<Target>, InputErrors> {
+    let secrets = SecretStore::new(inventory.secrets_dir.clone(), options.missing_secrets);
+    let mut targets = Vec::new();
+    let mut errors = Vec::new();
+    for (client, hosts) in select(inventory, &options.selection)? {
+        for host in hosts {
+            match target_for(inventory, client, host, Some(&secrets), options) {
+                Ok(target) => targets.push(target),
+                Err(m) => errors.push(inventory.source.error_at(
+                    host.at.line,
+                    host.at.column,
+                    format!("host `{}`: {m}", host.name),
+                )),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(targets)
+    } else {
+        Err(InputErrors(errors))
+    }
+}
+
 /// Compiles one step's templates (and its rollback's) under `key`.
 fn define(
     key: &str,

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use build::{PlanOptions, Selection, build_plan, render_action};
+pub use build::{PlanOptions, Selection, build_plan, render_action, targets};
 pub use secrets::{MissingSecrets, Redactor, SecretStore};
 pub use templates::Templates;
 

@@ -38,6 +38,8 @@ pub(crate) struct HostRun<'a> {
 
 /// What a step attempt came to.
 struct Attempt {
+    /// The connection broke: the step's outcome on the host is unknown.
+    lost: bool,
     status: StepStatus,
     exit_code: Option<i32>,
     detail: Option<String>,
@@ -98,7 +100,7 @@ pub(crate) async fn run_host(run: HostRun<'_>, connectors: &Connectors) -> HostS
         Ok(session) => session,
         Err(e) => return run.finish(HostStatus::Unreachable, Some(e.to_string()), None),
     };
-    let status = run_steps(&run, session.as_ref()).await;
+    let status = run_steps(&run, session.as_ref(), connectors).await;
     session.close().await;
     status
 }
@@ -121,7 +123,11 @@ async fn connect(
     }
 }
 
-async fn run_steps(run: &HostRun<'_>, session: &dyn Session) -> HostStatus {
+async fn run_steps(
+    run: &HostRun<'_>,
+    session: &dyn Session,
+    connectors: &Connectors,
+) -> HostStatus {
     let mut vars: Map<String, Value> = run.host.vars.clone();
     let mut done: Vec<&PlannedStep> = Vec::new();
     let mut changed = false;
@@ -193,15 +199,26 @@ async fn run_steps(run: &HostRun<'_>, session: &dyn Session) -> HostStatus {
             }
             let mut to_undo = done.clone();
             to_undo.push(step);
-            return roll_back(
-                run,
-                session,
-                &to_undo,
-                &mut vars,
-                error.unwrap_or_default(),
-                gap,
-            )
-            .await;
+            let error = error.unwrap_or_default();
+            if attempt.lost {
+                // The connection broke mid-step: reconnect to roll back, or
+                // say plainly that nobody knows what state the host is in.
+                return match connect(run.host, connectors).await {
+                    Ok(fresh) => {
+                        let status = roll_back(run, fresh.as_ref(), &to_undo, &mut vars, error, gap).await;
+                        fresh.close().await;
+                        status
+                    }
+                    Err(e) => run.finish(
+                        HostStatus::Unreachable,
+                        Some(format!(
+                            "{error}; could not reconnect to roll back ({e}): a person must check this host"
+                        )),
+                        gap.end(),
+                    ),
+                };
+            }
+            return roll_back(run, session, &to_undo, &mut vars, error, gap).await;
         }
         if def.marks == Some(Mark::ProtectionOn) {
             gap.on();
@@ -214,6 +231,7 @@ async fn run_steps(run: &HostRun<'_>, session: &dyn Session) -> HostStatus {
 
 fn skipped(detail: String) -> Attempt {
     Attempt {
+        lost: false,
         status: StepStatus::Skipped,
         exit_code: None,
         detail: Some(detail),
@@ -318,11 +336,21 @@ async fn attempt_step(
     };
     let execution = match perform(run, session, &action, def.timeout.map(|t| t.0)).await {
         Ok(execution) => execution,
-        Err(e) => return failed(None, e.to_string()),
+        Err(e) => {
+            let lost = matches!(
+                e,
+                TransportError::ConnectionLost(_) | TransportError::Unreachable(_)
+            );
+            return Attempt {
+                lost,
+                ..failed(None, e.to_string())
+            };
+        }
     };
     let stdout = String::from_utf8_lossy(&execution.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&execution.stderr).into_owned();
     let mut attempt = Attempt {
+        lost: false,
         status: StepStatus::Ok,
         exit_code: None,
         detail: None,
@@ -422,6 +450,7 @@ fn last_line(stderr: &str) -> String {
 
 fn failed(exit_code: Option<i32>, detail: String) -> Attempt {
     Attempt {
+        lost: false,
         status: StepStatus::Failed,
         exit_code,
         detail: Some(detail),

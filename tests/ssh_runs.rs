@@ -1,0 +1,288 @@
+//! `orchestrate run` and `orchestrate keyscan` over SSH, against real
+//! OpenSSH servers on loopback: what an MSP sees when it runs a playbook on
+//! Linux endpoints.
+
+mod harness;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use harness::Scratch;
+use serde_json::Value;
+use support::sshd::{ClientKey, Host, SshdEnv};
+
+/// An inventory of SSH hosts: client `acme`, hosts `h01`..; `host_key`
+/// pins a key for the hosts whose index is given.
+fn inventory(env: &SshdEnv, hosts: &[Host], pinned: &[(usize, &str)]) -> String {
+    let mut text = format!(
+        "defaults:\n  transport: ssh\n  user: {}\n  connect_timeout: 5s\n  ssh: {{ identity_file: '{}', known_hosts: '{}' }}\nclients:\n  acme:\n    hosts:\n",
+        env.user(),
+        env.key(ClientKey::Ed25519).display(),
+        env.known_hosts.display()
+    );
+    for (i, host) in hosts.iter().enumerate() {
+        let pin = pinned
+            .iter()
+            .find(|(n, _)| *n == i)
+            .map(|(_, key)| format!(", host_key: '{key}'"))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "      - {{ name: h{:02}, address: {}, port: {}, os: linux{pin} }}\n",
+            i + 1,
+            host.address,
+            host.port
+        ));
+    }
+    text
+}
+
+fn report(scratch: &Scratch) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(scratch.path().join("report.json")).unwrap())
+        .unwrap()
+}
+
+fn hosts_of(report: &Value) -> Vec<Value> {
+    report["clients"][0]["hosts"].as_array().unwrap().clone()
+}
+
+const THREE_PHASES: &str = r#"name: three phases over ssh
+waves: [1, "30%", "100%"]
+failure_budget: 2
+concurrency: 40
+phases:
+  - name: precheck
+    steps:
+      - name: who am I
+        check_safe: true
+        sh: echo "{{ host.name }} via ${SSH_CONNECTION%% *}"
+        capture: { as: seen }
+  - name: uninstall
+    steps:
+      - name: remove
+        sh: test "{{ seen }}" = "{{ host.name }} via 127.0.0.1" || echo "remote side saw {{ seen }}"
+  - name: install
+    steps:
+      - name: install
+        sh: echo installed on $(hostname) as $(id -un)
+"#;
+
+#[test]
+fn a_three_phase_playbook_on_60_ssh_hosts_in_three_waves() {
+    let env = SshdEnv::new();
+    let (_servers, hosts) = env.fleet(60);
+    env.trust(&hosts);
+    let scratch = Scratch::new();
+    scratch.write("inventory.yml", &inventory(&env, &hosts, &[]));
+    scratch.write("playbook.yml", THREE_PHASES);
+    let run = scratch.orchestrate(&[
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--report-json",
+        "report.json",
+    ]);
+    run.expect_code(0);
+    let report = report(&scratch);
+    let waves: Vec<usize> = report["clients"][0]["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["hosts"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(waves, [1, 18, 41]);
+    for host in hosts_of(&report) {
+        assert_eq!(host["status"], "succeeded", "{host}");
+        let steps = host["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 3);
+        // The command really ran on the far side of an SSH connection.
+        let name = host["name"].as_str().unwrap();
+        assert_eq!(
+            steps[0]["stdout"].as_str().unwrap().trim(),
+            format!("{name} via 127.0.0.1")
+        );
+        assert!(
+            steps[2]["stdout"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("as {}", env.user()))
+        );
+    }
+}
+
+#[test]
+fn a_wrong_host_key_refuses_the_host_and_runs_nothing_there() {
+    let env = SshdEnv::new();
+    let (_servers, fleet) = env.fleet(2);
+    let other = env.server(1); // a server with a key of its own
+    let hosts = vec![fleet[0].clone(), other.host(), fleet[1].clone()];
+    env.trust(&hosts);
+    let scratch = Scratch::new();
+    // h02 is pinned to h01's key: it is not who the inventory says it is.
+    scratch.write(
+        "inventory.yml",
+        &inventory(&env, &hosts, &[(1, &hosts[0].host_key)]),
+    );
+    let marker = scratch.path().join("ran");
+    std::fs::create_dir_all(&marker).unwrap();
+    std::fs::set_permissions(&marker, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    scratch.write(
+        "playbook.yml",
+        &format!(
+            "name: keys\nwaves: [\"100%\"]\nfailure_budget: 3\nphases:\n  - name: p\n    steps:\n      - sh: touch {}/{{{{ host.name }}}}\n",
+            marker.display()
+        ),
+    );
+    let run = scratch.orchestrate(&[
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--report-json",
+        "report.json",
+    ]);
+    run.expect_code(1);
+    let report = report(&scratch);
+    let h02 = &hosts_of(&report)[1];
+    assert_eq!(h02["status"], "unreachable");
+    let error = h02["error"].as_str().unwrap();
+    assert!(
+        error.contains("SHA256:"),
+        "both fingerprints are named: {error}"
+    );
+    assert!(h02["steps"].as_array().unwrap().is_empty());
+    assert!(!marker.join("h02").exists(), "no step ran on the impostor");
+    assert!(marker.join("h01").exists() && marker.join("h03").exists());
+}
+
+#[test]
+fn a_host_whose_sshd_stops_mid_run_becomes_unreachable_and_the_others_finish() {
+    let env = SshdEnv::new();
+    let (_servers, mut hosts) = env.fleet(4);
+    let lonely = env.server(1);
+    hosts.push(lonely.host());
+    env.trust(&hosts);
+    let scratch = Scratch::new();
+    scratch.write("inventory.yml", &inventory(&env, &hosts, &[]));
+    scratch.write(
+        "playbook.yml",
+        "name: outage\nwaves: [\"100%\"]\nfailure_budget: 5\nphases:\n  - name: p\n    steps:\n      - name: long step\n        sh: sleep 2; echo done\n        rollback:\n          - sh: echo undo\n",
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+        .args([
+            "run",
+            "playbook.yml",
+            "-i",
+            "inventory.yml",
+            "--report-json",
+            "report.json",
+        ])
+        .current_dir(scratch.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    lonely.stop(); // the host goes down in the middle of its step
+    let started = Instant::now();
+    let code = child.wait().unwrap().code();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(code, Some(1));
+    let report = report(&scratch);
+    let hosts = hosts_of(&report);
+    for host in &hosts[..4] {
+        assert_eq!(host["status"], "succeeded", "{host}");
+    }
+    let down = &hosts[4];
+    assert_eq!(down["status"], "unreachable", "{down}");
+    assert!(
+        down["error"]
+            .as_str()
+            .unwrap()
+            .contains("a person must check this host"),
+        "{down}"
+    );
+}
+
+#[test]
+fn keyscan_records_new_keys_then_reports_them_unchanged_and_refuses_a_changed_one() {
+    let env = SshdEnv::new();
+    let (_servers, hosts) = env.fleet(3);
+    let mut lonely = env.server(1);
+    let mut all = hosts.clone();
+    all.push(lonely.host());
+    let scratch = Scratch::new();
+    scratch.write("inventory.yml", &inventory(&env, &all, &[]));
+
+    let first = scratch.orchestrate(&["keyscan", "-i", "inventory.yml"]);
+    first.expect_code(0);
+    assert!(
+        first
+            .stdout
+            .contains("4 new, 0 unchanged, 0 changed, 0 unreachable"),
+        "{}",
+        first.stdout
+    );
+    let second = scratch.orchestrate(&["keyscan", "-i", "inventory.yml"]);
+    second.expect_code(0);
+    assert!(
+        second.stdout.contains("0 new, 4 unchanged"),
+        "{}",
+        second.stdout
+    );
+
+    // The keys keyscan recorded are the ones strict runs verify against.
+    scratch.write(
+        "playbook.yml",
+        "name: k\nwaves: [\"100%\"]\nphases:\n  - name: p\n    steps:\n      - sh: \"true\"\n",
+    );
+    scratch
+        .orchestrate(&["run", "playbook.yml", "-i", "inventory.yml"])
+        .expect_code(0);
+
+    lonely.change_host_key();
+    let third = scratch.orchestrate(&["keyscan", "-i", "inventory.yml"]);
+    third.expect_code(1);
+    assert!(third.stdout.contains("CHANGED    h04"), "{}", third.stdout);
+    assert!(
+        third.stdout.contains("0 new, 3 unchanged, 1 changed"),
+        "{}",
+        third.stdout
+    );
+    let refused = scratch.orchestrate(&[
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--format",
+        "json",
+    ]);
+    refused.expect_code(1);
+    assert_eq!(hosts_of(&refused.json())[3]["status"], "unreachable");
+}
+
+#[test]
+fn host_key_policy_off_warns() {
+    let env = SshdEnv::new();
+    let (_servers, hosts) = env.fleet(1);
+    let scratch = Scratch::new();
+    scratch.write("inventory.yml", &inventory(&env, &hosts, &[]));
+    scratch.write(
+        "playbook.yml",
+        "name: k\nphases:\n  - name: p\n    steps:\n      - sh: \"true\"\n",
+    );
+    let run = scratch.orchestrate(&[
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--host-key-policy",
+        "off",
+    ]);
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("warning: --host-key-policy off"),
+        "{}",
+        run.stderr
+    );
+}
