@@ -1,0 +1,409 @@
+//! The shipped Linux playbooks, run end to end through `orchestrate` over
+//! SSH against real OpenSSH servers on loopback. Each host's PATH starts
+//! with stand-ins for what cannot run here (KESL, dpkg/apt, systemctl,
+//! ClamAV, mdatp: `tests/standins/bin`), which keep the host's state in a
+//! folder of its own; the playbooks' path variables point into it. The
+//! tests check what an MSP technician would check on the endpoint and in
+//! the report. The macOS playbook is planned and validated only.
+
+mod harness;
+mod linux_lab;
+mod support;
+
+use harness::{Scratch, repo};
+use linux_lab::{Lab, host_report, run_standin, step};
+use serde_json::{Value, json};
+
+const CLAMAV: &str = "linux-kesl-to-clamav.yml";
+const MDATP: &str = "linux-kesl-to-mdatp.yml";
+const MACOS: &str = "macos-kes-to-mdatp.yml";
+
+/// What the client's inventory says to exclude (Windows entries included,
+/// as client-level lists of a mixed fleet have them).
+fn client_exclusions() -> Value {
+    json!({ "exclusions": {
+        "paths": ["/var/lib/postgresql", "/srv/wms/label queue/", "D:\\WMS\\Data"],
+        "processes": ["wmsagent", "sqlservr.exe"],
+        "extensions": [".bak", "ldf"],
+    }})
+}
+
+/// KESL's own exclusions on the endpoint; one is also in the inventory.
+const KESL_EXCLUSIONS: &[&str] = &["/opt/app/data", "/srv/build cache/tmp", "/var/lib/postgresql"];
+
+#[test]
+fn clamav_gets_the_exclusions_of_kesl_and_of_the_inventory_and_kesl_is_gone() {
+    let lab = Lab::new(&["nw-wms-db01"]);
+    lab.kesl_endpoint("nw-wms-db01", KESL_EXCLUSIONS);
+    let mut vars = client_exclusions();
+    vars["eicar_test"] = json!(true);
+    lab.inventory(CLAMAV, "northwind", json!({}), vars);
+    let (run, report) = lab.run(CLAMAV, &[]);
+    run.expect_code(0);
+    let host = lab.host("nw-wms-db01");
+    let conf = host.file("etc/clamav/clamd.conf");
+    let mut excludes: Vec<&str> = conf
+        .lines()
+        .filter(|l| l.starts_with("ExcludePath"))
+        .collect();
+    excludes.sort();
+    assert_eq!(
+        excludes,
+        [
+            // The inventory's POSIX paths and extensions, and KESL's paths,
+            // the one both have only once.
+            r"ExcludePath \.bak$",
+            r"ExcludePath \.ldf$",
+            r"ExcludePath ^/opt/app/data(/|$)",
+            r"ExcludePath ^/srv/build cache/tmp(/|$)",
+            r"ExcludePath ^/srv/wms/label queue(/|$)",
+            r"ExcludePath ^/var/lib/postgresql(/|$)",
+        ],
+        "{conf}"
+    );
+    assert!(conf.contains("LocalSocket"), "the rest of clamd.conf is kept");
+    assert!(!host.installed("kesl") && !host.installed("klnagent64"));
+    assert!(!host.running("kesl"), "KESL is no longer running");
+    assert!(host.running("clamav-daemon"), "clamd runs");
+    assert!(!host.exists("opt/kaspersky") && !host.exists("var/opt/kaspersky"));
+    assert!(host.exists("var/backups/orchestrate/kaspersky-folders.tar.gz"));
+    assert!(
+        host.file("var/backups/orchestrate/kesl-File_Threat_Protection.ini")
+            .contains("Path=/srv/build cache/tmp"),
+        "KESL's settings export is kept in the backup folder"
+    );
+    let h = host_report(&report, "nw-wms-db01");
+    assert_eq!(h["status"], "succeeded");
+    assert_eq!(step(h, "EICAR detection test")["status"], "ok");
+    assert_eq!(step(h, "EICAR detection test")["exit_code"], 1, "clamdscan found it");
+    assert!(h["protection_gap_ms"].as_u64().is_some(), "{h:#}");
+    for name in [
+        "exclusions from the inventory are in the clamd config",
+        "exclusions exported from KESL are in the clamd config",
+        "no Kaspersky left on the host",
+    ] {
+        assert_eq!(step(h, name)["status"], "ok", "{name}");
+    }
+}
+
+#[test]
+fn defender_gets_the_exclusions_of_kesl_and_of_the_inventory_and_is_onboarded() {
+    let lab = Lab::new(&["nw-edi01"]);
+    lab.kesl_endpoint("nw-edi01", KESL_EXCLUSIONS);
+    let mut vars = client_exclusions();
+    vars["eicar_test"] = json!(true);
+    lab.inventory(MDATP, "northwind", json!({}), vars);
+    let (run, report) = lab.run(MDATP, &[]);
+    run.expect_code(0);
+    let host = lab.host("nw-edi01");
+    let mut exclusions: Vec<String> = host
+        .state_file("mdatp/exclusions")
+        .lines()
+        .map(|l| l.replace('\t', " "))
+        .collect();
+    exclusions.sort();
+    assert_eq!(
+        exclusions,
+        [
+            "extension .bak",
+            "extension .ldf",
+            "folder /opt/app/data/",
+            "folder /srv/build cache/tmp/",
+            "folder /srv/wms/label queue/",
+            "folder /var/lib/postgresql/",
+            "process wmsagent",
+        ],
+        "Windows paths and .exe processes are not applied on Linux"
+    );
+    assert!(host.exists("etc/opt/microsoft/mdatp/mdatp_onboard.json"), "onboarded");
+    assert!(host.installed("mdatp") && host.running("mdatp"));
+    assert!(!host.installed("kesl") && !host.installed("klnagent64"));
+    assert!(!host.exists("opt/kaspersky"));
+    assert!(
+        host.state_file("mdatp/threats").contains("EICAR"),
+        "the EICAR test file was caught"
+    );
+    let h = host_report(&report, "nw-edi01");
+    assert_eq!(h["status"], "succeeded");
+    for name in [
+        "Defender is healthy and licensed",
+        "real-time protection is on",
+        "Defender definitions are up to date",
+        "exclusions from the inventory are in Defender",
+        "exclusions exported from KESL are in Defender",
+        "no Kaspersky left on the host",
+        "EICAR detection test",
+    ] {
+        assert_eq!(step(h, name)["status"], "ok", "{name}");
+    }
+}
+
+#[test]
+fn a_failed_install_puts_kesl_back() {
+    let lab = Lab::new(&["acme-lnx01"]);
+    lab.kesl_endpoint("acme-lnx01", &["/opt/app/data"]);
+    let host = lab.host("acme-lnx01");
+    host.inject("fail-install");
+    lab.inventory(CLAMAV, "acme", json!({}), client_exclusions());
+    let (run, report) = lab.run(&format!("fast:{CLAMAV}"), &[]);
+    run.expect_code(1);
+    let h = host_report(&report, "acme-lnx01");
+    assert_eq!(h["status"], "failed", "failed, and rolled back: {h:#}");
+    let install = step(h, "install ClamAV");
+    assert_eq!(install["status"], "failed");
+    assert_eq!(install["attempts"], 3, "tried 1 + 2 retries");
+    let rollback = h["rollback"].as_array().unwrap();
+    let names: Vec<&str> = rollback.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "put Kaspersky's folders back",
+            "put Network Agent back from the staged packages",
+            "put KESL back from the staged packages",
+            "make sure some antivirus is on",
+        ]
+    );
+    assert!(rollback.iter().all(|r| r["status"] == "ok"), "{rollback:#?}");
+    // The endpoint is as it was: KESL and the agent installed and running.
+    assert!(host.installed("kesl") && host.running("kesl"));
+    assert!(host.installed("klnagent64") && host.running("klnagent64"));
+    assert!(host.exists("var/opt/kaspersky/kesl"), "its data folder is back");
+    assert!(!host.installed("clamav-daemon"));
+}
+
+#[test]
+fn defender_with_real_time_protection_off_fails_verify_and_kesl_comes_back() {
+    let lab = Lab::new(&["bl-backup01"]);
+    lab.kesl_endpoint("bl-backup01", &["/srv/backup/restic-repo"]);
+    let host = lab.host("bl-backup01");
+    host.inject("rtp-off");
+    lab.inventory(MDATP, "brightline", json!({}), json!({ "exclusions": {} }));
+    let (run, report) = lab.run(MDATP, &[]);
+    run.expect_code(1);
+    let h = host_report(&report, "bl-backup01");
+    assert_eq!(h["status"], "failed", "{h:#}");
+    assert_eq!(step(h, "Defender is healthy and licensed")["status"], "ok");
+    assert_eq!(step(h, "real-time protection is on")["status"], "failed");
+    assert!(
+        h["error"].as_str().unwrap().contains("real-time protection is on"),
+        "{h:#}"
+    );
+    let rollback = h["rollback"].as_array().unwrap();
+    assert!(rollback.iter().all(|r| r["status"] == "ok"), "{rollback:#?}");
+    assert!(
+        rollback.iter().any(|r| r["name"] == "remove Defender if KESL can come back"),
+        "{rollback:#?}"
+    );
+    assert!(host.installed("kesl") && host.running("kesl"), "KESL is back");
+    assert!(!host.installed("mdatp"), "no two real-time scanners side by side");
+}
+
+#[test]
+fn a_canary_then_waves_and_a_report_per_host() {
+    let names = ["nw-01", "nw-02", "nw-03", "nw-04", "nw-05"];
+    let lab = Lab::new(&names);
+    for name in names {
+        lab.kesl_endpoint(name, &["/opt/app/data"]);
+    }
+    lab.host("nw-04").inject("fail-install");
+    lab.inventory(
+        CLAMAV,
+        "northwind",
+        json!({ "waves": [1, 2, "100%"], "pause_between_waves": "0s", "failure_budget": 1 }),
+        client_exclusions(),
+    );
+    let (run, report) = lab.run(&format!("fast:{CLAMAV}"), &[]);
+    run.expect_code(1);
+    let client = &report["clients"][0];
+    let waves: Vec<Value> = client["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["hosts"].clone())
+        .collect();
+    assert_eq!(
+        waves,
+        [json!(["nw-01"]), json!(["nw-02", "nw-03"]), json!(["nw-04", "nw-05"])],
+        "the canary first, alone"
+    );
+    for (name, wave, status) in [
+        ("nw-01", 1, "succeeded"),
+        ("nw-02", 2, "succeeded"),
+        ("nw-03", 2, "succeeded"),
+        ("nw-04", 3, "failed"),
+        ("nw-05", 3, "succeeded"),
+    ] {
+        let h = host_report(&report, name);
+        assert_eq!((h["wave"].as_u64(), h["status"].as_str()), (Some(wave), Some(status)), "{name}");
+        let host = lab.host(name);
+        if status == "succeeded" {
+            assert!(host.running("clamav-daemon") && !host.installed("kesl"), "{name}");
+        } else {
+            assert!(host.running("kesl") && !host.running("clamav-daemon"), "{name}");
+        }
+    }
+    assert_eq!(client["status"], "failed", "one host failed, within the budget");
+    assert_eq!(report["status"], "failed");
+}
+
+/// `orchestrate run PLAYBOOK -i INVENTORY --dry-run --format json` in `dir`.
+fn plan(dir: &std::path::Path, playbook: &str, inventory: &str) -> Value {
+    let playbook = repo().join("playbooks").join(playbook);
+    let args = ["run", playbook.to_str().unwrap(), "-i", inventory, "--dry-run", "--format", "json"];
+    harness::Run::new(harness::orchestrate_in(dir, &args, &[]))
+        .expect_code(0)
+        .json()
+}
+
+fn planned_step<'a>(host: &'a Value, name: &str) -> &'a Value {
+    host["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("step `{name}` planned: {host:#}"))
+}
+
+#[test]
+fn every_linux_and_macos_playbook_validates_and_shows_its_exclusions_on_the_example_inventory() {
+    let example = repo().join("inventory/example.yml");
+    let inventory: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(&example).unwrap()).unwrap();
+    for (playbook, os, old) in [(CLAMAV, "linux", "KESL"), (MDATP, "linux", "KESL"), (MACOS, "macos", "KES for Mac")] {
+        let path = repo().join("playbooks").join(playbook);
+        let run = harness::Run::new(harness::orchestrate_in(
+            &repo(),
+            &["validate", path.to_str().unwrap(), "-i", "inventory/example.yml"],
+            &[],
+        ));
+        run.expect_code(0);
+        assert_eq!((run.stdout.as_str(), run.stderr.as_str()), ("", ""), "{playbook}");
+        let plan = plan(&repo(), playbook, "inventory/example.yml");
+        let mut planned = 0;
+        for client in plan["clients"].as_array().unwrap() {
+            let paths = &inventory["clients"][client["name"].as_str().unwrap()]["vars"]["exclusions"]["paths"];
+            for host in client["hosts"].as_array().unwrap() {
+                if host["status"] != "planned" {
+                    continue;
+                }
+                planned += 1;
+                let from_inventory = planned_step(host, "apply exclusions from the inventory");
+                let command = from_inventory["command"].as_str().expect("rendered when planned");
+                for path in paths.as_array().unwrap() {
+                    let path = path.as_str().unwrap();
+                    let shown = path.starts_with('/') && path.chars().all(|c| c != '\'');
+                    if shown {
+                        let trimmed = path.trim_end_matches('/');
+                        assert!(command.contains(trimmed), "{playbook}: {path} in\n{command}");
+                    }
+                    if path.contains(':') {
+                        assert!(!command.contains(path), "{playbook}: Windows path {path} skipped");
+                    }
+                }
+                let from_old = planned_step(host, &format!("apply exclusions exported from {old}"));
+                assert!(from_old["command"].is_null(), "{playbook}: rendered at run time from the precheck's capture");
+            }
+        }
+        let expected = inventory["clients"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|c| c["hosts"].as_array().unwrap())
+            .filter(|h| h["os"] == os)
+            .count();
+        assert_eq!(planned, expected, "{playbook}: every {os} host planned, no other");
+    }
+}
+
+/// Exclusions as MSP staff type and paste them.
+const HOSTILE: &[&str] = &[
+    "/srv/it's here",
+    "/srv/$HOME and $(reboot)",
+    "/srv/a;b && c|d",
+    "/srv/O\u{2019}Brien files",
+    "/srv/[x].*+?{1}^",
+];
+
+fn hostile_inventory(scratch: &Scratch, os: &str) {
+    let inventory = json!({ "clients": { "hostile": {
+        "vars": { "exclusions": {
+            "paths": HOSTILE,
+            "processes": ["it's", "a b;c"],
+            "extensions": ["$x"],
+        }, "dpkg_status_file": scratch.path().join("dpkg-status"),
+           "clamd_conf_deb": scratch.path().join("clamd.conf") },
+        "hosts": [{ "name": "h1", "address": "10.9.9.9", "os": os }],
+    }}});
+    scratch.write("hostile.yml", &serde_json::to_string_pretty(&inventory).unwrap());
+}
+
+fn rendered(scratch: &Scratch, playbook: &str) -> String {
+    let plan = plan(scratch.path(), playbook, "hostile.yml");
+    let host = &plan["clients"][0]["hosts"][0];
+    planned_step(host, "apply exclusions from the inventory")["command"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn sh(script: &str, env: &[(&str, &std::path::Path)]) -> std::process::Output {
+    let mut command = std::process::Command::new("sh");
+    command.arg("-c").arg(script);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn hostile_exclusions_reach_the_rendered_commands_exactly() {
+    let scratch = Scratch::new();
+    // ClamAV: the rendered command, run by a real sh, writes one anchored
+    // expression per path, and each matches its path and not a sibling.
+    hostile_inventory(&scratch, "linux");
+    std::fs::write(scratch.path().join("dpkg-status"), "").unwrap();
+    std::fs::write(scratch.path().join("clamd.conf"), "LocalSocket /x\n").unwrap();
+    let out = sh(&rendered(&scratch, CLAMAV), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let conf = std::fs::read_to_string(scratch.path().join("clamd.conf")).unwrap();
+    let regexes: Vec<&str> = conf.lines().filter_map(|l| l.strip_prefix("ExcludePath ")).collect();
+    assert_eq!(regexes.len(), HOSTILE.len() + 1, "{conf}");
+    for (path, regex) in HOSTILE.iter().zip(&regexes) {
+        for (candidate, matches) in [
+            (path.to_string(), true),
+            (format!("{path}/sub/file"), true),
+            (format!("{path}x"), false),
+            (format!("/other{path}"), false),
+        ] {
+            let grep = std::process::Command::new("grep")
+                .args(["-Eq", "--", regex])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    use std::io::Write;
+                    c.stdin.take().unwrap().write_all(format!("{candidate}\n").as_bytes())?;
+                    c.wait()
+                })
+                .unwrap();
+            assert_eq!(grep.success(), matches, "{regex} against {candidate:?}");
+        }
+    }
+    assert_eq!(regexes[HOSTILE.len()], r"\.\$x$");
+    // Defender, Linux and macOS: the rendered commands, run by a real sh
+    // against the mdatp stand-in, add exactly the values typed.
+    for (playbook, os) in [(MDATP, "linux"), (MACOS, "macos")] {
+        hostile_inventory(&scratch, os);
+        let state = tempfile::tempdir().unwrap();
+        run_standin(state.path(), &["apt-get", "install", "mdatp"]);
+        let path = format!("{}:/usr/bin:/bin", repo().join("tests/standins/bin").display());
+        let out = sh(
+            &rendered(&scratch, playbook),
+            &[("ORCH_STATE", state.path()), ("PATH", std::path::Path::new(&path))],
+        );
+        assert!(out.status.success(), "{playbook}: {}", String::from_utf8_lossy(&out.stdout));
+        let added = std::fs::read_to_string(state.path().join("mdatp/exclusions")).unwrap();
+        let mut expected: Vec<String> = HOSTILE.iter().map(|p| format!("folder\t{p}/")).collect();
+        expected.extend(["process\tit's".into(), "process\ta b;c".into(), "extension\t.$x".into()]);
+        assert_eq!(added.lines().collect::<Vec<_>>(), expected, "{playbook}");
+    }
+}
