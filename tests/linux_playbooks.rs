@@ -29,7 +29,11 @@ fn client_exclusions() -> Value {
 }
 
 /// KESL's own exclusions on the endpoint; one is also in the inventory.
-const KESL_EXCLUSIONS: &[&str] = &["/opt/app/data", "/srv/build cache/tmp", "/var/lib/postgresql"];
+const KESL_EXCLUSIONS: &[&str] = &[
+    "/opt/app/data",
+    "/srv/build cache/tmp",
+    "/var/lib/postgresql",
+];
 
 #[test]
 fn clamav_gets_the_exclusions_of_kesl_and_of_the_inventory_and_kesl_is_gone() {
@@ -61,7 +65,10 @@ fn clamav_gets_the_exclusions_of_kesl_and_of_the_inventory_and_kesl_is_gone() {
         ],
         "{conf}"
     );
-    assert!(conf.contains("LocalSocket"), "the rest of clamd.conf is kept");
+    assert!(
+        conf.contains("LocalSocket"),
+        "the rest of clamd.conf is kept"
+    );
     assert!(!host.installed("kesl") && !host.installed("klnagent64"));
     assert!(!host.running("kesl"), "KESL is no longer running");
     assert!(host.running("clamav-daemon"), "clamd runs");
@@ -75,7 +82,11 @@ fn clamav_gets_the_exclusions_of_kesl_and_of_the_inventory_and_kesl_is_gone() {
     let h = host_report(&report, "nw-wms-db01");
     assert_eq!(h["status"], "succeeded");
     assert_eq!(step(h, "EICAR detection test")["status"], "ok");
-    assert_eq!(step(h, "EICAR detection test")["exit_code"], 1, "clamdscan found it");
+    assert_eq!(
+        step(h, "EICAR detection test")["exit_code"],
+        1,
+        "clamdscan found it"
+    );
     assert!(h["protection_gap_ms"].as_u64().is_some(), "{h:#}");
     for name in [
         "exclusions from the inventory are in the clamd config",
@@ -115,7 +126,10 @@ fn defender_gets_the_exclusions_of_kesl_and_of_the_inventory_and_is_onboarded() 
         ],
         "Windows paths and .exe processes are not applied on Linux"
     );
-    assert!(host.exists("etc/opt/microsoft/mdatp/mdatp_onboard.json"), "onboarded");
+    assert!(
+        host.exists("etc/opt/microsoft/mdatp/mdatp_onboard.json"),
+        "onboarded"
+    );
     assert!(host.installed("mdatp") && host.running("mdatp"));
     assert!(!host.installed("kesl") && !host.installed("klnagent64"));
     assert!(!host.exists("opt/kaspersky"));
@@ -153,7 +167,10 @@ fn a_failed_install_puts_kesl_back() {
     assert_eq!(install["status"], "failed");
     assert_eq!(install["attempts"], 3, "tried 1 + 2 retries");
     let rollback = h["rollback"].as_array().unwrap();
-    let names: Vec<&str> = rollback.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = rollback
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
         [
@@ -163,11 +180,17 @@ fn a_failed_install_puts_kesl_back() {
             "make sure some antivirus is on",
         ]
     );
-    assert!(rollback.iter().all(|r| r["status"] == "ok"), "{rollback:#?}");
+    assert!(
+        rollback.iter().all(|r| r["status"] == "ok"),
+        "{rollback:#?}"
+    );
     // The endpoint is as it was: KESL and the agent installed and running.
     assert!(host.installed("kesl") && host.running("kesl"));
     assert!(host.installed("klnagent64") && host.running("klnagent64"));
-    assert!(host.exists("var/opt/kaspersky/kesl"), "its data folder is back");
+    assert!(
+        host.exists("var/opt/kaspersky/kesl"),
+        "its data folder is back"
+    );
     assert!(!host.installed("clamav-daemon"));
 }
 
@@ -185,26 +208,41 @@ fn defender_with_real_time_protection_off_fails_verify_and_kesl_comes_back() {
     assert_eq!(step(h, "Defender is healthy and licensed")["status"], "ok");
     assert_eq!(step(h, "real-time protection is on")["status"], "failed");
     assert!(
-        h["error"].as_str().unwrap().contains("real-time protection is on"),
+        h["error"]
+            .as_str()
+            .unwrap()
+            .contains("real-time protection is on"),
         "{h:#}"
     );
     let rollback = h["rollback"].as_array().unwrap();
-    assert!(rollback.iter().all(|r| r["status"] == "ok"), "{rollback:#?}");
     assert!(
-        rollback.iter().any(|r| r["name"] == "remove Defender if KESL can come back"),
+        rollback.iter().all(|r| r["status"] == "ok"),
         "{rollback:#?}"
     );
-    assert!(host.installed("kesl") && host.running("kesl"), "KESL is back");
-    assert!(!host.installed("mdatp"), "no two real-time scanners side by side");
+    assert!(
+        rollback
+            .iter()
+            .any(|r| r["name"] == "remove Defender if KESL can come back"),
+        "{rollback:#?}"
+    );
+    assert!(
+        host.installed("kesl") && host.running("kesl"),
+        "KESL is back"
+    );
+    assert!(
+        !host.installed("mdatp"),
+        "no two real-time scanners side by side"
+    );
 }
 
 #[test]
 fn a_canary_then_waves_and_a_report_per_host() {
     let names = ["nw-01", "nw-02", "nw-03", "nw-04", "nw-05"];
     let lab = Lab::new(&names);
-    for name in names {
+    for name in &names[..4] {
         lab.kesl_endpoint(name, &["/opt/app/data"]);
     }
+    lab.kesl_endpoint_rpm("nw-05", &["/opt/app/data"]);
     lab.host("nw-04").inject("fail-install");
     lab.inventory(
         CLAMAV,
@@ -223,7 +261,11 @@ fn a_canary_then_waves_and_a_report_per_host() {
         .collect();
     assert_eq!(
         waves,
-        [json!(["nw-01"]), json!(["nw-02", "nw-03"]), json!(["nw-04", "nw-05"])],
+        [
+            json!(["nw-01"]),
+            json!(["nw-02", "nw-03"]),
+            json!(["nw-04", "nw-05"])
+        ],
         "the canary first, alone"
     );
     for (name, wave, status) in [
@@ -234,22 +276,54 @@ fn a_canary_then_waves_and_a_report_per_host() {
         ("nw-05", 3, "succeeded"),
     ] {
         let h = host_report(&report, name);
-        assert_eq!((h["wave"].as_u64(), h["status"].as_str()), (Some(wave), Some(status)), "{name}");
+        assert_eq!(
+            (h["wave"].as_u64(), h["status"].as_str()),
+            (Some(wave), Some(status)),
+            "{name}"
+        );
         let host = lab.host(name);
-        if status == "succeeded" {
-            assert!(host.running("clamav-daemon") && !host.installed("kesl"), "{name}");
+        if name == "nw-05" {
+            // The RHEL-family host: EPEL's clamd, its own config, enabled.
+            let conf = host.file("etc/clamd.d/scan.conf");
+            assert!(
+                conf.contains("#Example\n") && conf.contains("ExcludePath ^/opt/app/data(/|$)"),
+                "{conf}"
+            );
+            assert!(
+                host.running("clamd@scan") && !host.installed("kesl"),
+                "{name}"
+            );
+        } else if status == "succeeded" {
+            assert!(
+                host.running("clamav-daemon") && !host.installed("kesl"),
+                "{name}"
+            );
         } else {
-            assert!(host.running("kesl") && !host.running("clamav-daemon"), "{name}");
+            assert!(
+                host.running("kesl") && !host.running("clamav-daemon"),
+                "{name}"
+            );
         }
     }
-    assert_eq!(client["status"], "failed", "one host failed, within the budget");
+    assert_eq!(
+        client["status"], "failed",
+        "one host failed, within the budget"
+    );
     assert_eq!(report["status"], "failed");
 }
 
 /// `orchestrate run PLAYBOOK -i INVENTORY --dry-run --format json` in `dir`.
 fn plan(dir: &std::path::Path, playbook: &str, inventory: &str) -> Value {
     let playbook = repo().join("playbooks").join(playbook);
-    let args = ["run", playbook.to_str().unwrap(), "-i", inventory, "--dry-run", "--format", "json"];
+    let args = [
+        "run",
+        playbook.to_str().unwrap(),
+        "-i",
+        inventory,
+        "--dry-run",
+        "--format",
+        "json",
+    ];
     harness::Run::new(harness::orchestrate_in(dir, &args, &[]))
         .expect_code(0)
         .json()
@@ -269,39 +343,64 @@ fn every_linux_and_macos_playbook_validates_and_shows_its_exclusions_on_the_exam
     let example = repo().join("inventory/example.yml");
     let inventory: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(&example).unwrap()).unwrap();
-    for (playbook, os, old) in [(CLAMAV, "linux", "KESL"), (MDATP, "linux", "KESL"), (MACOS, "macos", "KES for Mac")] {
+    for (playbook, os, old) in [
+        (CLAMAV, "linux", "KESL"),
+        (MDATP, "linux", "KESL"),
+        (MACOS, "macos", "KES for Mac"),
+    ] {
         let path = repo().join("playbooks").join(playbook);
         let run = harness::Run::new(harness::orchestrate_in(
             &repo(),
-            &["validate", path.to_str().unwrap(), "-i", "inventory/example.yml"],
+            &[
+                "validate",
+                path.to_str().unwrap(),
+                "-i",
+                "inventory/example.yml",
+            ],
             &[],
         ));
         run.expect_code(0);
-        assert_eq!((run.stdout.as_str(), run.stderr.as_str()), ("", ""), "{playbook}");
+        assert_eq!(
+            (run.stdout.as_str(), run.stderr.as_str()),
+            ("", ""),
+            "{playbook}"
+        );
         let plan = plan(&repo(), playbook, "inventory/example.yml");
         let mut planned = 0;
         for client in plan["clients"].as_array().unwrap() {
-            let paths = &inventory["clients"][client["name"].as_str().unwrap()]["vars"]["exclusions"]["paths"];
+            let paths = &inventory["clients"][client["name"].as_str().unwrap()]["vars"]["exclusions"]
+                ["paths"];
             for host in client["hosts"].as_array().unwrap() {
                 if host["status"] != "planned" {
                     continue;
                 }
                 planned += 1;
                 let from_inventory = planned_step(host, "apply exclusions from the inventory");
-                let command = from_inventory["command"].as_str().expect("rendered when planned");
+                let command = from_inventory["command"]
+                    .as_str()
+                    .expect("rendered when planned");
                 for path in paths.as_array().unwrap() {
                     let path = path.as_str().unwrap();
                     let shown = path.starts_with('/') && path.chars().all(|c| c != '\'');
                     if shown {
                         let trimmed = path.trim_end_matches('/');
-                        assert!(command.contains(trimmed), "{playbook}: {path} in\n{command}");
+                        assert!(
+                            command.contains(trimmed),
+                            "{playbook}: {path} in\n{command}"
+                        );
                     }
                     if path.contains(':') {
-                        assert!(!command.contains(path), "{playbook}: Windows path {path} skipped");
+                        assert!(
+                            !command.contains(path),
+                            "{playbook}: Windows path {path} skipped"
+                        );
                     }
                 }
                 let from_old = planned_step(host, &format!("apply exclusions exported from {old}"));
-                assert!(from_old["command"].is_null(), "{playbook}: rendered at run time from the precheck's capture");
+                assert!(
+                    from_old["command"].is_null(),
+                    "{playbook}: rendered at run time from the precheck's capture"
+                );
             }
         }
         let expected = inventory["clients"]
@@ -311,7 +410,10 @@ fn every_linux_and_macos_playbook_validates_and_shows_its_exclusions_on_the_exam
             .flat_map(|c| c["hosts"].as_array().unwrap())
             .filter(|h| h["os"] == os)
             .count();
-        assert_eq!(planned, expected, "{playbook}: every {os} host planned, no other");
+        assert_eq!(
+            planned, expected,
+            "{playbook}: every {os} host planned, no other"
+        );
     }
 }
 
@@ -334,7 +436,10 @@ fn hostile_inventory(scratch: &Scratch, os: &str) {
            "clamd_conf_deb": scratch.path().join("clamd.conf") },
         "hosts": [{ "name": "h1", "address": "10.9.9.9", "os": os }],
     }}});
-    scratch.write("hostile.yml", &serde_json::to_string_pretty(&inventory).unwrap());
+    scratch.write(
+        "hostile.yml",
+        &serde_json::to_string_pretty(&inventory).unwrap(),
+    );
 }
 
 fn rendered(scratch: &Scratch, playbook: &str) -> String {
@@ -364,9 +469,16 @@ fn hostile_exclusions_reach_the_rendered_commands_exactly() {
     std::fs::write(scratch.path().join("dpkg-status"), "").unwrap();
     std::fs::write(scratch.path().join("clamd.conf"), "LocalSocket /x\n").unwrap();
     let out = sh(&rendered(&scratch, CLAMAV), &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let conf = std::fs::read_to_string(scratch.path().join("clamd.conf")).unwrap();
-    let regexes: Vec<&str> = conf.lines().filter_map(|l| l.strip_prefix("ExcludePath ")).collect();
+    let regexes: Vec<&str> = conf
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExcludePath "))
+        .collect();
     assert_eq!(regexes.len(), HOSTILE.len() + 1, "{conf}");
     for (path, regex) in HOSTILE.iter().zip(&regexes) {
         for (candidate, matches) in [
@@ -381,7 +493,10 @@ fn hostile_exclusions_reach_the_rendered_commands_exactly() {
                 .spawn()
                 .and_then(|mut c| {
                     use std::io::Write;
-                    c.stdin.take().unwrap().write_all(format!("{candidate}\n").as_bytes())?;
+                    c.stdin
+                        .take()
+                        .unwrap()
+                        .write_all(format!("{candidate}\n").as_bytes())?;
                     c.wait()
                 })
                 .unwrap();
@@ -395,15 +510,29 @@ fn hostile_exclusions_reach_the_rendered_commands_exactly() {
         hostile_inventory(&scratch, os);
         let state = tempfile::tempdir().unwrap();
         run_standin(state.path(), &["apt-get", "install", "mdatp"]);
-        let path = format!("{}:/usr/bin:/bin", repo().join("tests/standins/bin").display());
+        let path = format!(
+            "{}:/usr/bin:/bin",
+            repo().join("tests/standins/bin").display()
+        );
         let out = sh(
             &rendered(&scratch, playbook),
-            &[("ORCH_STATE", state.path()), ("PATH", std::path::Path::new(&path))],
+            &[
+                ("ORCH_STATE", state.path()),
+                ("PATH", std::path::Path::new(&path)),
+            ],
         );
-        assert!(out.status.success(), "{playbook}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{playbook}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let added = std::fs::read_to_string(state.path().join("mdatp/exclusions")).unwrap();
         let mut expected: Vec<String> = HOSTILE.iter().map(|p| format!("folder\t{p}/")).collect();
-        expected.extend(["process\tit's".into(), "process\ta b;c".into(), "extension\t.$x".into()]);
+        expected.extend([
+            "process\tit's".into(),
+            "process\ta b;c".into(),
+            "extension\t.$x".into(),
+        ]);
         assert_eq!(added.lines().collect::<Vec<_>>(), expected, "{playbook}");
     }
 }

@@ -13,6 +13,12 @@ use serde_json::{Value, json};
 use crate::harness::{self, Scratch, repo};
 use crate::support::sshd::{ClientKey, Host, Sshd, SshdEnv};
 
+#[derive(PartialEq)]
+enum Family {
+    Deb,
+    Rpm,
+}
+
 pub struct Lab {
     pub env: SshdEnv,
     _servers: Vec<Sshd>,
@@ -70,21 +76,37 @@ impl Lab {
     /// KESL excludes `kesl_exclusions` from scans, with KESL's packages
     /// staged for a rollback and Defender's onboarding script at hand.
     pub fn kesl_endpoint(&self, host: &str, kesl_exclusions: &[&str]) {
+        self.kesl_endpoint_of(host, kesl_exclusions, Family::Deb);
+    }
+
+    /// Like [`Lab::kesl_endpoint`], a RHEL-family endpoint (rpm, dnf).
+    pub fn kesl_endpoint_rpm(&self, host: &str, kesl_exclusions: &[&str]) {
+        self.kesl_endpoint_of(host, kesl_exclusions, Family::Rpm);
+    }
+
+    fn kesl_endpoint_of(&self, host: &str, kesl_exclusions: &[&str], family: Family) {
         let h = self.host(host);
         let root = h.root();
-        for dir in ["var/lib/dpkg", "tmp", "root", "var/opt/msp/packages/kesl"] {
+        for dir in ["tmp", "root", "var/opt/msp/packages/kesl"] {
             std::fs::create_dir_all(root.join(dir)).unwrap();
         }
-        std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
-        h.standin(&["apt-get", "install", "-y", "kesl", "klnagent64"]);
+        let staged = root.join("var/opt/msp/packages/kesl");
+        if family == Family::Deb {
+            std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+            std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
+            h.standin(&["apt-get", "install", "-y", "kesl", "klnagent64"]);
+            std::fs::write(staged.join("kesl_12.1.0-1234_amd64.deb"), "").unwrap();
+            std::fs::write(staged.join("klnagent64_15.1.0-20748_amd64.deb"), "").unwrap();
+        } else {
+            h.standin(&["dnf", "install", "-y", "kesl", "klnagent64"]);
+            std::fs::write(staged.join("kesl-12.1.0-1234.x86_64.rpm"), "").unwrap();
+            std::fs::write(staged.join("klnagent64-15.1.0-20748.x86_64.rpm"), "").unwrap();
+        }
         std::fs::write(
             h.state.join("kesl-exclusions"),
             kesl_exclusions.join("\n") + "\n",
         )
         .unwrap();
-        let staged = root.join("var/opt/msp/packages/kesl");
-        std::fs::write(staged.join("kesl_12.1.0-1234_amd64.deb"), "").unwrap();
-        std::fs::write(staged.join("klnagent64_15.1.0-20748_amd64.deb"), "").unwrap();
         let onboarding = root.join("var/opt/msp/packages/mdatp");
         std::fs::create_dir_all(&onboarding).unwrap();
         std::fs::write(

@@ -230,7 +230,9 @@ impl SshdEnv {
             (1..=16).contains(&hosts),
             "sshd listens on at most 16 addresses"
         );
-        Sshd::start_new(self.inner.clone(), hosts, max_sessions, &[], &|_, _| String::new())
+        Sshd::start_new(self.inner.clone(), hosts, max_sessions, &[], &|_, _| {
+            String::new()
+        })
     }
 
     /// One sshd with more host keys besides ed25519 (`"rsa"`, `"ecdsa"`).
@@ -459,7 +461,10 @@ impl Sshd {
         for (i, address) in addresses.iter().enumerate() {
             let lines = per_host(i, &address.to_string());
             if !lines.trim().is_empty() {
-                config.push_str(&format!("Match LocalAddress {address}\n{}\n", lines.trim_end()));
+                config.push_str(&format!(
+                    "Match LocalAddress {address}\n{}\n",
+                    lines.trim_end()
+                ));
             }
         }
         let config_path = dir.join("sshd_config");
