@@ -536,3 +536,86 @@ fn hostile_exclusions_reach_the_rendered_commands_exactly() {
         assert_eq!(added.lines().collect::<Vec<_>>(), expected, "{playbook}");
     }
 }
+
+#[test]
+fn check_on_the_canary_touches_nothing_and_says_what_would_run() {
+    let lab = Lab::new(&["nw-canary", "nw-other"]);
+    lab.kesl_endpoint("nw-canary", KESL_EXCLUSIONS);
+    lab.kesl_endpoint("nw-other", KESL_EXCLUSIONS);
+    lab.inventory(MDATP, "northwind", json!({}), client_exclusions());
+    let (run, report) = lab.run(MDATP, &["--limit", "nw-canary", "--check"]);
+    run.expect_code(0);
+    let hosts = report["clients"][0]["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 1, "only the canary: {report:#}");
+    let h = host_report(&report, "nw-canary");
+    for name in [
+        "find KESL and Network Agent",
+        "export KESL settings",
+        "list the exclusions to carry over",
+        "Defender can be installed and onboarded here",
+    ] {
+        assert_eq!(step(h, name)["status"], "ok", "{name}");
+    }
+    let apply = step(h, "apply exclusions exported from KESL");
+    assert_eq!(apply["status"], "skipped");
+    let detail = apply["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("would run") && detail.contains("'/srv/build cache/tmp/'"),
+        "check mode shows KESL's exclusions as they would be applied: {detail}"
+    );
+    for name in ["nw-canary", "nw-other"] {
+        let host = lab.host(name);
+        assert!(
+            host.installed("kesl") && host.running("kesl"),
+            "{name} untouched"
+        );
+        assert!(!host.installed("mdatp"), "{name} untouched");
+    }
+}
+
+#[test]
+fn a_failed_defender_install_removes_nothing_more_and_puts_kesl_back() {
+    let lab = Lab::new(&["acme-lnx02"]);
+    lab.kesl_endpoint("acme-lnx02", &["/opt/app/data"]);
+    let host = lab.host("acme-lnx02");
+    host.inject("fail-install");
+    lab.inventory(MDATP, "acme", json!({}), client_exclusions());
+    let (run, report) = lab.run(&format!("fast:{MDATP}"), &[]);
+    run.expect_code(1);
+    let h = host_report(&report, "acme-lnx02");
+    assert_eq!(h["status"], "failed", "{h:#}");
+    assert_eq!(step(h, "install Defender for Endpoint")["status"], "failed");
+    let rollback = h["rollback"].as_array().unwrap();
+    assert!(
+        rollback.iter().all(|r| r["status"] == "ok"),
+        "{rollback:#?}"
+    );
+    assert!(
+        host.installed("kesl") && host.running("kesl"),
+        "KESL is back"
+    );
+    assert!(host.installed("klnagent64"), "the agent is back");
+    assert!(!host.installed("mdatp"));
+}
+
+#[test]
+fn when_nothing_protects_a_host_the_report_says_a_person_must_look() {
+    let lab = Lab::new(&["acme-lnx03"]);
+    lab.kesl_endpoint("acme-lnx03", &["/opt/app/data"]);
+    let host = lab.host("acme-lnx03");
+    // No KESL packages staged, and clamd will not start.
+    std::fs::remove_dir_all(host.root().join("var/opt/msp/packages/kesl")).unwrap();
+    host.inject("fail-start-clamav-daemon");
+    lab.inventory(CLAMAV, "acme", json!({}), client_exclusions());
+    let (run, report) = lab.run(&format!("fast:{CLAMAV}"), &[]);
+    run.expect_code(3);
+    let h = host_report(&report, "acme-lnx03");
+    assert_eq!(h["status"], "rollback_failed", "{h:#}");
+    assert_eq!(step(h, "start clamd")["status"], "failed");
+    let last = h["rollback"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["name"].as_str(), last["status"].as_str()),
+        (Some("make sure some antivirus is on"), Some("failed"))
+    );
+    assert_eq!(report["status"], "rollback_failed");
+}
