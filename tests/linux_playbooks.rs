@@ -11,7 +11,7 @@ mod linux_lab;
 mod support;
 
 use harness::{Scratch, repo};
-use linux_lab::{Lab, host_report, run_standin, step};
+use linux_lab::{Lab, host_report, plan, planned_step, run_standin, sh, step};
 use serde_json::{Value, json};
 
 const CLAMAV: &str = "linux-kesl-to-clamav.yml";
@@ -312,32 +312,6 @@ fn a_canary_then_waves_and_a_report_per_host() {
     assert_eq!(report["status"], "failed");
 }
 
-/// `orchestrate run PLAYBOOK -i INVENTORY --dry-run --format json` in `dir`.
-fn plan(dir: &std::path::Path, playbook: &str, inventory: &str) -> Value {
-    let playbook = repo().join("playbooks").join(playbook);
-    let args = [
-        "run",
-        playbook.to_str().unwrap(),
-        "-i",
-        inventory,
-        "--dry-run",
-        "--format",
-        "json",
-    ];
-    harness::Run::new(harness::orchestrate_in(dir, &args, &[]))
-        .expect_code(0)
-        .json()
-}
-
-fn planned_step<'a>(host: &'a Value, name: &str) -> &'a Value {
-    host["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("step `{name}` planned: {host:#}"))
-}
-
 #[test]
 fn every_linux_and_macos_playbook_validates_and_shows_its_exclusions_on_the_example_inventory() {
     let example = repo().join("inventory/example.yml");
@@ -449,15 +423,6 @@ fn rendered(scratch: &Scratch, playbook: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-fn sh(script: &str, env: &[(&str, &std::path::Path)]) -> std::process::Output {
-    let mut command = std::process::Command::new("sh");
-    command.arg("-c").arg(script);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().unwrap()
 }
 
 #[test]

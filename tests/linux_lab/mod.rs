@@ -323,3 +323,38 @@ pub fn step<'a>(host: &'a Value, name: &str) -> &'a Value {
         .find(|s| s["name"] == name)
         .unwrap_or_else(|| panic!("step `{name}` in {host:#}"))
 }
+
+/// `orchestrate run PLAYBOOK -i INVENTORY --dry-run --format json` in `dir`.
+pub fn plan(dir: &std::path::Path, playbook: &str, inventory: &str) -> Value {
+    let playbook = repo().join("playbooks").join(playbook);
+    let args = [
+        "run",
+        playbook.to_str().unwrap(),
+        "-i",
+        inventory,
+        "--dry-run",
+        "--format",
+        "json",
+    ];
+    harness::Run::new(harness::orchestrate_in(dir, &args, &[]))
+        .expect_code(0)
+        .json()
+}
+
+pub fn planned_step<'a>(host: &'a Value, name: &str) -> &'a Value {
+    host["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("step `{name}` planned: {host:#}"))
+}
+
+pub fn sh(script: &str, env: &[(&str, &std::path::Path)]) -> std::process::Output {
+    let mut command = std::process::Command::new("sh");
+    command.arg("-c").arg(script);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
