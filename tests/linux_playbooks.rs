@@ -584,3 +584,27 @@ fn when_nothing_protects_a_host_the_report_says_a_person_must_look() {
     );
     assert_eq!(report["status"], "rollback_failed");
 }
+
+#[test]
+fn a_stopped_kesl_stops_the_host_before_anything_is_removed() {
+    let lab = Lab::new(&["acme-lnx04"]);
+    lab.kesl_endpoint("acme-lnx04", &["/opt/app/data"]);
+    let host = lab.host("acme-lnx04");
+    host.standin(&["systemctl", "stop", "kesl"]);
+    lab.inventory(CLAMAV, "acme", json!({}), client_exclusions());
+    let (run, report) = lab.run(CLAMAV, &[]);
+    run.expect_code(1);
+    let h = host_report(&report, "acme-lnx04");
+    assert_eq!(h["status"], "failed", "{h:#}");
+    assert_eq!(step(h, "export KESL settings")["status"], "failed");
+    assert!(
+        h["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["phase"] == "precheck"),
+        "nothing after the precheck ran: {h:#}"
+    );
+    assert!(host.installed("kesl") && !host.installed("clamav-daemon"));
+    assert!(host.running("kesl"), "on_failure made sure some antivirus is on");
+}
