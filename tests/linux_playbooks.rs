@@ -606,5 +606,49 @@ fn a_stopped_kesl_stops_the_host_before_anything_is_removed() {
         "nothing after the precheck ran: {h:#}"
     );
     assert!(host.installed("kesl") && !host.installed("clamav-daemon"));
-    assert!(host.running("kesl"), "on_failure made sure some antivirus is on");
+    assert!(
+        host.running("kesl"),
+        "on_failure made sure some antivirus is on"
+    );
+}
+
+#[test]
+fn the_dry_run_shows_each_hosts_exclusions_and_where_the_old_products_come_from() {
+    let dry_run = |playbook: &str| {
+        let path = repo().join("playbooks").join(playbook);
+        let args = [
+            "run",
+            path.to_str().unwrap(),
+            "-i",
+            "inventory/example.yml",
+            "--dry-run",
+            "--limit",
+            "bl-backup01",
+        ];
+        let run = harness::Run::new(harness::orchestrate_in(&repo(), &args, &[]));
+        run.expect_code(0).stdout.clone()
+    };
+    for (playbook, applied) in [
+        (
+            CLAMAV,
+            r"printf '%s\n' 'ExcludePath ^/srv/backup/partners'\'' archive(/|$)'",
+        ),
+        (
+            MDATP,
+            r"mdatp exclusion folder add --path '/srv/backup/partners'\'' archive/' --scope 'epp'",
+        ),
+    ] {
+        let text = dry_run(playbook);
+        assert!(text.contains(applied), "{playbook}: {applied}\n{text}");
+        let exported = text
+            .split("apply exclusions exported from KESL")
+            .nth(1)
+            .unwrap();
+        let step_text = exported.split("rollback:").next().unwrap();
+        assert!(
+            exported.contains("rendered at run time from captured values")
+                && step_text.contains("kesl_settings"),
+            "{playbook}: KESL's exclusions come from the precheck's export"
+        );
+    }
 }
