@@ -80,6 +80,8 @@ fn main() {
         std::fs::write(dir.path().join("playbook.yml"), PLAYBOOK).unwrap();
 
         let started = Instant::now();
+        // Reaped by wait4 below, which also gives its resource usage.
+        #[allow(clippy::zombie_processes)]
         let child = Command::new(&binary)
             .args([
                 "run",

@@ -7,6 +7,10 @@
 //! a plan over a [`transport`] and emits events → [`report`] renders plans
 //! and events for people and machines. [`cli`] wires them to the command line.
 
+// Input errors carry their source snippet for miette; they are made once
+// per problem and never on a hot path, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
 pub mod cli;
 pub mod journal;
 pub mod load;

@@ -421,3 +421,53 @@ fn several_problems_are_reported_together() {
         assert!(run.stderr.contains(expected), "{expected}: {}", run.stderr);
     }
 }
+
+/// `validate` parses every rendered PowerShell and shell step: a syntax
+/// error is found on the controller, not on the canary.
+#[track_caller]
+fn script_error(playbook: &str, os: &str, line: usize, says: &[&str]) {
+    let scratch = Scratch::new();
+    scratch.write("playbook.yml", playbook);
+    scratch.write(
+        "inventory.yml",
+        &format!("clients:\n  acme:\n    hosts:\n      - {{ name: w1, address: 10.0.0.1, os: {os} }}\n      - {{ name: w2, address: 10.0.0.2, os: {os} }}\n"),
+    );
+    let run = scratch.orchestrate(&["validate", "playbook.yml", "-i", "inventory.yml"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains(&format!("playbook.yml:{line}:")),
+        "{}",
+        run.stderr
+    );
+    for s in says {
+        assert!(run.stderr.contains(s), "expected {s:?} in:\n{}", run.stderr);
+    }
+}
+
+#[test]
+fn a_powershell_syntax_error_names_host_step_and_script_line() {
+    script_error(
+        "name: x\nphases:\n  - name: install\n    steps:\n      - name: add exclusions\n        powershell: |\n          $ErrorActionPreference = 'Stop'\n          if ($exclusions {\n            Add-MpPreference -ExclusionPath 'C:\\x'\n          }\n",
+        "windows",
+        8,
+        &[
+            "host w1 (and 1 more)",
+            "step `add exclusions` (install)",
+            "PowerShell syntax error at line 2",
+        ],
+    );
+}
+
+#[test]
+fn a_shell_syntax_error_names_host_step_and_script_line() {
+    script_error(
+        "name: x\nphases:\n  - name: p\n    steps:\n      - name: unfinished if\n        sh: |\n          echo start\n          if [ -f /etc/kesl ]; then\n            echo found\n",
+        "linux",
+        8,
+        &[
+            "step `unfinished if` (p)",
+            "shell syntax error at line 2",
+            "`fi` is missing",
+        ],
+    );
+}

@@ -453,3 +453,122 @@ fn status_and_report_explain_a_missing_journal_or_run() {
         run.stderr
     );
 }
+
+#[test]
+fn report_renders_a_journaled_run_as_html_and_junit_files() {
+    let scratch = Scratch::new();
+    fleet(&scratch, 3);
+    // Host 2 fails at install and is rolled back.
+    scratch.write("playbook.yml", &playbook("0", "; [ {{ n }} != 2 ]"));
+    scratch
+        .orchestrate(&["run", "playbook.yml", "-i", "inventory.yml", "--yes"])
+        .expect_code(1);
+    let run_id = only_run_id(&scratch);
+
+    scratch
+        .orchestrate(&[
+            "report",
+            &run_id,
+            "--format",
+            "html",
+            "-o",
+            "report.html",
+            "--state",
+            STATE,
+        ])
+        .expect_code(0);
+    let html = std::fs::read_to_string(scratch.path().join("report.html")).unwrap();
+    for expected in [
+        run_id.as_str(),
+        "acme",
+        "h02",
+        "install",
+        "restore",
+        "verify",
+    ] {
+        assert!(html.contains(expected), "{expected} in the page");
+    }
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "self-contained"
+    );
+
+    scratch
+        .orchestrate(&[
+            "report",
+            &run_id,
+            "--format",
+            "junit",
+            "-o",
+            "report.xml",
+            "--state",
+            STATE,
+        ])
+        .expect_code(0);
+    let xml = std::fs::read_to_string(scratch.path().join("report.xml")).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let suite = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testsuite"))
+        .unwrap();
+    assert_eq!(suite.attribute("name"), Some("acme"));
+    assert_eq!(suite.attribute("tests"), Some("3"));
+    assert_eq!(suite.attribute("failures"), Some("1"));
+    let failed = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .find(|n| n.children().any(|c| c.has_tag_name("failure")))
+        .unwrap();
+    assert_eq!(failed.attribute("name"), Some("h02"));
+}
+
+#[test]
+fn a_second_ctrl_c_stops_at_once_and_the_run_can_still_be_resumed() {
+    let scratch = Scratch::new();
+    fleet(&scratch, 3);
+    scratch.write("playbook.yml", &playbook("30", ""));
+    let mut child = spawn(&scratch, &["run", "playbook.yml", "-i", "inventory.yml"]);
+    wait_for("the canary to be in its long step", || {
+        hosts_running_remove(&scratch, 3) >= 1
+    });
+    let started = Instant::now();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "did not wait for the 30 s step"
+    );
+    let run_id = only_run_id(&scratch);
+    let status = scratch.orchestrate(&["status", &run_id, "--state", STATE, "--format", "json"]);
+    assert_eq!(status.json()["status"], "interrupted");
+    let report = scratch
+        .orchestrate(&["report", &run_id, "--format", "json", "--state", STATE])
+        .json();
+    let canary = &report["clients"][0]["hosts"][0];
+    assert!(
+        canary["error"]
+            .as_str()
+            .unwrap()
+            .contains("its state is unknown; resume the run"),
+        "{canary}"
+    );
+
+    // The canary was stopped in the middle of `remove`: resume runs it again
+    // (its outcome was never recorded), after a fresh precheck.
+    scratch.write("playbook.yml", &playbook("0", ""));
+    let resumed = scratch.orchestrate(&[
+        "resume", &run_id, "--state", STATE, "--force", "--format", "json",
+    ]);
+    resumed.expect_code(0);
+    assert!(statuses(&resumed.json()).values().all(|s| s == "succeeded"));
+    assert_eq!(
+        log_of(&scratch, "h01"),
+        ["look", "look", "remove-kesl", "install", "verify"]
+    );
+}

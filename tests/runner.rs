@@ -781,3 +781,94 @@ fn a_run_prints_its_run_id_first_and_a_summary_last() {
     ]);
     assert_eq!(run.json()["clients"].as_array().unwrap().len(), 2);
 }
+
+/// Runs `orchestrate ARGS` on a pseudo-terminal (util-linux `script`), typing
+/// `input`; returns the exit code and what the terminal showed.
+fn on_a_terminal(scratch: &Scratch, args: &str, input: &str) -> (i32, String) {
+    use std::io::Write;
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_orchestrate"));
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(scratch.path())
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).replace('\r', ""),
+    )
+}
+
+#[test]
+fn on_a_terminal_confirm_asks_between_waves_and_progress_bars_show_counts() {
+    let scratch = Scratch::new();
+    fleet(&scratch, &[("acme", 3)], "");
+    scratch.write(
+        "playbook.yml",
+        "name: confirm\nwaves: [1, \"100%\"]\npause_between_waves: confirm\nphases:\n  - name: p\n    steps:\n      - sh: echo ran >> {{ dir }}/log\n",
+    );
+    let (code, screen) = on_a_terminal(
+        &scratch,
+        "run playbook.yml -i inventory.yml --report-json yes.json",
+        "y\n",
+    );
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        screen.contains("acme: start wave 2? (0 of 0 allowed failures so far) [y/N]"),
+        "{screen}"
+    );
+    assert!(screen.contains("all clients ["), "an overall bar: {screen}");
+    assert!(screen.contains("3/3 hosts"), "{screen}");
+    assert!(
+        screen.contains("acme: running 0  ok 3"),
+        "a bar per client with counts: {screen}"
+    );
+
+    let (code, screen) = on_a_terminal(
+        &scratch,
+        "run playbook.yml -i inventory.yml --report-json no.json",
+        "n\n",
+    );
+    assert_eq!(code, 1, "{screen}");
+    let report: Value = serde_json::from_str(&read(&scratch.path().join("no.json"))).unwrap();
+    assert_eq!(client(&report, "acme")["status"], "halted");
+    assert!(
+        client(&report, "acme")["halted"]
+            .as_str()
+            .unwrap()
+            .contains("did not confirm wave 2")
+    );
+}
+
+#[test]
+fn a_pause_between_waves_waits_that_long() {
+    let scratch = Scratch::new();
+    fleet(&scratch, &[("acme", 2)], "");
+    scratch.write(
+        "playbook.yml",
+        "name: pause\nwaves: [1, \"100%\"]\npause_between_waves: 1500ms\nphases:\n  - name: p\n    steps:\n      - sh: \"true\"\n",
+    );
+    let (run, report) = run_playbook(&scratch, &[]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("acme: waiting 1500ms before wave 2"),
+        "{}",
+        run.stdout
+    );
+    let waves = client(&report, "acme")["waves"].as_array().unwrap().clone();
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let gap = time(&waves[1]["started_at"]) - time(&waves[0]["finished_at"]);
+    assert!(
+        gap.num_milliseconds() >= 1500,
+        "wave 2 started {gap} after wave 1 ended"
+    );
+}

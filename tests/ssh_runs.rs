@@ -286,3 +286,102 @@ fn host_key_policy_off_warns() {
         run.stderr
     );
 }
+
+#[test]
+fn a_step_asking_for_a_reboot_reboots_the_host_waits_and_goes_on() {
+    let env = SshdEnv::new();
+    let server = env.server(1);
+    let host = server.host();
+    env.trust(std::slice::from_ref(&host));
+    let scratch = Scratch::new();
+    let mut inv = inventory(&env, std::slice::from_ref(&host), &[]);
+    inv = inv.replace(
+        "os: linux }",
+        &format!(
+            "os: linux, reboot_command: '{}' }}",
+            server.reboot_command()
+        ),
+    );
+    scratch.write("inventory.yml", &inv);
+    scratch.write(
+        "playbook.yml",
+        r#"name: reboot
+phases:
+  - name: uninstall
+    steps:
+      - name: remove, reboot pending
+        sh: echo removed; exit 100
+        ok_codes: [0]
+        reboot_codes: [100]
+        timeout: 60s
+  - name: install
+    steps:
+      - name: after the reboot
+        sh: echo "up again, pid $$"
+"#,
+    );
+    let run = scratch.orchestrate(&[
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--report-json",
+        "report.json",
+        "-v",
+    ]);
+    run.expect_code(0);
+    let report = report(&scratch);
+    let steps = hosts_of(&report)[0]["steps"].as_array().unwrap().clone();
+    assert_eq!(steps[0]["status"], "ok");
+    assert_eq!(steps[0]["exit_code"], 100);
+    assert_eq!(steps[1]["status"], "ok");
+    assert!(steps[1]["stdout"].as_str().unwrap().starts_with("up again"));
+    // The server really went down and came back: two sshd listener starts.
+    assert!(
+        server.log().matches("Server listening").count() >= 2,
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_client_behind_a_jump_host() {
+    let env = SshdEnv::new();
+    let jump = env.server(1);
+    let (_servers, hosts) = env.fleet(3);
+    let mut all = hosts.clone();
+    all.push(jump.host());
+    env.trust(&all);
+    let scratch = Scratch::new();
+    let inv = inventory(&env, &hosts, &[]).replace(
+        "  acme:\n",
+        &format!(
+            "  acme:\n    jump_host: {}\n",
+            jump.host().jump_spec(env.user())
+        ),
+    );
+    scratch.write("inventory.yml", &inv);
+    scratch.write(
+        "playbook.yml",
+        "name: jump\nwaves: [\"100%\"]\nphases:\n  - name: p\n    steps:\n      - sh: echo \"from ${SSH_CONNECTION%% *}\"\n",
+    );
+    let run = scratch.orchestrate(&[
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--format",
+        "json",
+    ]);
+    run.expect_code(0);
+    for host in hosts_of(&run.json()) {
+        assert_eq!(host["status"], "succeeded", "{host}");
+    }
+    // One jump connection served all three hosts.
+    assert_eq!(
+        jump.log().matches("Accepted publickey").count(),
+        1,
+        "{}",
+        jump.log()
+    );
+}

@@ -307,10 +307,10 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
     .await;
 
     let report = report.snapshot();
-    if let Some(path) = &args.report_json {
-        if let Err(e) = std::fs::write(path, run_json::render(&report)) {
-            eprintln!("error: cannot write the report {}: {e}", path.display());
-        }
+    if let Some(path) = &args.report_json
+        && let Err(e) = std::fs::write(path, run_json::render(&report))
+    {
+        eprintln!("error: cannot write the report {}: {e}", path.display());
     }
     match args.format {
         Format::Human => print!("{}", summary::render(&report)),

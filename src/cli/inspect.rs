@@ -7,7 +7,7 @@ use super::EXIT_INVALID;
 use super::args::{Format, ReportArgs, ReportFormat, StatusArgs};
 use crate::journal::{self, Journal};
 use crate::report::run_json::{self, ClientReport, Report, counts};
-use crate::run::HostStatus;
+use crate::run::{HostStatus, name_of};
 
 fn journal_at(state: &Option<PathBuf>) -> Result<Journal, i32> {
     let path = state
@@ -125,8 +125,7 @@ impl ClientStatusView {
             name: client.name.clone(),
             status: client
                 .status
-                .and_then(|s| serde_json::to_value(s).ok())
-                .and_then(|v| v.as_str().map(str::to_string))
+                .map(|s| name_of(&s))
                 .unwrap_or_else(|| "unfinished".into()),
             halted: client.halted.clone(),
             current_wave: client
@@ -151,13 +150,9 @@ impl ClientStatusView {
 
 fn human_status(report: &Report, clients: &[ClientStatusView]) -> String {
     let mut out = String::new();
-    let status = report
-        .status
-        .and_then(|s| serde_json::to_value(s).ok())
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| {
-            "unfinished (interrupted hard, crashed or still running): resume it".into()
-        });
+    let status = report.status.map(|s| name_of(&s)).unwrap_or_else(|| {
+        "unfinished (interrupted hard, crashed or still running): resume it".into()
+    });
     let _ = writeln!(out, "run {}: {status}", report.run_id);
     let _ = writeln!(
         out,

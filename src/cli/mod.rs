@@ -44,7 +44,14 @@ pub fn main() -> i32 {
                 MissingSecrets::Placeholder,
                 Default::default(),
             ) {
-                Ok(_) => EXIT_OK,
+                Ok(plan) => {
+                    let problems = crate::plan::syntax::check_scripts(&plan);
+                    if problems.is_empty() {
+                        EXIT_OK
+                    } else {
+                        report_input_errors(&InputErrors(problems))
+                    }
+                }
                 Err(errors) => report_input_errors(&errors),
             }
         }

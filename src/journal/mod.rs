@@ -22,7 +22,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 pub use replay::{Replay, replay};
 
-use crate::run::{Event, Observer};
+use crate::run::{Event, Observer, name_of};
 
 /// The journal's default place: `.orchestrate/state.db` beside the inventory.
 pub fn default_path(inventory: &Path) -> PathBuf {
@@ -326,7 +326,7 @@ impl Journal {
                         step.index as i64,
                         step.phase,
                         step.name,
-                        kind_of(&step.status),
+                        name_of(&step.status),
                         step.exit_code,
                         step.attempts,
                         step.duration_ms as i64,
@@ -340,7 +340,7 @@ impl Journal {
             Event::RollbackStepFinished { host, step, .. } => {
                 tx.execute(
                     "INSERT INTO rollbacks (run_id, host, name, status, exit_code, detail, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![run_id, host, step.name, kind_of(&step.status), step.exit_code, step.detail, time],
+                    params![run_id, host, step.name, name_of(&step.status), step.exit_code, step.detail, time],
                 )?;
             }
             Event::RunResumed { .. } => {
@@ -355,20 +355,13 @@ impl Journal {
             } => {
                 tx.execute(
                     "UPDATE runs SET finished_at = ?2, status = ?3 WHERE run_id = ?1",
-                    params![run_id, finished_at, kind_of(status)],
+                    params![run_id, finished_at, name_of(status)],
                 )?;
             }
             _ => {}
         }
         tx.commit()
     }
-}
-
-fn kind_of<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -28,10 +28,10 @@ pub fn replay(events: &[(String, Event)]) -> Replay {
                 in_flight.insert(host.clone(), BTreeSet::new());
             }
             Event::StepFinished { host, step, .. } => {
-                if matches!(step.status, StepStatus::Ok | StepStatus::Skipped) {
-                    if let Some(done) = in_flight.get_mut(host) {
-                        done.insert(step.index);
-                    }
+                if matches!(step.status, StepStatus::Ok | StepStatus::Skipped)
+                    && let Some(done) = in_flight.get_mut(host)
+                {
+                    done.insert(step.index);
                 }
             }
             Event::HostFinished { host, status, .. } => {

@@ -167,10 +167,10 @@ impl Inventory {
     /// A path from the inventory: `~` is the home folder, relative paths
     /// are relative to the inventory file.
     pub fn resolve_path(&self, path: &str) -> PathBuf {
-        if let Some(rest) = path.strip_prefix("~/") {
-            if let Some(home) = std::env::var_os("HOME") {
-                return PathBuf::from(home).join(rest);
-            }
+        if let Some(rest) = path.strip_prefix("~/")
+            && let Some(home) = std::env::var_os("HOME")
+        {
+            return PathBuf::from(home).join(rest);
         }
         let path = PathBuf::from(path);
         if path.is_absolute() {

@@ -9,17 +9,22 @@
 
 pub mod quote;
 pub mod secrets;
+pub mod syntax;
 pub mod templates;
 pub mod waves;
 
 mod build;
+mod steps;
+mod targets;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use build::{PlanOptions, Selection, build_plan, render_action, targets};
+pub use build::{PlanOptions, Selection, build_plan};
 pub use secrets::{MissingSecrets, Redactor, SecretStore};
+pub use steps::render_action;
+pub use targets::targets;
 pub use templates::Templates;
 
 use crate::load::{Pause, Playbook, Size, Step};

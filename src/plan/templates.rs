@@ -230,7 +230,7 @@ fn describe(error: &tera::Error, at: Place, source: &SourceFile) -> (String, Pla
 /// Where line `tline` (1-based), column `tcol` (0-based) of a template
 /// written at `at` is in the file. Block scalars (`|`, `>`) start on the line
 /// after their indicator; quoted ones one column after the quote.
-fn place_in_file(source: &SourceFile, at: Place, tline: usize, tcol: usize) -> Place {
+pub(crate) fn place_in_file(source: &SourceFile, at: Place, tline: usize, tcol: usize) -> Place {
     let lines: Vec<&str> = source.text.lines().collect();
     let Some(first) = lines.get(at.line.saturating_sub(1)) else {
         return at;
@@ -255,9 +255,15 @@ fn place_in_file(source: &SourceFile, at: Place, tline: usize, tcol: usize) -> P
             column: at.column + quoted + tcol,
         }
     } else {
+        // A later line of a multi-line scalar: its indentation is YAML's.
+        let line = at.line + tline - 1;
+        let indent = lines
+            .get(line - 1)
+            .map(|l| l.len() - l.trim_start().len())
+            .unwrap_or(0);
         Place {
-            line: at.line + tline - 1,
-            column: tcol + 1,
+            line,
+            column: indent + tcol + 1,
         }
     }
 }

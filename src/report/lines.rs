@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use crate::run::{Event, HostStatus, Observer, StepStatus};
+use crate::run::{Event, HostStatus, Observer, StepStatus, name_of};
 
 pub struct Lines<W: Write + Send> {
     out: W,
@@ -47,7 +47,7 @@ impl<W: Write + Send> Observer for Lines<W> {
             Event::StepFinished { host, step, .. } if self.verbose || step.status == StepStatus::Failed => {
                 Some(format!(
                     "    {host}: {} `{}` ({}){}",
-                    serde_json::to_value(step.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                    name_of(&step.status),
                     step.name,
                     step.phase,
                     step.detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default()

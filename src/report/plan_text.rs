@@ -176,13 +176,7 @@ fn render_step(
         flags.push(format!("reboot on {:?}", s.reboot_codes));
     }
     if let Some(m) = s.marks {
-        flags.push(format!(
-            "marks {}",
-            serde_json::to_value(m)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
-        ));
+        flags.push(format!("marks {}", crate::run::name_of(&m)));
     }
     if s.sensitive {
         flags.push("sensitive".into());
@@ -211,10 +205,7 @@ fn render_step(
             out,
             "{inner}captures `{}` ({})",
             capture.name,
-            serde_json::to_value(capture.parse)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
+            crate::run::name_of(&capture.parse)
         );
     }
     match &step.action {

@@ -29,20 +29,11 @@ impl Counts {
     }
 }
 
+#[derive(Default)]
 pub struct Progress {
     overall: Option<Span>,
     clients: HashMap<String, (Span, Counts)>,
     total: Counts,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Progress {
-            overall: None,
-            clients: HashMap::new(),
-            total: Counts::default(),
-        }
-    }
 }
 
 fn style(template: &str) -> ProgressStyle {

@@ -267,6 +267,15 @@ impl Report {
                     if client.status.is_none() {
                         client.status = Some(ClientStatus::Interrupted);
                     }
+                    // Stopped at once (a second Ctrl-C) in the middle of a
+                    // step: nobody knows how far the host got; say so.
+                    for host in &mut client.hosts {
+                        if host.started_at.is_some() && host.finished_at.is_none() {
+                            host.error = Some(
+                                "stopped at once while a step ran on this host: its state is unknown; resume the run to finish it".into(),
+                            );
+                        }
+                    }
                 }
             }
             _ => {}

@@ -4,18 +4,13 @@
 use std::fmt::Write;
 
 use super::run_json::{Report, counts};
-use crate::run::HostStatus;
+use crate::run::{HostStatus, name_of};
 
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let status = report
         .status
-        .map(|s| {
-            serde_json::to_value(s)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
-        })
+        .map(|s| name_of(&s))
         .unwrap_or_else(|| "interrupted".into());
     let _ = writeln!(out, "\nrun {}: {status}", report.run_id);
     let width = report
@@ -47,12 +42,7 @@ pub fn render(report: &Report) -> String {
             .max();
         let status = client
             .status
-            .map(|s| {
-                serde_json::to_value(s)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            })
+            .map(|s| name_of(&s))
             .unwrap_or_else(|| "running".into());
         let _ = writeln!(
             out,

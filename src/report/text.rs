@@ -80,10 +80,7 @@ pub fn excerpt(text: &str, max_lines: usize, max_chars: usize) -> String {
 
 /// The snake_case name a status has in the JSON report.
 pub fn name<T: Serialize>(status: T) -> String {
-    serde_json::to_value(status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+    crate::run::name_of(&status)
 }
 
 pub fn parse_time(time: &str) -> Option<DateTime<FixedOffset>> {

@@ -216,6 +216,15 @@ pub enum Event {
     },
 }
 
+/// The name a status or other unit enum has in reports and the journal
+/// (its serde name: `rollback_failed`, `timed_out`, ...).
+pub fn name_of<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// Something that watches a run. Called in order, on the runner's task:
 /// keep it quick (write a line, update a bar, insert a row).
 pub trait Observer: Send {

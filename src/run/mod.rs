@@ -8,6 +8,7 @@
 pub mod capture;
 pub mod events;
 mod host;
+mod perform;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 pub use events::{
-    ClientStatus, Event, Events, HostStatus, Observer, Recorder, RunStatus, StepStatus,
+    ClientStatus, Event, Events, HostStatus, Observer, Recorder, RunStatus, StepStatus, name_of,
 };
 pub use scheduler::{AlwaysYes, Confirm, Interrupt};
 
@@ -112,7 +113,7 @@ pub async fn execute(
     let status = if interrupt.hard.is_cancelled() {
         RunStatus::Interrupted
     } else {
-        run_status(&clients, &events)
+        run_status(&clients)
     };
     events.emit(Event::RunFinished {
         status,
@@ -121,7 +122,7 @@ pub async fn execute(
     RunOutcome { status }
 }
 
-fn run_status(clients: &[(String, ClientStatus)], _events: &Events) -> RunStatus {
+fn run_status(clients: &[(String, ClientStatus)]) -> RunStatus {
     let any = |s: ClientStatus| clients.iter().any(|(_, c)| *c == s);
     if any(ClientStatus::Interrupted) {
         RunStatus::Interrupted

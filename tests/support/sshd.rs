@@ -302,7 +302,9 @@ impl SshdEnv {
             .expect("start ssh-agent");
         let agent = Agent { socket, child };
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !agent.socket.exists() {
+        // The socket file appears at bind(), before listen(): wait until it
+        // takes a connection, or ssh-add may be refused.
+        while std::os::unix::net::UnixStream::connect(&agent.socket).is_err() {
             assert!(Instant::now() < deadline, "ssh-agent did not start");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -619,15 +621,20 @@ impl ServerState {
         let Some(mut running) = child.take() else {
             return;
         };
-        // Twice: a connection accepted between the scan and the kill forks anew.
-        for _ in 0..2 {
-            let mut tree = descendants(running.id() as i32);
-            tree.push(running.id() as i32);
-            for pid in tree {
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
+        // Freeze the listener first, so it accepts and forks nothing more
+        // while its tree is scanned and killed: a connection accepted after
+        // the scan would otherwise be served by an orphan the kill misses.
+        let listener = running.id() as i32;
+        unsafe {
+            libc::kill(listener, libc::SIGSTOP);
+        }
+        for pid in descendants(listener) {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
             }
+        }
+        unsafe {
+            libc::kill(listener, libc::SIGKILL);
         }
         let _ = running.wait();
     }

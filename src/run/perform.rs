@@ -1,0 +1,104 @@
+//! Carrying out one rendered action over a session: a shell command, a
+//! script (uploaded, run, removed), an upload, a reboot or a wait.
+//!
+//! Kept apart from the step logic in [`super::host`] because this is the
+//! one place that knows how each action maps onto the transport's four
+//! verbs; the host's run only sees an [`Execution`].
+
+use std::time::Duration;
+
+use super::events::Event;
+use super::host::HostRun;
+use crate::plan::RenderedAction;
+use crate::transport::{Command, Execution, ExitStatus, Script, Session, TransportError};
+
+/// Carries out a rendered action over the session.
+pub(super) async fn perform(
+    run: &HostRun<'_>,
+    session: &dyn Session,
+    action: &RenderedAction,
+    timeout: Option<Duration>,
+) -> Result<Execution, TransportError> {
+    let done = || Execution {
+        status: ExitStatus::Code(0),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    match action {
+        RenderedAction::Shell(script) => {
+            let mut command = Command::new(script.clone());
+            command.timeout = timeout;
+            session.execute(&command, None).await
+        }
+        RenderedAction::Script { src, args } => {
+            let contents = read_local(src)?;
+            let name = src
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "script".into());
+            let remote = session.temp_path(&name);
+            session.upload(&contents, &remote, 0o755).await?;
+            let mut command = Command::new(script_command(run, &remote, &name, args));
+            command.timeout = timeout;
+            let result = session.execute(&command, None).await;
+            // The copy goes whatever happened; a failure to remove it is
+            // not worth failing the step for.
+            let _ = session.remove(&remote).await;
+            result
+        }
+        RenderedAction::Upload { src, dest, mode } => {
+            let contents = read_local(src)?;
+            session.upload(&contents, dest, *mode).await?;
+            Ok(done())
+        }
+        RenderedAction::Reboot { timeout } => {
+            run.events.emit(Event::Rebooting {
+                client: run.client(),
+                host: run.host.name.clone(),
+            });
+            session.reboot(*timeout).await?;
+            Ok(done())
+        }
+        RenderedAction::Wait(duration) => {
+            tokio::time::sleep(*duration).await;
+            Ok(done())
+        }
+    }
+}
+
+fn read_local(src: &std::path::Path) -> Result<Vec<u8>, TransportError> {
+    std::fs::read(src).map_err(|e| {
+        TransportError::Other(format!(
+            "cannot read {} on this controller: {e}",
+            src.display()
+        ))
+    })
+}
+
+/// How an uploaded script is started: by its interpreter on Windows, as an
+/// executable elsewhere.
+fn script_command(run: &HostRun<'_>, remote: &str, name: &str, args: &[String]) -> Script {
+    use crate::plan::quote::{ps_quote, sh_quote};
+    if run.host.os.is_posix() {
+        let mut line = sh_quote(remote);
+        for arg in args {
+            line.push(' ');
+            line.push_str(&sh_quote(arg));
+        }
+        Script::Sh(line)
+    } else if name.ends_with(".bat") || name.ends_with(".cmd") {
+        let mut line = format!("\"{remote}\"");
+        for arg in args {
+            line.push(' ');
+            line.push_str(arg);
+        }
+        Script::Cmd(line)
+    } else {
+        let mut line = format!("& {}", ps_quote(remote));
+        for arg in args {
+            line.push(' ');
+            line.push_str(&ps_quote(arg));
+        }
+        Script::PowerShell(line)
+    }
+}
