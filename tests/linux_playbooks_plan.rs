@@ -247,3 +247,48 @@ fn the_dry_run_shows_each_hosts_exclusions_and_where_the_old_products_come_from(
         );
     }
 }
+
+/// Every command of a planned host: steps, their rollbacks, on_failure.
+fn commands(host: &Value) -> Vec<(String, String)> {
+    fn walk(steps: &Value, out: &mut Vec<(String, String)>) {
+        for s in steps.as_array().into_iter().flatten() {
+            if let Some(command) = s["command"].as_str() {
+                out.push((
+                    s["name"].as_str().unwrap_or("").to_string(),
+                    command.to_string(),
+                ));
+            }
+            walk(&s["rollback"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&host["steps"], &mut out);
+    walk(&host["on_failure"], &mut out);
+    out
+}
+
+#[test]
+fn every_rendered_command_is_valid_sh_for_every_host_of_the_example() {
+    for playbook in [CLAMAV, MDATP, MACOS] {
+        let plan = plan(&repo(), playbook, "inventory/example.yml");
+        let mut checked = 0;
+        for client in plan["clients"].as_array().unwrap() {
+            for host in client["hosts"].as_array().unwrap() {
+                for (name, command) in commands(host) {
+                    let out = std::process::Command::new("sh")
+                        .args(["-n", "-c", &command])
+                        .output()
+                        .unwrap();
+                    assert!(
+                        out.status.success(),
+                        "{playbook}, {}, `{name}`: {}\n{command}",
+                        host["name"],
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 20, "{playbook}: {checked} commands checked");
+    }
+}
