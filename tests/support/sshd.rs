@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use orchestrate::transport::{HostKeyPolicy, Os, SshSettings, Target, TransportKind};
 
+mod per_host;
 mod procs;
 mod tools;
 use procs::descendants;
@@ -230,12 +231,14 @@ impl SshdEnv {
             (1..=16).contains(&hosts),
             "sshd listens on at most 16 addresses"
         );
-        Sshd::start_new(self.inner.clone(), hosts, max_sessions, &[])
+        Sshd::start_new(self.inner.clone(), hosts, max_sessions, &[], &|_, _| {
+            String::new()
+        })
     }
 
     /// One sshd with more host keys besides ed25519 (`"rsa"`, `"ecdsa"`).
     pub fn server_with_host_keys(&self, hosts: usize, extra: &[&str]) -> Sshd {
-        Sshd::start_new(self.inner.clone(), hosts, 100, extra)
+        Sshd::start_new(self.inner.clone(), hosts, 100, extra, &|_, _| String::new())
     }
 
     /// `count` hosts over as few sshd processes as sshd allows.
@@ -374,7 +377,13 @@ fn pick_port(addresses: &[Ipv4Addr]) -> u16 {
 }
 
 impl Sshd {
-    fn start_new(env: Arc<EnvInner>, hosts: usize, max_sessions: u32, extra: &[&str]) -> Sshd {
+    fn start_new(
+        env: Arc<EnvInner>,
+        hosts: usize,
+        max_sessions: u32,
+        extra: &[&str],
+        per_host: &dyn Fn(usize, &str) -> String,
+    ) -> Sshd {
         let addresses = pick_addresses(hosts);
         let port = pick_port(&addresses);
         let dir = env.dir.join(format!("sshd-{}-{port}", addresses[0]));
@@ -404,6 +413,16 @@ impl Sshd {
             dir = dir.display(),
             ak = env.dir.join("authorized_keys").display(),
         ));
+        // Match blocks last: every line after a Match belongs to it.
+        for (i, address) in addresses.iter().enumerate() {
+            let lines = per_host(i, &address.to_string());
+            if !lines.trim().is_empty() {
+                config.push_str(&format!(
+                    "Match LocalAddress {address}\n{}\n",
+                    lines.trim_end()
+                ));
+            }
+        }
         let config_path = dir.join("sshd_config");
         std::fs::write(&config_path, config).unwrap();
         if let Some((uid, gid)) = env.run_as.ids {
