@@ -572,3 +572,126 @@ fn a_second_ctrl_c_stops_at_once_and_the_run_can_still_be_resumed() {
         ["look", "look", "remove-kesl", "install", "verify"]
     );
 }
+
+/// A fleet whose "old product" is a file in each host's folder: uninstall
+/// removes it (rollback puts it back), install captures a version, a slow
+/// step gives time to kill the controller, and verify reads the capture.
+fn product_playbook(verify_fails: bool) -> String {
+    format!(
+        r#"name: product
+waves: ["100%"]
+failure_budget: "100%"
+phases:
+  - name: precheck
+    steps:
+      - name: find the old product
+        check_safe: true
+        sh: cat {{{{ dir }}}}/kaspersky 2>/dev/null || true
+        capture: {{ as: old }}
+  - name: uninstall
+    steps:
+      - name: remove it
+        when: old | length > 0
+        sh: rm {{{{ dir }}}}/kaspersky && echo removed >> {{{{ dir }}}}/log
+        marks: protection_off
+        rollback:
+          - sh: echo {{{{ old | sh_quote }}}} > {{{{ dir }}}}/kaspersky && echo restored >> {{{{ dir }}}}/log
+  - name: install
+    steps:
+      - name: install the new one
+        sh: echo 4.18 && echo installed >> {{{{ dir }}}}/log
+        capture: {{ as: version }}
+      - name: settle
+        sh: touch {{{{ dir }}}}/removing; sleep 1.5; echo settled >> {{{{ dir }}}}/log
+  - name: verify
+    steps:
+      - name: verify
+        sh: echo verified {{{{ version }}}} >> {{{{ dir }}}}/log{fail}
+"#,
+        fail = if verify_fails { "; exit 1" } else { "" }
+    )
+}
+
+fn kill_mid_settle(scratch: &Scratch) {
+    let mut child = spawn(scratch, &["run", "playbook.yml", "-i", "inventory.yml"]);
+    wait_for("the slow step", || hosts_running_remove(scratch, 1) >= 1);
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(1600)); // let the orphaned step end
+    let _ = std::fs::remove_file(scratch.path().join("hosts/h01/removing"));
+}
+
+#[test]
+fn a_value_captured_before_the_crash_is_there_after_resume() {
+    let scratch = Scratch::new();
+    fleet(&scratch, 1);
+    std::fs::write(scratch.path().join("hosts/h01/kaspersky"), "KES 12").unwrap();
+    scratch.write("playbook.yml", &product_playbook(false));
+    kill_mid_settle(&scratch);
+    let run_id = only_run_id(&scratch);
+    scratch
+        .orchestrate(&["resume", &run_id, "--state", STATE])
+        .expect_code(0);
+    let log = log_of(&scratch, "h01");
+    assert_eq!(log.last().unwrap(), "verified 4.18", "{log:?}");
+    assert_eq!(
+        log.iter().filter(|l| *l == "installed").count(),
+        1,
+        "{log:?}"
+    );
+}
+
+#[test]
+fn a_host_resumed_twice_still_rolls_back_what_it_did_before_the_first_crash() {
+    let scratch = Scratch::new();
+    fleet(&scratch, 1);
+    let product = scratch.path().join("hosts/h01/kaspersky");
+    std::fs::write(&product, "KES 12").unwrap();
+    scratch.write("playbook.yml", &product_playbook(true));
+    kill_mid_settle(&scratch); // killed once, after `remove it`
+    let run_id = only_run_id(&scratch);
+    // Resumed and killed again in the same slow step.
+    let mut child = spawn(&scratch, &["resume", &run_id, "--state", STATE]);
+    wait_for("the slow step again", || {
+        hosts_running_remove(&scratch, 1) >= 1
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(1600));
+    // Resumed a second time: verify fails, and the rollback must still
+    // restore the product removed before the first crash.
+    let last = scratch.orchestrate(&["resume", &run_id, "--state", STATE, "--format", "json"]);
+    last.expect_code(1);
+    assert_eq!(statuses(&last.json())["h01"], "failed");
+    assert_eq!(
+        std::fs::read_to_string(&product).unwrap().trim(),
+        "KES 12",
+        "the old product is back"
+    );
+    assert!(log_of(&scratch, "h01").contains(&"restored".to_string()));
+}
+
+#[test]
+fn resume_leaves_a_host_whose_rollback_failed_for_a_person() {
+    let scratch = Scratch::new();
+    fleet(&scratch, 2);
+    scratch.write(
+        "playbook.yml",
+        "name: x\nwaves: [\"100%\"]\nfailure_budget: \"100%\"\nphases:\n  - name: p\n    steps:\n      - name: change\n        sh: echo changed >> {{ dir }}/log; [ {{ n }} != 1 ]\n        rollback:\n          - sh: exit 9\n",
+    );
+    let first = scratch.orchestrate(&["run", "playbook.yml", "-i", "inventory.yml"]);
+    first.expect_code(3);
+    let run_id = only_run_id(&scratch);
+    let resumed = scratch.orchestrate(&["resume", &run_id, "--state", STATE, "--format", "json"]);
+    resumed.expect_code(3);
+    assert_eq!(statuses(&resumed.json())["h01"], "rollback_failed");
+    assert_eq!(log_of(&scratch, "h01"), ["changed"], "not touched again");
+    let status = scratch.orchestrate(&["status", &run_id, "--state", STATE]);
+    assert!(
+        status.stdout.contains("needs a person:") && status.stdout.contains("h01"),
+        "{}",
+        status.stdout
+    );
+}

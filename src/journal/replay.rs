@@ -70,6 +70,8 @@ pub fn replay(events: &[(String, Event)]) -> Replay {
                 };
                 if step.status == StepStatus::Ok && journaled {
                     progress.carried.completed.insert(step.index);
+                    let snapshot = progress.carried.captured.clone();
+                    progress.carried.captured_at.insert(step.index, snapshot);
                 }
             }
             Event::HostFinished { host, status, .. } => {

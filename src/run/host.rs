@@ -561,8 +561,27 @@ async fn roll_back(
     });
     let mut all_ok = true;
     for step in done.iter().rev() {
+        // A step carried over from before a resume is undone with the
+        // values captured when it ran, not with the precheck's fresh ones
+        // (which see the host as that step left it).
+        let carried = run.resume.as_ref().and_then(|r| {
+            let index = run.host.steps.iter().position(|s| std::ptr::eq(s, *step))?;
+            r.completed
+                .contains(&index)
+                .then(|| r.captured_at.get(&index))
+                .flatten()
+        });
+        let mut as_it_ran;
+        let step_vars: &mut Map<String, Value> = match carried {
+            Some(then) => {
+                as_it_ran = vars.clone();
+                as_it_ran.extend(then.clone());
+                &mut as_it_ran
+            }
+            None => vars,
+        };
         for undo in &step.rollback {
-            all_ok &= run_rollback_step(run, session, undo, vars).await;
+            all_ok &= run_rollback_step(run, session, undo, step_vars).await;
         }
     }
     for step in &run.host.on_failure {

@@ -44,8 +44,11 @@ pub struct Carried {
     /// Indices of the steps that completed (and whose captures, if any,
     /// were journaled). They are not repeated, except precheck steps.
     pub completed: std::collections::BTreeSet<usize>,
-    /// The values those steps captured.
+    /// The values those steps captured (the latest of each).
     pub captured: serde_json::Map<String, serde_json::Value>,
+    /// For each completed step, the captured values as they were when it
+    /// ran: its rollback needs those, not what a re-run precheck sees now.
+    pub captured_at: std::collections::BTreeMap<usize, serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Per host, where a resumed run picks up.
