@@ -928,3 +928,65 @@ phases:
     assert!(!everything.contains("hunter2-late"), "{everything}");
     assert!(read(&scratch.path().join("report.json")).contains("KLPASSWD=***"));
 }
+
+#[test]
+fn a_question_waiting_on_the_terminal_holds_up_no_other_client() {
+    use std::io::Write;
+    let scratch = Scratch::new();
+    fleet(&scratch, &[("acme", 2), ("globex", 1)], "");
+    // globex has no pause; its only host fails and must be rolled back
+    // while acme waits for its operator.
+    let inventory = read(&scratch.path().join("inventory.yml"))
+        .replace("  globex:\n", "  globex:\n    pause_between_waves: 0s\n");
+    scratch.write("inventory.yml", &inventory);
+    scratch.write(
+        "playbook.yml",
+        r#"name: confirm
+waves: [1, "100%"]
+failure_budget: "100%"
+pause_between_waves: confirm
+phases:
+  - name: p
+    steps:
+      - sh: echo ran >> {{ dir }}/log; [ "{{ host.client }}" != globex ]
+        rollback:
+          - sh: sleep 0.3; echo undone >> {{ dir }}/log
+"#,
+    );
+    let command = format!(
+        "{} run playbook.yml -i inventory.yml",
+        env!("CARGO_BIN_EXE_orchestrate")
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(scratch.path())
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let globex = host_dir(&scratch, "globex-01").join("log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while read(&globex) != "ran\nundone\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "globex's rollback was held up: {:?}",
+            read(&globex)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        read(&host_dir(&scratch, "acme-02").join("log")),
+        "",
+        "acme still waits"
+    );
+    child.stdin.take().unwrap().write_all(b"y\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(read(&host_dir(&scratch, "acme-02").join("log")), "ran\n");
+}

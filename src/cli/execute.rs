@@ -129,8 +129,8 @@ pub fn resume(args: &ResumeArgs) -> i32 {
                 "the {what} {} changed since run {} started (sha256 {} → {})",
                 path.display(),
                 row.run_id,
-                &recorded[..12],
-                &now[..12]
+                recorded.get(..12).unwrap_or(recorded),
+                now.get(..12).unwrap_or(&now)
             )),
             Err(e) => {
                 eprintln!(
@@ -252,7 +252,8 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
     let report = ReportBuilder {
         report: Arc::new(std::sync::Mutex::new(seed)),
     };
-    let writer = match journal.writer(&run_id) {
+    let interrupt = Interrupt::default();
+    let writer = match journal.writer(&run_id, interrupt.soft.clone()) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("error: {e}");
@@ -281,12 +282,11 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
     }
     let events = Arc::new(Events::new(observers));
 
-    let interrupt = Interrupt::default();
     watch_ctrl_c(interrupt.clone(), Arc::clone(&events));
     let confirm: Arc<dyn Confirm> = if args.yes {
         Arc::new(AlwaysYes)
     } else if std::io::stdin().is_terminal() {
-        Arc::new(AskOnTerminal::default())
+        Arc::new(AskOnTerminal::new(bars))
     } else {
         Arc::new(NoTerminal)
     };
@@ -360,29 +360,51 @@ fn watch_ctrl_c(interrupt: Interrupt, events: Arc<Events>) {
 }
 
 /// `pause_between_waves: confirm` on a terminal.
-#[derive(Default)]
+///
+/// Standard input is read by a thread of its own and answers arrive over a
+/// channel: nothing blocks while the question waits, so hosts of other
+/// clients go on (a rollback under way is never held up by a prompt), and
+/// Ctrl-C still works. With progress bars, the question is printed through
+/// tracing so that it lands above the bars.
 struct AskOnTerminal {
     /// One question at a time, when several clients reach a pause together.
-    asking: tokio::sync::Mutex<()>,
+    answers: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>,
+    bars: bool,
+}
+
+impl AskOnTerminal {
+    fn new(bars: bool) -> AskOnTerminal {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            let stdin = std::io::stdin();
+            let mut line = String::new();
+            while stdin.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if tx.send(std::mem::take(&mut line)).is_err() {
+                    break;
+                }
+            }
+        });
+        AskOnTerminal {
+            answers: tokio::sync::Mutex::new(rx),
+            bars,
+        }
+    }
 }
 
 #[async_trait]
 impl Confirm for AskOnTerminal {
     async fn confirm(&self, client: &str, next_wave: usize, so_far: &str) -> Result<(), String> {
-        let _one_at_a_time = self.asking.lock().await;
+        let mut answers = self.answers.lock().await;
         let question = format!("{client}: start wave {next_wave}? ({so_far}) [y/N] ");
-        let answer = tokio::task::spawn_blocking(move || {
-            tracing_indicatif::suspend_tracing_indicatif(|| {
-                use std::io::Write;
-                eprint!("{question}");
-                let _ = std::io::stderr().flush();
-                let mut line = String::new();
-                std::io::stdin().read_line(&mut line).map(|_| line)
-            })
-        })
-        .await;
-        match answer {
-            Ok(Ok(line)) if matches!(line.trim().to_lowercase().as_str(), "y" | "yes") => Ok(()),
+        if self.bars {
+            tracing::warn!("{question}");
+        } else {
+            use std::io::Write;
+            eprint!("{question}");
+            let _ = std::io::stderr().flush();
+        }
+        match answers.recv().await {
+            Some(line) if matches!(line.trim().to_lowercase().as_str(), "y" | "yes") => Ok(()),
             _ => Err(format!(
                 "the operator did not confirm wave {next_wave}; resume the run to go on"
             )),

@@ -244,13 +244,20 @@ impl Journal {
     }
 
     /// An observer that appends the events of run `run_id` to this journal.
-    pub fn writer(self, run_id: &str) -> Result<JournalWriter, JournalError> {
+    /// If writing fails, `stop` is cancelled: no new host or step starts,
+    /// since nothing more could be resumed.
+    pub fn writer(
+        self,
+        run_id: &str,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<JournalWriter, JournalError> {
         let seq = self.next_seq(run_id)?;
         Ok(JournalWriter {
             journal: self,
             run_id: run_id.to_string(),
             seq,
             failed: false,
+            stop,
         })
     }
 
@@ -408,6 +415,7 @@ pub struct JournalWriter {
     run_id: String,
     seq: i64,
     failed: bool,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl Observer for JournalWriter {
@@ -419,10 +427,11 @@ impl Observer for JournalWriter {
                     // Said once, loudly: without a journal, resume cannot
                     // know where hosts stand.
                     tracing::error!(
-                        "cannot write the journal {}: {e}; this run cannot be resumed from here on",
+                        "cannot write the journal {}: {e}; stopping as after Ctrl-C (running steps finish, half-done hosts are rolled back), since nothing more could be resumed",
                         self.journal.path.display()
                     );
                     self.failed = true;
+                    self.stop.cancel();
                 }
             }
         }
