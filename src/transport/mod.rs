@@ -304,6 +304,38 @@ pub trait Session: Send + Sync {
     async fn close(&self);
 }
 
+/// `PROGRAM -NoProfile -NonInteractive -EncodedCommand <base64 of UTF-16LE>`:
+/// how PowerShell is sent whatever shell receives it (cmd.exe, a WinRM
+/// shell), with no quoting to get wrong.
+pub fn encoded_powershell(program: &str, text: &str) -> String {
+    use base64::Engine as _;
+    let utf16: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    format!(
+        "{program} -NoProfile -NonInteractive -EncodedCommand {}",
+        base64::engine::general_purpose::STANDARD.encode(utf16)
+    )
+}
+
+/// A temporary path for `name` on a host: `/tmp/orchestrate-UNIQUE-NAME` or
+/// `C:\Windows\Temp\orchestrate-UNIQUE-NAME`, the name reduced to safe
+/// characters.
+pub fn temp_path(os: Os, unique: &str, name: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match os {
+        Os::Windows => format!("C:\\Windows\\Temp\\orchestrate-{unique}-{name}"),
+        _ => format!("/tmp/orchestrate-{unique}-{name}"),
+    }
+}
+
 /// Picks the connector for each host's transport kind.
 #[derive(Clone, Default)]
 pub struct Connectors {

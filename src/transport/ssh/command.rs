@@ -6,19 +6,9 @@
 //! they are, and PowerShell always goes as `-EncodedCommand` (base64 of
 //! UTF-16LE): that survives any quoting of any default shell.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-
 use crate::transport::{Os, Script, Target, TransportError};
 
-/// `powershell -NoProfile -NonInteractive -EncodedCommand <base64 UTF-16LE>`.
-pub fn encoded_powershell(program: &str, text: &str) -> String {
-    let utf16: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
-    format!(
-        "{program} -NoProfile -NonInteractive -EncodedCommand {}",
-        B64.encode(utf16)
-    )
-}
+pub use crate::transport::{encoded_powershell, temp_path};
 
 /// The command string sent in the SSH `exec` request.
 pub fn wire(target: &Target, script: &Script) -> Result<String, TransportError> {
@@ -36,24 +26,6 @@ pub fn wire(target: &Target, script: &Script) -> Result<String, TransportError> 
             )));
         }
     })
-}
-
-/// A temporary path for `name` on the host: `/tmp/...` or `C:\Windows\Temp\...`.
-pub fn temp_path(os: Os, unique: &str, name: &str) -> String {
-    let name: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    match os {
-        Os::Windows => format!("C:\\Windows\\Temp\\orchestrate-{unique}-{name}"),
-        _ => format!("/tmp/orchestrate-{unique}-{name}"),
-    }
 }
 
 /// The SFTP form of a path: Windows OpenSSH wants `/C:/dir/file`.

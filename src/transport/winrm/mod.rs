@@ -491,20 +491,7 @@ impl Session for WinrmSession {
     }
 
     fn temp_path(&self, name: &str) -> String {
-        let clean: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        format!(
-            "C:\\Windows\\Temp\\orchestrate-{}-{clean}",
-            self.ep.temp_prefix
-        )
+        crate::transport::temp_path(crate::transport::Os::Windows, &self.ep.temp_prefix, name)
     }
 
     async fn reboot(&self, timeout: Duration) -> Result<(), TransportError> {

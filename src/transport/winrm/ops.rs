@@ -22,16 +22,12 @@ const UPLOAD_LINE: usize = 48 * 1024;
 
 /// `powershell -EncodedCommand` with the script as base64 of UTF-16LE.
 pub fn encoded_powershell(script: &str) -> String {
-    let utf16: Vec<u8> = script.encode_utf16().flat_map(u16::to_le_bytes).collect();
-    format!(
-        "powershell -NoProfile -NonInteractive -EncodedCommand {}",
-        B64.encode(utf16)
-    )
+    crate::transport::encoded_powershell("powershell", script)
 }
 
-/// A PowerShell single-quoted string.
+/// A PowerShell single-quoted string (curly quotes doubled too).
 fn ps_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+    crate::plan::quote::ps_quote(text)
 }
 
 /// Writes base64 lines from stdin to `path` and prints the file's SHA-256.
