@@ -267,3 +267,33 @@ pub(crate) fn place_in_file(source: &SourceFile, at: Place, tline: usize, tcol: 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::secrets::{MissingSecrets, SecretStore};
+
+    /// Exclusions exported as INI are applied in the order the export
+    /// lists them: maps keep their order through captures and templates.
+    #[test]
+    fn maps_iterate_in_the_order_they_were_written() {
+        let source = SourceFile::from_text("p.yml", "x");
+        let mut templates = Templates::new(SecretStore::new(None, MissingSecrets::Fail));
+        let template = Template {
+            text: "{% for name, item in settings %}{{ name }};{% endfor %}".into(),
+            at: Place { line: 1, column: 1 },
+        };
+        templates.add("t", &template, &source).unwrap();
+        let settings = crate::run::capture::parse(
+            crate::load::CaptureFormat::Ini,
+            "[item_0002]\nPath=/c\n[item_0000]\nPath=/a\n[item_0001]\nPath=/b\n",
+        )
+        .unwrap();
+        let mut context = Context::new();
+        context.insert("settings", &settings);
+        assert_eq!(
+            templates.render("t", &context, &source).unwrap(),
+            "item_0002;item_0000;item_0001;"
+        );
+    }
+}
