@@ -13,10 +13,9 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::capture;
-use super::events::{
-    CaptureRecord, Event, Events, HostStatus, RollbackRecord, StepRecord, StepStatus,
-};
+use super::events::{CaptureRecord, Event, Events, HostStatus, StepRecord, StepStatus};
 use super::perform::perform;
+use super::rollback::roll_back;
 use crate::load::{Mark, Step};
 use crate::plan::{HostPlan, LiveRedactor, Plan, PlannedStep, RenderedAction};
 use crate::transport::{Connectors, ExitStatus, Session, TransportError};
@@ -38,14 +37,14 @@ pub(crate) struct HostRun<'a> {
 }
 
 /// What a step attempt came to.
-struct Attempt {
+pub(super) struct Attempt {
     /// The connection broke: the step's outcome on the host is unknown.
-    lost: bool,
-    status: StepStatus,
-    exit_code: Option<i32>,
-    detail: Option<String>,
-    stdout: String,
-    stderr: String,
+    pub(super) lost: bool,
+    pub(super) status: StepStatus,
+    pub(super) exit_code: Option<i32>,
+    pub(super) detail: Option<String>,
+    pub(super) stdout: String,
+    pub(super) stderr: String,
 }
 
 impl HostRun<'_> {
@@ -53,7 +52,7 @@ impl HostRun<'_> {
         self.host.client.clone()
     }
 
-    fn finish(
+    pub(super) fn finish(
         &self,
         status: HostStatus,
         error: Option<String>,
@@ -73,7 +72,7 @@ impl HostRun<'_> {
 /// Tracks how long the endpoint went without protection, from the steps
 /// marked `protection_off` / `protection_on`.
 #[derive(Default)]
-struct Gap {
+pub(super) struct Gap {
     since: Option<Instant>,
     total: Option<Duration>,
 }
@@ -84,12 +83,12 @@ impl Gap {
             self.since = Some(Instant::now());
         }
     }
-    fn on(&mut self) {
+    pub(super) fn on(&mut self) {
         if let Some(since) = self.since.take() {
             *self.total.get_or_insert(Duration::ZERO) += since.elapsed();
         }
     }
-    fn end(mut self) -> Option<Duration> {
+    pub(super) fn end(mut self) -> Option<Duration> {
         self.on();
         self.total
     }
@@ -243,7 +242,7 @@ fn is_precheck(step: &PlannedStep) -> bool {
     step.def.step.check_safe || step.phase() == "precheck"
 }
 
-fn skipped(detail: String) -> Attempt {
+pub(super) fn skipped(detail: String) -> Attempt {
     Attempt {
         lost: false,
         status: StepStatus::Skipped,
@@ -255,7 +254,11 @@ fn skipped(detail: String) -> Attempt {
 }
 
 /// Why a step does not run here: planned so, or its `when` is false now.
-fn skip_reason(run: &HostRun<'_>, step: &PlannedStep, vars: &Map<String, Value>) -> Option<String> {
+pub(super) fn skip_reason(
+    run: &HostRun<'_>,
+    step: &PlannedStep,
+    vars: &Map<String, Value>,
+) -> Option<String> {
     if let Some(reason) = &step.skip {
         return Some(reason.clone());
     }
@@ -343,7 +346,7 @@ async fn run_with_retries(
     }
 }
 
-async fn attempt_step(
+pub(super) async fn attempt_step(
     run: &HostRun<'_>,
     session: &dyn Session,
     step: &PlannedStep,
@@ -479,7 +482,7 @@ fn failed(exit_code: Option<i32>, detail: String) -> Attempt {
     }
 }
 
-fn cap(text: &str) -> String {
+pub(super) fn cap(text: &str) -> String {
     if text.len() <= OUTPUT_CAP {
         return text.to_string();
     }
@@ -541,102 +544,4 @@ fn emit_record(
             capture,
         },
     });
-}
-
-/// Undoes `done` (the failed step last) in reverse order, then runs the
-/// playbook's `on_failure` steps. Every rollback step is tried even when
-/// one fails: each may restore a different part of the protection.
-async fn roll_back(
-    run: &HostRun<'_>,
-    session: &dyn Session,
-    done: &[&PlannedStep],
-    vars: &mut Map<String, Value>,
-    reason: String,
-    mut gap: Gap,
-) -> HostStatus {
-    run.events.emit(Event::RollbackStarted {
-        client: run.client(),
-        host: run.host.name.clone(),
-        reason: run.redactor.redact(&reason),
-    });
-    let mut all_ok = true;
-    for step in done.iter().rev() {
-        // A step carried over from before a resume is undone with the
-        // values captured when it ran, not with the precheck's fresh ones
-        // (which see the host as that step left it).
-        let carried = run.resume.as_ref().and_then(|r| {
-            let index = run.host.steps.iter().position(|s| std::ptr::eq(s, *step))?;
-            r.completed
-                .contains(&index)
-                .then(|| r.captured_at.get(&index))
-                .flatten()
-        });
-        let mut as_it_ran;
-        let step_vars: &mut Map<String, Value> = match carried {
-            Some(then) => {
-                as_it_ran = vars.clone();
-                as_it_ran.extend(then.clone());
-                &mut as_it_ran
-            }
-            None => vars,
-        };
-        for undo in &step.rollback {
-            all_ok &= run_rollback_step(run, session, undo, step_vars).await;
-        }
-    }
-    for step in &run.host.on_failure {
-        all_ok &= run_rollback_step(run, session, step, vars).await;
-    }
-    if all_ok {
-        // Rolled back: protection is what it was before (or on_failure
-        // switched some on).
-        gap.on();
-        run.finish(HostStatus::Failed, Some(reason), gap.end())
-    } else {
-        run.finish(
-            HostStatus::RollbackFailed,
-            Some(format!(
-                "{reason}; the rollback failed too: a person must look at this host"
-            )),
-            gap.end(),
-        )
-    }
-}
-
-async fn run_rollback_step(
-    run: &HostRun<'_>,
-    session: &dyn Session,
-    step: &PlannedStep,
-    vars: &mut Map<String, Value>,
-) -> bool {
-    let def = &step.def.step;
-    let record = |attempt: &Attempt| {
-        let keep = |text: &str| (!def.sensitive).then(|| cap(&run.redactor.redact(text)));
-        run.events.emit(Event::RollbackStepFinished {
-            client: run.client(),
-            host: run.host.name.clone(),
-            step: RollbackRecord {
-                name: def.name.clone(),
-                status: attempt.status,
-                exit_code: attempt.exit_code,
-                detail: attempt.detail.as_ref().map(|d| run.redactor.redact(d)),
-                stdout: keep(&attempt.stdout),
-                stderr: keep(&attempt.stderr),
-            },
-        });
-    };
-    if let Some(reason) = skip_reason(run, step, vars) {
-        record(&skipped(reason));
-        return true;
-    }
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let attempt = attempt_step(run, session, step, vars).await;
-        if attempt.status == StepStatus::Ok || attempts > def.retries {
-            record(&attempt);
-            return attempt.status == StepStatus::Ok;
-        }
-        tokio::time::sleep(def.retry_delay.0).await;
-    }
 }

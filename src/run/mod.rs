@@ -9,6 +9,7 @@ pub mod capture;
 pub mod events;
 mod host;
 mod perform;
+mod rollback;
 pub mod scheduler;
 
 use std::sync::Arc;

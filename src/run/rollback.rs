@@ -1,0 +1,111 @@
+//! Rolling a host back: the `rollback` steps of everything it did, newest
+//! first, then the playbook's `on_failure` steps.
+//!
+//! Every rollback step is tried even when one fails (each may restore a
+//! different part of the protection), and a host whose rollback did not
+//! fully succeed is `rollback_failed`: a person must look at it.
+
+use serde_json::{Map, Value};
+
+use super::events::{Event, HostStatus, RollbackRecord, StepStatus};
+use super::host::{Attempt, Gap, HostRun, attempt_step, cap, skip_reason, skipped};
+use crate::plan::PlannedStep;
+use crate::transport::Session;
+
+/// Undoes `done` (the failed step last) in reverse order, then runs the
+/// playbook's `on_failure` steps. Every rollback step is tried even when
+/// one fails: each may restore a different part of the protection.
+pub(super) async fn roll_back(
+    run: &HostRun<'_>,
+    session: &dyn Session,
+    done: &[&PlannedStep],
+    vars: &mut Map<String, Value>,
+    reason: String,
+    mut gap: Gap,
+) -> HostStatus {
+    run.events.emit(Event::RollbackStarted {
+        client: run.client(),
+        host: run.host.name.clone(),
+        reason: run.redactor.redact(&reason),
+    });
+    let mut all_ok = true;
+    for step in done.iter().rev() {
+        // A step carried over from before a resume is undone with the
+        // values captured when it ran, not with the precheck's fresh ones
+        // (which see the host as that step left it).
+        let carried = run.resume.as_ref().and_then(|r| {
+            let index = run.host.steps.iter().position(|s| std::ptr::eq(s, *step))?;
+            r.completed
+                .contains(&index)
+                .then(|| r.captured_at.get(&index))
+                .flatten()
+        });
+        let mut as_it_ran;
+        let step_vars: &mut Map<String, Value> = match carried {
+            Some(then) => {
+                as_it_ran = vars.clone();
+                as_it_ran.extend(then.clone());
+                &mut as_it_ran
+            }
+            None => vars,
+        };
+        for undo in &step.rollback {
+            all_ok &= run_rollback_step(run, session, undo, step_vars).await;
+        }
+    }
+    for step in &run.host.on_failure {
+        all_ok &= run_rollback_step(run, session, step, vars).await;
+    }
+    if all_ok {
+        // Rolled back: protection is what it was before (or on_failure
+        // switched some on).
+        gap.on();
+        run.finish(HostStatus::Failed, Some(reason), gap.end())
+    } else {
+        run.finish(
+            HostStatus::RollbackFailed,
+            Some(format!(
+                "{reason}; the rollback failed too: a person must look at this host"
+            )),
+            gap.end(),
+        )
+    }
+}
+
+async fn run_rollback_step(
+    run: &HostRun<'_>,
+    session: &dyn Session,
+    step: &PlannedStep,
+    vars: &mut Map<String, Value>,
+) -> bool {
+    let def = &step.def.step;
+    let record = |attempt: &Attempt| {
+        let keep = |text: &str| (!def.sensitive).then(|| cap(&run.redactor.redact(text)));
+        run.events.emit(Event::RollbackStepFinished {
+            client: run.client(),
+            host: run.host.name.clone(),
+            step: RollbackRecord {
+                name: def.name.clone(),
+                status: attempt.status,
+                exit_code: attempt.exit_code,
+                detail: attempt.detail.as_ref().map(|d| run.redactor.redact(d)),
+                stdout: keep(&attempt.stdout),
+                stderr: keep(&attempt.stderr),
+            },
+        });
+    };
+    if let Some(reason) = skip_reason(run, step, vars) {
+        record(&skipped(reason));
+        return true;
+    }
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let attempt = attempt_step(run, session, step, vars).await;
+        if attempt.status == StepStatus::Ok || attempts > def.retries {
+            record(&attempt);
+            return attempt.status == StepStatus::Ok;
+        }
+        tokio::time::sleep(def.retry_delay.0).await;
+    }
+}
