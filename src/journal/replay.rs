@@ -86,10 +86,8 @@ pub fn replay(events: &[(String, Event)]) -> Replay {
                 };
                 hosts.insert(host.clone(), resume);
             }
-            Event::HostNotStarted { host, .. } => {
-                if !in_flight.contains_key(host) {
-                    hosts.insert(host.clone(), HostResume::Fresh);
-                }
+            Event::HostNotStarted { host, .. } if !in_flight.contains_key(host) => {
+                hosts.insert(host.clone(), HostResume::Fresh);
             }
             _ => {}
         }

@@ -309,16 +309,16 @@ impl HostPlanner<'_> {
                         .get(&var)
                         .and_then(|v| v.as_str().map(str::to_string)),
                 };
-                if let Some(name) = name {
-                    if let Err(message) = self.secrets.get(&name) {
-                        let at = self
-                            .templates
-                            .place_of(key, "secret", self.source)
-                            .unwrap_or(def.step.at);
-                        self.failures
-                            .add(def, self.host, RenderError { message, at });
-                        return None;
-                    }
+                if let Some(name) = name
+                    && let Err(message) = self.secrets.get(&name)
+                {
+                    let at = self
+                        .templates
+                        .place_of(key, "secret", self.source)
+                        .unwrap_or(def.step.at);
+                    self.failures
+                        .add(def, self.host, RenderError { message, at });
+                    return None;
                 }
             }
         }

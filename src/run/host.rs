@@ -169,10 +169,11 @@ async fn run_steps(
             return roll_back(run, session, &done, &mut vars, reason, gap).await;
         }
         let def = &step.def.step;
-        if let Some(resume) = &run.resume {
-            if resume.completed.contains(&index) && !is_precheck(step) {
-                continue; // carried over above
-            }
+        if let Some(resume) = &run.resume
+            && resume.completed.contains(&index)
+            && !is_precheck(step)
+        {
+            continue; // carried over above
         }
         if let Some(reason) = skip_reason(run, step, &vars) {
             emit_step(run, step, index, skipped(reason));
