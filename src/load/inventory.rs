@@ -224,6 +224,10 @@ struct DefaultsDoc {
     vars: Vars,
 }
 
+// The connection keys are written out in each level's document rather than
+// shared through `#[serde(flatten)]`: flatten turns `deny_unknown_fields`
+// off and loses serde-saphyr's line and column, and a typo in an inventory
+// must be an error at its place. `connection_of!` gathers them again.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClientDoc {
