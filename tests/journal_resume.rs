@@ -8,10 +8,9 @@
 mod harness;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::Scratch;
+use harness::{Scratch, ctrl_c, wait_for};
 use serde_json::Value;
 
 const STATE: &str = ".orchestrate/state.db";
@@ -64,31 +63,12 @@ phases:
     )
 }
 
-fn spawn(scratch: &Scratch, args: &[&str]) -> Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_orchestrate"))
-        .args(args)
-        .current_dir(scratch.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 fn log_of(scratch: &Scratch, host: &str) -> Vec<String> {
     std::fs::read_to_string(scratch.path().join("hosts").join(host).join("log"))
         .unwrap_or_default()
         .lines()
         .map(str::to_string)
         .collect()
-}
-
-/// Waits until `ready` holds, or fails the test after 30 s.
-fn wait_for(what: &str, ready: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn hosts_running_remove(scratch: &Scratch, count: usize) -> usize {
@@ -141,7 +121,7 @@ fn a_run_killed_mid_wave_resumes_without_repeating_a_completed_step() {
     let scratch = Scratch::new();
     fleet(&scratch, 7);
     scratch.write("playbook.yml", &playbook("1", ""));
-    let mut child = spawn(&scratch, &["run", "playbook.yml", "-i", "inventory.yml"]);
+    let mut child = scratch.spawn(&["run", "playbook.yml", "-i", "inventory.yml"]);
     // Wave 2 (h02..h04) is in its slow step: kill the controller outright.
     wait_for("wave 2 to be mid-way", || {
         hosts_running_remove(&scratch, 7) >= 3
@@ -241,13 +221,11 @@ fn a_run_stopped_with_ctrl_c_resumes_to_the_end() {
     let scratch = Scratch::new();
     fleet(&scratch, 7);
     scratch.write("playbook.yml", &playbook("1", ""));
-    let mut child = spawn(&scratch, &["run", "playbook.yml", "-i", "inventory.yml"]);
+    let mut child = scratch.spawn(&["run", "playbook.yml", "-i", "inventory.yml"]);
     wait_for("wave 2 to be mid-way", || {
         hosts_running_remove(&scratch, 7) >= 3
     });
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
+    ctrl_c(&child);
     assert_eq!(child.wait().unwrap().code(), Some(130));
     let run_id = only_run_id(&scratch);
     let before: BTreeMap<String, Vec<String>> = (1..=7)
@@ -527,18 +505,14 @@ fn a_second_ctrl_c_stops_at_once_and_the_run_can_still_be_resumed() {
     let scratch = Scratch::new();
     fleet(&scratch, 3);
     scratch.write("playbook.yml", &playbook("30", ""));
-    let mut child = spawn(&scratch, &["run", "playbook.yml", "-i", "inventory.yml"]);
+    let mut child = scratch.spawn(&["run", "playbook.yml", "-i", "inventory.yml"]);
     wait_for("the canary to be in its long step", || {
         hosts_running_remove(&scratch, 3) >= 1
     });
     let started = Instant::now();
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
+    ctrl_c(&child);
     std::thread::sleep(Duration::from_millis(300));
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
+    ctrl_c(&child);
     assert_eq!(child.wait().unwrap().code(), Some(130));
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -612,15 +586,20 @@ phases:
     )
 }
 
-fn kill_mid_settle(scratch: &Scratch) {
-    let mut child = spawn(scratch, &["run", "playbook.yml", "-i", "inventory.yml"]);
+/// Runs `args` and kills the controller (SIGKILL) while the host is in
+/// its slow step, then lets the orphaned step end, as it would on a real
+/// endpoint.
+fn kill_mid_settle(scratch: &Scratch, args: &[&str]) {
+    let _ = std::fs::remove_file(scratch.path().join("hosts/h01/removing"));
+    let mut child = scratch.spawn(args);
     wait_for("the slow step", || hosts_running_remove(scratch, 1) >= 1);
     std::thread::sleep(Duration::from_millis(100));
     child.kill().unwrap();
     child.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(1600)); // let the orphaned step end
-    let _ = std::fs::remove_file(scratch.path().join("hosts/h01/removing"));
+    std::thread::sleep(Duration::from_millis(1600));
 }
+
+const RUN: &[&str] = &["run", "playbook.yml", "-i", "inventory.yml"];
 
 #[test]
 fn a_value_captured_before_the_crash_is_there_after_resume() {
@@ -628,7 +607,7 @@ fn a_value_captured_before_the_crash_is_there_after_resume() {
     fleet(&scratch, 1);
     std::fs::write(scratch.path().join("hosts/h01/kaspersky"), "KES 12").unwrap();
     scratch.write("playbook.yml", &product_playbook(false));
-    kill_mid_settle(&scratch);
+    kill_mid_settle(&scratch, RUN);
     let run_id = only_run_id(&scratch);
     scratch
         .orchestrate(&["resume", &run_id, "--state", STATE])
@@ -649,17 +628,10 @@ fn a_host_resumed_twice_still_rolls_back_what_it_did_before_the_first_crash() {
     let product = scratch.path().join("hosts/h01/kaspersky");
     std::fs::write(&product, "KES 12").unwrap();
     scratch.write("playbook.yml", &product_playbook(true));
-    kill_mid_settle(&scratch); // killed once, after `remove it`
+    kill_mid_settle(&scratch, RUN); // killed once, after `remove it`
     let run_id = only_run_id(&scratch);
     // Resumed and killed again in the same slow step.
-    let mut child = spawn(&scratch, &["resume", &run_id, "--state", STATE]);
-    wait_for("the slow step again", || {
-        hosts_running_remove(&scratch, 1) >= 1
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(1600));
+    kill_mid_settle(&scratch, &["resume", &run_id, "--state", STATE]);
     // Resumed a second time: verify fails, and the rollback must still
     // restore the product removed before the first crash.
     let last = scratch.orchestrate(&["resume", &run_id, "--state", STATE, "--format", "json"]);

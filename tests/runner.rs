@@ -606,33 +606,20 @@ phases:
         marks: protection_on
 "#,
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrate"))
-        .args([
-            "run",
-            "playbook.yml",
-            "-i",
-            "inventory.yml",
-            "--report-json",
-            "report.json",
-        ])
-        .current_dir(scratch.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = scratch.spawn(&[
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--report-json",
+        "report.json",
+    ]);
     // Wait until the first wave's hosts are in `remove old`, then Ctrl-C.
     let hosts = scratch.path().join("hosts");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !(hosts.join("started-1").exists() && hosts.join("started-2").exists()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the run never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
+    harness::wait_for("the first wave to be in `remove old`", || {
+        hosts.join("started-1").exists() && hosts.join("started-2").exists()
+    });
+    harness::ctrl_c(&child);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     let report: Value = serde_json::from_str(&read(&scratch.path().join("report.json"))).unwrap();

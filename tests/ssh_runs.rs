@@ -168,20 +168,14 @@ fn a_host_whose_sshd_stops_mid_run_becomes_unreachable_and_the_others_finish() {
         "playbook.yml",
         "name: outage\nwaves: [\"100%\"]\nfailure_budget: 5\nphases:\n  - name: p\n    steps:\n      - name: long step\n        sh: sleep 2; echo done\n        rollback:\n          - sh: echo undo\n",
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrate"))
-        .args([
-            "run",
-            "playbook.yml",
-            "-i",
-            "inventory.yml",
-            "--report-json",
-            "report.json",
-        ])
-        .current_dir(scratch.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = scratch.spawn(&[
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--report-json",
+        "report.json",
+    ]);
     std::thread::sleep(Duration::from_millis(1000));
     lonely.stop(); // the host goes down in the middle of its step
     let started = Instant::now();

@@ -36,6 +36,18 @@ impl Scratch {
         Run::new(orchestrate_in(self.path(), args, &[]))
     }
 
+    /// `orchestrate ARGS...` started in the background in this folder
+    /// (output discarded), for tests that interrupt or kill it.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+            .args(args)
+            .current_dir(self.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("orchestrate starts")
+    }
+
     pub fn orchestrate_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         Run::new(orchestrate_in(self.path(), args, env))
     }
@@ -84,5 +96,25 @@ impl Run {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Presses Ctrl-C in a running `orchestrate`.
+pub fn ctrl_c(child: &std::process::Child) {
+    // SAFETY: kill(2) on our own child's pid touches no memory of ours.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+}
+
+/// Waits until `ready` holds, or fails the test after 30 s.
+pub fn wait_for(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
