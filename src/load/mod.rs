@@ -7,6 +7,7 @@
 pub mod diagnostic;
 pub mod inventory;
 pub mod playbook;
+mod playbook_doc;
 pub mod values;
 
 pub use diagnostic::{InputError, InputErrors, SourceFile};

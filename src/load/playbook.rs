@@ -1,20 +1,19 @@
 //! Playbooks: what to do on every host, in phases of steps.
 //!
-//! The YAML is read into `*Doc` types that mirror the file one to one (every
+//! The YAML is read into the `*Doc` types of [`super::playbook_doc`] (every
 //! struct denies unknown keys, so a typo is an error with its place), then
 //! checked and turned into the [`Playbook`] model the planner uses. Template
 //! text keeps the place it was written ([`Template::at`]) so that a template
 //! error, found later for some host, still points into this file.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use super::diagnostic::{InputError, InputErrors, SourceFile};
+use super::playbook_doc::{PlaybookDoc, StepDoc};
 use super::values::{HumanDuration, Pause, Size};
 use crate::transport::Os;
 
@@ -170,153 +169,6 @@ pub enum Mark {
     /// After this step the new product protects the host.
     ProtectionOn,
 }
-
-// ---- the file as written ----
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlaybookDoc {
-    name: String,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    os: Option<OneOrMany<Os>>,
-    #[serde(default)]
-    vars: Vars,
-    #[serde(default)]
-    waves: Option<Spanned<Vec<Size>>>,
-    #[serde(default)]
-    pause_between_waves: Option<Pause>,
-    #[serde(default)]
-    failure_budget: Option<Size>,
-    #[serde(default)]
-    concurrency: Option<Spanned<u32>>,
-    #[serde(default)]
-    on_failure: Vec<Spanned<StepDoc>>,
-    phases: Spanned<Vec<PhaseDoc>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PhaseDoc {
-    name: Spanned<String>,
-    #[serde(default)]
-    steps: Vec<Spanned<StepDoc>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StepDoc {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    run: Option<Spanned<String>>,
-    #[serde(default)]
-    sh: Option<Spanned<String>>,
-    #[serde(default)]
-    powershell: Option<Spanned<String>>,
-    #[serde(default)]
-    cmd: Option<Spanned<String>>,
-    #[serde(default)]
-    script: Option<ScriptDoc>,
-    #[serde(default)]
-    upload: Option<UploadDoc>,
-    #[serde(default)]
-    reboot: Option<RebootDoc>,
-    #[serde(default)]
-    wait: Option<HumanDuration>,
-    #[serde(default)]
-    os: Option<OneOrMany<Os>>,
-    #[serde(default)]
-    when: Option<Spanned<String>>,
-    #[serde(default)]
-    timeout: Option<HumanDuration>,
-    #[serde(default)]
-    retries: Option<u32>,
-    #[serde(default)]
-    retry_delay: Option<HumanDuration>,
-    #[serde(default)]
-    until: Option<Spanned<String>>,
-    #[serde(default)]
-    ok_codes: Option<Vec<i32>>,
-    #[serde(default)]
-    reboot_codes: Option<Vec<i32>>,
-    #[serde(default)]
-    capture: Option<CaptureDoc>,
-    #[serde(default)]
-    rollback: Vec<Spanned<StepDoc>>,
-    #[serde(default)]
-    check_safe: bool,
-    #[serde(default)]
-    sensitive: bool,
-    #[serde(default)]
-    marks: Option<Mark>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScriptDoc {
-    src: Spanned<String>,
-    #[serde(default)]
-    args: Vec<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UploadDoc {
-    src: Spanned<String>,
-    dest: Spanned<String>,
-    #[serde(default)]
-    mode: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RebootDoc {
-    #[serde(default)]
-    timeout: Option<HumanDuration>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CaptureDoc {
-    #[serde(rename = "as")]
-    name: Spanned<String>,
-    #[serde(default = "default_capture_format")]
-    parse: CaptureFormat,
-}
-
-fn default_capture_format() -> CaptureFormat {
-    CaptureFormat::Text
-}
-
-/// `windows` or `[windows, linux]`.
-pub(crate) struct OneOrMany<T>(pub Vec<T>);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = OneOrMany<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("one value or a list of values")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                T::deserialize(de::value::StrDeserializer::<E>::new(v)).map(|t| OneOrMany(vec![t]))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element()? {
-                    items.push(item);
-                }
-                Ok(OneOrMany(items))
-            }
-        }
-        deserializer.deserialize_any(V(std::marker::PhantomData))
-    }
-}
-
-// ---- checking and converting ----
 
 /// Reads and checks a playbook file.
 pub fn load_playbook(path: &Path) -> Result<Playbook, InputErrors> {
