@@ -10,7 +10,7 @@
 //! cargo build --release && cargo run --release --example bench_run -- [HOSTS...]
 //! ```
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::process::Command;

@@ -9,7 +9,7 @@
 //! cargo run --release --example bench_ssh -- [COMMANDS_PER_HOST] [HOSTS...]
 //! ```
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;

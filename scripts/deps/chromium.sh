@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Headless Chromium for tests/report_render.rs, which opens the HTML run
+# Headless Chromium for tests/it/report_render.rs, which opens the HTML run
 # report in a real browser and reads the page it rendered. Idempotent: as
 # root on Debian it installs the `chromium` package (refreshing the package
 # lists first when they do not know it, and once more if the install fails

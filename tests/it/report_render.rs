@@ -9,7 +9,7 @@
 //! untrusted endpoints may. The HTML is read back through headless
 //! Chromium, the JUnit through a real XML parser.
 
-mod report_fixture;
+use crate::report_fixture;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

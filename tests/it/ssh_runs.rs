@@ -2,8 +2,8 @@
 //! OpenSSH servers on loopback: what an MSP sees when it runs a playbook on
 //! Linux endpoints.
 
-mod harness;
-mod support;
+use crate::harness;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,10 +1,9 @@
 //! The SSH transport against real OpenSSH servers on loopback (see
-//! `tests/support/sshd.rs`): parallel fleets, authentication methods, host
+//! `tests/it/support/sshd.rs`): parallel fleets, authentication methods, host
 //! key policies, SFTP, timeouts, hosts going down, reboots, jump hosts.
 
-mod support;
+use crate::support;
 
-#[path = "ssh_transport/keys.rs"]
 mod keys;
 
 use std::sync::Arc;

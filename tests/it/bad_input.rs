@@ -2,7 +2,7 @@
 //! names the file, the line and the column, shows the line with a caret
 //! under the culprit, and exits with code 2. Never a panic.
 
-mod harness;
+use crate::harness;
 
 use harness::Scratch;
 

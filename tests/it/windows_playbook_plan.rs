@@ -3,7 +3,7 @@
 //! will be applied as the exact commands, and a client's exclusions reach
 //! the PowerShell as single-quoted literals however hostile the values.
 
-mod harness;
+use crate::harness;
 
 use harness::{Scratch, repo};
 use serde_json::Value;

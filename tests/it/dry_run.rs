@@ -5,7 +5,7 @@
 //! included), with secrets as `***`. `--format json` gives the same plan
 //! for machines.
 
-mod harness;
+use crate::harness;
 
 use std::collections::BTreeSet;
 

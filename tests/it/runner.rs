@@ -4,7 +4,7 @@
 //! leave files there, and the tests check those files and the JSON report,
 //! as an operator would check the endpoints and the report.
 
-mod harness;
+use crate::harness;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

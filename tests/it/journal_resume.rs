@@ -5,7 +5,7 @@
 //! the host's own folder, so the tests can count how often each step really
 //! ran, across the killed run and its resumption.
 
-mod harness;
+use crate::harness;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -5,9 +5,9 @@
 //! commands in a real `sh` (against the stand-in `mdatp` for Defender).
 //! Nothing here connects anywhere; `linux_playbooks.rs` runs them over SSH.
 
-mod harness;
-mod linux_lab;
-mod support;
+use crate::harness;
+use crate::linux_lab;
+use crate::support;
 
 use harness::{Scratch, repo};
 use linux_lab::{plan, planned_step, run_standin, sh};

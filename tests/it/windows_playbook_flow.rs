@@ -9,10 +9,10 @@
 //! which host in which order (canary first, reboot where msiexec asked for
 //! one, rollback on the host that failed, nothing changed on a host with
 //! UltraAV or under --check) and the JSON report, for the Defender, Defender
-//! for Endpoint and CrowdStrike playbooks. Tables: tests/windows_fleet/.
+//! for Endpoint and CrowdStrike playbooks. Tables: tests/it/windows_fleet/.
 
-mod harness;
-mod windows_fleet;
+use crate::harness;
+use crate::windows_fleet;
 
 use serde_json::{Value, json};
 use windows_fleet::{

@@ -1,0 +1,30 @@
+//! The integration tests: one binary, a module per feature.
+//!
+//! Every module here runs the real `orchestrate` binary or the library
+//! against real peers (OpenSSH `sshd`, the WinRM test endpoint, SQLite,
+//! headless Chromium). They live in one test binary rather than one per file
+//! because each binary links russh, tera and tree-sitter: on two cores the
+//! links, not the compiles, dominated the build.
+//!
+//! Shared helpers: `harness` (scratch folders, running the binary,
+//! signals), `support` (the sshd fleet), `linux_lab` (Linux playbook hosts),
+//! `windows_fleet` (the WinRM endpoint fleet), `report_fixture`.
+
+mod harness;
+mod linux_lab;
+mod report_fixture;
+mod support;
+mod windows_fleet;
+
+mod bad_input;
+mod dry_run;
+mod journal_resume;
+mod linux_playbooks;
+mod linux_playbooks_plan;
+mod report_render;
+mod runner;
+mod ssh_runs;
+mod ssh_transport;
+mod windows_playbook_flow;
+mod windows_playbook_plan;
+mod winrm_transport;
