@@ -289,7 +289,7 @@ impl Journal {
                     "running",
                     None,
                     None,
-                    &time,
+                    time,
                 )?;
             }
             Event::HostFinished {
@@ -308,7 +308,7 @@ impl Journal {
                     status.as_str(),
                     error.as_deref(),
                     *protection_gap_ms,
-                    &time,
+                    time,
                 )?;
             }
             Event::HostNotStarted {
@@ -325,7 +325,7 @@ impl Journal {
                     "not_started",
                     Some(reason),
                     None,
-                    &time,
+                    time,
                 )?;
             }
             Event::StepFinished { host, step, .. } => {
