@@ -14,12 +14,14 @@
 //! journal with `sqlite3`. Nothing secret is written: events are redacted
 //! before they are emitted.
 
+mod files;
 mod replay;
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use files::{RecordedFile, changes};
 pub use replay::{Replay, replay};
 
 use crate::run::{Event, Observer, name_of};
@@ -139,6 +141,8 @@ impl Journal {
         )
         .map_err(|e| fail(e.to_string()))?;
         conn.execute_batch(SCHEMA)
+            .map_err(|e| fail(e.to_string()))?;
+        conn.execute_batch(files::SCHEMA)
             .map_err(|e| fail(e.to_string()))?;
         Ok(Journal {
             conn,

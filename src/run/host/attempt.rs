@@ -77,7 +77,7 @@ fn context(vars: &Map<String, Value>) -> tera::Context {
 fn condition(run: &HostRun<'_>, key: &str, vars: &Map<String, Value>) -> Result<bool, String> {
     run.plan
         .templates
-        .condition(key, &context(vars), &run.plan.playbook.source)
+        .condition(key, &context(vars))
         .map_err(|e| e.message)
 }
 
@@ -89,14 +89,8 @@ pub(super) fn resolve_action(
     if let Some(action) = &step.action {
         return Ok(action.clone());
     }
-    crate::plan::render_action(
-        &run.plan.templates,
-        &run.plan.playbook.source,
-        &run.plan.playbook.dir(),
-        &step.def,
-        &context(vars),
-    )
-    .map_err(|e| format!("template at line {}: {}", e.at.line, e.message))
+    crate::plan::render_action(&run.plan.templates, &step.def, &context(vars))
+        .map_err(|e| format!("template at line {}: {}", e.at.line, e.message))
 }
 
 /// Runs a step until it succeeds (and its `until` holds) or its retries
