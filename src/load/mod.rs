@@ -8,6 +8,7 @@ pub mod diagnostic;
 pub mod inventory;
 pub mod playbook;
 mod playbook_doc;
+pub mod step_values;
 pub mod values;
 
 pub use diagnostic::{InputError, InputErrors, SourceFile};
