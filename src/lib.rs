@@ -16,6 +16,7 @@ pub mod journal;
 pub mod load;
 pub mod owner_only;
 pub mod plan;
+pub mod quote;
 pub mod report;
 pub mod run;
 pub mod transport;
