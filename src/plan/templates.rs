@@ -16,7 +16,9 @@ use std::sync::Arc;
 use tera::{Context, Kwargs, State, Tera, Value};
 
 use super::quote::{ps_quote, regex_escape, sh_quote};
+use super::redact::SecretFilter;
 use super::secrets::SecretStore;
+use super::template_secrets::{guard_builtin_filters, misused_filter, note_filtered, refusal};
 use crate::load::{InputError, Place, SourceFile, Template};
 
 /// How a condition is wrapped into a template that renders `true` or `false`.
@@ -26,6 +28,9 @@ pub struct Templates {
     tera: Tera,
     /// Where each template was written, and its text as written.
     places: HashMap<String, (Place, String)>,
+    /// Error messages are masked with it: Tera quotes values in them
+    /// ("The string `...` cannot be converted").
+    secrets: Arc<SecretStore>,
 }
 
 /// A template failed to render; `line`/`column` are in the playbook.
@@ -39,21 +44,31 @@ impl Templates {
     pub fn new(secrets: Arc<SecretStore>) -> Templates {
         let mut tera = Tera::new();
         tera.autoescape_on(Vec::<&'static str>::new());
-        tera.register_filter("sh_quote", |v: Value, _: Kwargs, _: &State| {
+        guard_builtin_filters(&mut tera, Arc::clone(&secrets));
+        let store = Arc::clone(&secrets);
+        tera.register_filter("sh_quote", move |v: Value, _: Kwargs, _: &State| {
+            note_filtered(&store, SecretFilter::ShQuote, &v);
             quote_each(&v, sh_quote, " ")
         });
-        tera.register_filter("ps_quote", |v: Value, _: Kwargs, _: &State| {
+        let store = Arc::clone(&secrets);
+        tera.register_filter("ps_quote", move |v: Value, _: Kwargs, _: &State| {
+            note_filtered(&store, SecretFilter::PsQuote, &v);
             quote_each(&v, ps_quote, ",")
         });
-        tera.register_filter("regex_escape", |v: Value, _: Kwargs, _: &State| {
+        let store = Arc::clone(&secrets);
+        tera.register_filter("regex_escape", move |v: Value, _: Kwargs, _: &State| {
+            note_filtered(&store, SecretFilter::RegexEscape, &v);
             scalar_text(&v).map(|s| regex_escape(&s))
         });
-        tera.register_filter("json", |v: Value, _: Kwargs, _: &State| {
+        let store = Arc::clone(&secrets);
+        tera.register_filter("json", move |v: Value, _: Kwargs, _: &State| {
+            note_filtered(&store, SecretFilter::Json, &v);
             serde_json::to_string(&v).map_err(|e| tera::Error::message(e.to_string()))
         });
+        let store = Arc::clone(&secrets);
         tera.register_function("secret", move |kwargs: Kwargs, _: &State| {
             let name: &str = kwargs.must_get("name")?;
-            secrets
+            store
                 .get(name)
                 .map(|s| s.expose().to_string())
                 .map_err(tera::Error::message)
@@ -61,6 +76,7 @@ impl Templates {
         Templates {
             tera,
             places: HashMap::new(),
+            secrets,
         }
     }
 
@@ -97,6 +113,12 @@ impl Templates {
         source: &SourceFile,
     ) -> Result<(), InputError> {
         let at = written.at;
+        if let Some((offset, filter)) = misused_filter(&written.text) {
+            let place = offset_in_file(source, at, &written.text, offset);
+            return Err(source
+                .error_at(place.line, place.column, refusal(&filter))
+                .with_help("quote the secret with sh_quote or ps_quote, or pass it as it is"));
+        }
         self.places
             .insert(key.to_string(), (at, written.text.clone()));
         self.tera.add_raw_template(key, text).map_err(|e| {
@@ -136,7 +158,10 @@ impl Templates {
         self.tera.render(key, context).map_err(|e| {
             let at = self.places.get(key).map(|(at, _)| *at).unwrap_or_default();
             let (message, at) = describe(&e, at, source);
-            RenderError { message, at }
+            RenderError {
+                message: self.secrets.redactor().redact(&message),
+                at,
+            }
         })
     }
 
@@ -149,10 +174,7 @@ impl Templates {
             let end = start + name.len();
             let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
             if !word(text[..start].chars().next_back()) && !word(text[end..].chars().next()) {
-                let before = &text[..start];
-                let tline = before.matches('\n').count() + 1;
-                let tcol = before.rsplit('\n').next().unwrap_or("").chars().count();
-                return Some(place_in_file(source, *at, tline, tcol));
+                return Some(offset_in_file(source, *at, text, start));
             }
             from = end;
         }
@@ -225,6 +247,14 @@ fn describe(error: &tera::Error, at: Place, source: &SourceFile) -> (String, Pla
             (message, at)
         }
     }
+}
+
+/// Where byte `offset` of template `text`, written at `at`, is in the file.
+fn offset_in_file(source: &SourceFile, at: Place, text: &str, offset: usize) -> Place {
+    let before = &text[..offset];
+    let tline = before.matches('\n').count() + 1;
+    let tcol = before.rsplit('\n').next().unwrap_or("").chars().count();
+    place_in_file(source, at, tline, tcol)
 }
 
 /// Where line `tline` (1-based), column `tcol` (0-based) of a template

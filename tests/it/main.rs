@@ -23,6 +23,7 @@ mod linux_playbooks;
 mod linux_playbooks_plan;
 mod report_render;
 mod runner;
+mod secrets;
 mod ssh_runs;
 mod ssh_transport;
 mod windows_playbook_flow;
