@@ -11,6 +11,8 @@
 //! through one:
 //! - written directly after `secret(...)`, that is an error when the
 //!   playbook is compiled, at the filter's line and column ([`misused_filter`]);
+//! - conditions (`when`, `until`) are exempt: they render only `true` or
+//!   `false`, so nothing of the secret can show;
 //! - reached any other way (`{% set pw = secret(...) %}{{ pw | upper }}`),
 //!   Tera's filters are wrapped ([`guard_builtin_filters`]) to refuse an
 //!   input holding a secret, which fails the render (at plan time for every
@@ -21,7 +23,7 @@
 //! [`State::call_filter`], which is Tera's own way for a filter to call
 //! another.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use tera::{Context, Kwargs, State, Tera, Value};
@@ -196,12 +198,25 @@ pub fn guard_builtin_filters(tera: &mut Tera, secrets: Arc<SecretStore>) {
         let secrets = Arc::clone(&secrets);
         let originals = Arc::clone(&originals);
         tera.register_filter(name, move |value: Value, kwargs: Kwargs, _: &State| {
-            if holds_secret(&secrets, &value) {
+            if GUARDED.with(|g| g.get()) && holds_secret(&secrets, &value) {
                 return Err(tera::Error::message(refusal(name)));
             }
             originals.apply(name, value, kwargs)
         });
     }
+}
+
+thread_local! {
+    /// Off while a condition renders: it shows nothing but `true` or `false`.
+    static GUARDED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Runs `render` with the built-in filters unguarded.
+pub fn unguarded<T>(render: impl FnOnce() -> T) -> T {
+    let before = GUARDED.with(|g| g.replace(false));
+    let result = render();
+    GUARDED.with(|g| g.set(before));
+    result
 }
 
 /// A plain Tera instance, used only to apply its built-in filters.

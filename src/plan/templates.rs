@@ -18,7 +18,9 @@ use tera::{Context, Kwargs, State, Tera, Value};
 use super::quote::{ps_quote, regex_escape, sh_quote};
 use super::redact::SecretFilter;
 use super::secrets::SecretStore;
-use super::template_secrets::{guard_builtin_filters, misused_filter, note_filtered, refusal};
+use super::template_secrets::{
+    guard_builtin_filters, misused_filter, note_filtered, refusal, unguarded,
+};
 use crate::load::{InputError, Place, SourceFile, Template};
 
 /// How a condition is wrapped into a template that renders `true` or `false`.
@@ -87,10 +89,18 @@ impl Templates {
         template: &Template,
         source: &SourceFile,
     ) -> Result<(), InputError> {
+        if let Some((offset, filter)) = misused_filter(&template.text) {
+            let place = offset_in_file(source, template.at, &template.text, offset);
+            return Err(source
+                .error_at(place.line, place.column, refusal(&filter))
+                .with_help("quote the secret with sh_quote or ps_quote, or pass it as it is"));
+        }
         self.compile(key, &template.text, template, 0, source)
     }
 
-    /// Compiles a condition (`when`, `until`): a bare expression.
+    /// Compiles a condition (`when`, `until`): a bare expression. A
+    /// condition renders only `true` or `false`, so what it does with a
+    /// secret never shows: it may use any filter.
     pub fn add_condition(
         &mut self,
         key: &str,
@@ -113,12 +123,6 @@ impl Templates {
         source: &SourceFile,
     ) -> Result<(), InputError> {
         let at = written.at;
-        if let Some((offset, filter)) = misused_filter(&written.text) {
-            let place = offset_in_file(source, at, &written.text, offset);
-            return Err(source
-                .error_at(place.line, place.column, refusal(&filter))
-                .with_help("quote the secret with sh_quote or ps_quote, or pass it as it is"));
-        }
         self.places
             .insert(key.to_string(), (at, written.text.clone()));
         self.tera.add_raw_template(key, text).map_err(|e| {
@@ -187,7 +191,7 @@ impl Templates {
         context: &Context,
         source: &SourceFile,
     ) -> Result<bool, RenderError> {
-        self.render(key, context, source).map(|s| s == "true")
+        unguarded(|| self.render(key, context, source)).map(|s| s == "true")
     }
 }
 
