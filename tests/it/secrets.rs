@@ -321,15 +321,23 @@ fn a_multi_line_secret_echoed_over_ssh_is_masked_in_every_artefact() {
         ),
     );
     scratch.write("secrets/ENROL_KEY", &format!("{KEY}\n"));
-    let encoded = format!(
-        "{MULTI_LINE}          - name: unenrol in UTF-16\n            sh: printf '%s' {{{{ secret(name=\"TOKEN\") | sh_quote }}}} | iconv -f UTF-8 -t UTF-16LE >&2\n"
-    );
-    scratch.write("playbook.yml", &encoded);
+    // Also in UTF-16, and split across two writes (two SSH data messages).
+    let more = r#"          - name: unenrol in UTF-16
+            sh: printf '%s' {{ secret(name="TOKEN") | sh_quote }} | iconv -f UTF-8 -t UTF-16LE >&2
+          - name: unenrol in two writes
+            sh: |
+              t={{ secret(name="TOKEN") | sh_quote }}
+              printf '%s' "${t%-over-ssh}"; sleep 0.2; printf '%s\n' -over-ssh
+"#;
+    scratch.write("playbook.yml", &format!("{MULTI_LINE}{more}"));
     let (output, artefacts) = run(&scratch, &[], &[("TOKEN", "Kennwort-ä€-over-ssh")]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     artefacts.assert_secret_absent(KEY);
     artefacts.assert_secret_absent("Kennwort-ä€-over-ssh");
     assert_masked_in_report(&artefacts);
+    let report: serde_json::Value = serde_json::from_str(&artefacts.get(REPORT)).unwrap();
+    let rollback = &report["clients"][0]["hosts"][0]["rollback"];
+    assert_eq!(rollback[2]["stdout"], "***\n", "{rollback}");
 }
 
 #[test]
