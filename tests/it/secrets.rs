@@ -547,6 +547,25 @@ fn a_secret_through_any_other_filter_is_refused_at_plan_time() {
 }
 
 #[test]
+fn a_script_syntax_error_quotes_its_line_with_the_secret_masked() {
+    let scratch = Scratch::new();
+    local_inventory(&scratch);
+    // `validate` parses the rendered script and quotes the broken line.
+    scratch.write(
+        "playbook.yml",
+        "name: t\nphases:\n  - name: p\n    steps:\n      - sh: \"if [ {{ secret(name='PW') | sh_quote }} = x ]; then (echo\"\n",
+    );
+    let said = refused(
+        &scratch,
+        PLANNING[2],
+        &[("PW", "Secret-Value-Aa")],
+        "Secret-Value-Aa",
+    );
+    assert!(said.contains("syntax error"), "{said}");
+    assert!(said.contains("'***'"), "{said}");
+}
+
+#[test]
 fn a_condition_may_put_a_secret_through_any_filter() {
     let scratch = Scratch::new();
     local_inventory(&scratch);
