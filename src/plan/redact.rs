@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
-use crate::plan::quote::{ps_quote, regex_escape, sh_quote};
+use crate::quote::{ps_quote, regex_escape, sh_quote};
 
 pub const MASK: &str = "***";
 

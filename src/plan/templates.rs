@@ -15,13 +15,13 @@ use std::sync::Arc;
 
 use tera::{Context, Kwargs, State, Tera, Value};
 
-use super::quote::{ps_quote, regex_escape, sh_quote};
 use super::redact::SecretFilter;
 use super::secrets::SecretStore;
 use super::template_secrets::{
     guard_builtin_filters, misused_filter, note_filtered, refusal, unguarded,
 };
 use crate::load::{InputError, Place, SourceFile, Template};
+use crate::quote::{ps_quote, regex_escape, sh_quote};
 
 /// How a condition is wrapped into a template that renders `true` or `false`.
 const CONDITION_PREFIX: &str = "{% if ";
