@@ -174,7 +174,7 @@ pub fn forms(value: &str) -> Vec<Vec<u8>> {
             let decoded = String::from_utf8_lossy(&e).into_owned();
             let json = serde_json::to_string(&decoded).unwrap();
             for form in [
-                json[1..json.len() - 1].as_bytes().to_vec(),
+                json.as_bytes()[1..json.len() - 1].to_vec(),
                 decoded.into_bytes(),
                 e,
             ] {
