@@ -7,8 +7,10 @@
 //! can be rendered then), so a typo fails the whole run up front instead of
 //! on host 312 of 400. `--dry-run` prints a plan; the runner executes one.
 
+pub mod redact;
 pub mod secrets;
 pub mod syntax;
+mod template_secrets;
 pub mod templates;
 pub mod waves;
 
@@ -47,7 +49,7 @@ impl Plan {
         self.clients.iter().flat_map(|c| c.hosts.iter())
     }
 
-    pub fn redactor(&self) -> Redactor {
+    pub fn redactor(&self) -> Arc<Redactor> {
         self.secrets.redactor()
     }
 }

@@ -184,9 +184,13 @@ pub fn check_scripts(plan: &Plan) -> Vec<InputError> {
             entry.3.push(host.name.clone());
         }
     }
+    // The snippet and the line quoted come from the rendered script: a
+    // secret in them is masked like anywhere else.
+    let redactor = plan.redactor();
     found
         .into_values()
         .map(|(source, at, message, hosts)| {
+            let message = redactor.redact(&message);
             let who = match hosts.len() {
                 1 => format!("host {}", hosts[0]),
                 n => format!("host {} (and {} more)", hosts[0], n - 1),

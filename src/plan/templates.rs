@@ -15,7 +15,11 @@ use std::sync::Arc;
 
 use tera::{Context, Kwargs, State, Tera, Value};
 
+use super::redact::SecretFilter;
 use super::secrets::SecretStore;
+use super::template_secrets::{
+    guard_builtin_filters, misused_filter, note_filtered, refusal, unguarded,
+};
 use crate::load::{InputError, Place, SourceFile, Template, Vars};
 use crate::quote::{ps_quote, regex_escape, sh_quote};
 
@@ -29,6 +33,9 @@ pub struct Templates {
     /// Templates that ran past a bound once, and why: they fail at once
     /// for the next host instead of costing every host the time limit.
     runaway: std::sync::Mutex<HashMap<String, String>>,
+    /// Error messages are masked with it: Tera quotes values in them
+    /// ("The string `...` cannot be converted").
+    secrets: Arc<SecretStore>,
 }
 
 /// A template as written: its place, text, file, and the variables its
@@ -63,21 +70,31 @@ impl Templates {
     pub fn new(secrets: Arc<SecretStore>) -> Templates {
         let mut tera = Tera::new();
         tera.autoescape_on(Vec::<&'static str>::new());
-        tera.register_filter("sh_quote", |v: Value, _: Kwargs, _: &State| {
+        guard_builtin_filters(&mut tera, Arc::clone(&secrets));
+        let store = Arc::clone(&secrets);
+        tera.register_filter("sh_quote", move |v: Value, _: Kwargs, _: &State| {
+            note_filtered(&store, SecretFilter::ShQuote, &v);
             quote_each(&v, sh_quote, " ")
         });
-        tera.register_filter("ps_quote", |v: Value, _: Kwargs, _: &State| {
+        let store = Arc::clone(&secrets);
+        tera.register_filter("ps_quote", move |v: Value, _: Kwargs, _: &State| {
+            note_filtered(&store, SecretFilter::PsQuote, &v);
             quote_each(&v, ps_quote, ",")
         });
-        tera.register_filter("regex_escape", |v: Value, _: Kwargs, _: &State| {
+        let store = Arc::clone(&secrets);
+        tera.register_filter("regex_escape", move |v: Value, _: Kwargs, _: &State| {
+            note_filtered(&store, SecretFilter::RegexEscape, &v);
             scalar_text(&v).map(|s| regex_escape(&s))
         });
-        tera.register_filter("json", |v: Value, _: Kwargs, _: &State| {
+        let store = Arc::clone(&secrets);
+        tera.register_filter("json", move |v: Value, _: Kwargs, _: &State| {
+            note_filtered(&store, SecretFilter::Json, &v);
             serde_json::to_string(&v).map_err(|e| tera::Error::message(e.to_string()))
         });
+        let store = Arc::clone(&secrets);
         tera.register_function("secret", move |kwargs: Kwargs, _: &State| {
             let name: &str = kwargs.must_get("name")?;
-            secrets
+            store
                 .get(name)
                 .map(|s| s.expose().to_string())
                 .map_err(tera::Error::message)
@@ -86,6 +103,7 @@ impl Templates {
             tera,
             written: HashMap::new(),
             runaway: Default::default(),
+            secrets,
         }
     }
 
@@ -98,10 +116,18 @@ impl Templates {
         source: &SourceFile,
         bound: &Vars,
     ) -> Result<(), InputError> {
+        if let Some((offset, filter)) = misused_filter(&template.text) {
+            let place = offset_in_file(source, template.at, &template.text, offset);
+            return Err(source
+                .error_at(place.line, place.column, refusal(&filter))
+                .with_help("quote the secret with sh_quote or ps_quote, or pass it as it is"));
+        }
         self.compile(key, &template.text, template, 0, source, bound)
     }
 
-    /// Compiles a condition (`when`, `until`): a bare expression.
+    /// Compiles a condition (`when`, `until`): a bare expression. A
+    /// condition renders only `true` or `false`, so what it does with a
+    /// secret never shows: it may use any filter.
     pub fn add_condition(
         &mut self,
         key: &str,
@@ -210,7 +236,7 @@ impl Templates {
         rendered.map_err(|e| {
             let (message, at) = describe(&e, written.at, &written.source);
             RenderError {
-                message,
+                message: self.secrets.redactor().redact(&message),
                 at,
                 source: written.source.clone(),
             }
@@ -231,10 +257,7 @@ impl Templates {
             let end = start + name.len();
             let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
             if !word(text[..start].chars().next_back()) && !word(text[end..].chars().next()) {
-                let before = &text[..start];
-                let tline = before.matches('\n').count() + 1;
-                let tcol = before.rsplit('\n').next().unwrap_or("").chars().count();
-                return Some(place_in_file(source, *at, tline, tcol));
+                return Some(offset_in_file(source, *at, text, start));
             }
             from = end;
         }
@@ -242,7 +265,7 @@ impl Templates {
     }
 
     pub fn condition(&self, key: &str, context: &Context) -> Result<bool, RenderError> {
-        self.render(key, context).map(|s| s == "true")
+        unguarded(|| self.render(key, context)).map(|s| s == "true")
     }
 }
 
@@ -355,6 +378,14 @@ fn describe(error: &tera::Error, at: Place, source: &SourceFile) -> (String, Pla
             (message, at)
         }
     }
+}
+
+/// Where byte `offset` of template `text`, written at `at`, is in the file.
+fn offset_in_file(source: &SourceFile, at: Place, text: &str, offset: usize) -> Place {
+    let before = &text[..offset];
+    let tline = before.matches('\n').count() + 1;
+    let tcol = before.rsplit('\n').next().unwrap_or("").chars().count();
+    place_in_file(source, at, tline, tcol)
 }
 
 /// Where line `tline` (1-based), column `tcol` (0-based) of a template

@@ -26,6 +26,7 @@ mod linux_playbooks_plan;
 mod outputs;
 mod report_render;
 mod runner;
+mod secrets;
 mod signals;
 mod ssh_runs;
 mod ssh_transport;

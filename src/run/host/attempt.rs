@@ -30,8 +30,10 @@ pub(super) struct Attempt {
     pub(super) status: StepStatus,
     pub(super) exit_code: Option<i32>,
     pub(super) detail: Option<String>,
-    pub(super) stdout: String,
-    pub(super) stderr: String,
+    /// Raw output, as the endpoint sent it: masked (in bytes, before any
+    /// decoding) only where it is shown or stored.
+    pub(super) stdout: Vec<u8>,
+    pub(super) stderr: Vec<u8>,
 }
 
 pub(super) fn skipped(detail: String) -> Attempt {
@@ -40,8 +42,8 @@ pub(super) fn skipped(detail: String) -> Attempt {
         status: StepStatus::Skipped,
         exit_code: None,
         detail: Some(detail),
-        stdout: String::new(),
-        stderr: String::new(),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
     }
 }
 
@@ -156,15 +158,13 @@ pub(super) async fn attempt_step(
             };
         }
     };
-    let stdout = String::from_utf8_lossy(&execution.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&execution.stderr).into_owned();
     let mut attempt = Attempt {
         lost: false,
         status: StepStatus::Ok,
         exit_code: None,
         detail: None,
-        stdout,
-        stderr,
+        stdout: execution.stdout,
+        stderr: execution.stderr,
     };
     match execution.status {
         ExitStatus::Code(code) => {
@@ -175,7 +175,9 @@ pub(super) async fn attempt_step(
                 attempt.detail = Some(format!(
                     "exited with {code} (ok: {:?}){}",
                     def.ok_codes,
-                    last_line(&attempt.stderr)
+                    // Masked before it is cut to a line: one line of a
+                    // secret is only a part of its value.
+                    last_line(&run.redactor.redact_to_text(&attempt.stderr))
                 ));
                 return attempt;
             }
@@ -212,7 +214,7 @@ pub(super) async fn attempt_step(
         }
     }
     if let Some(capture) = &def.capture {
-        match capture::parse(capture.parse, &attempt.stdout) {
+        match capture::parse(capture.parse, &String::from_utf8_lossy(&attempt.stdout)) {
             Ok(value) => {
                 vars.insert(capture.name.clone(), value);
             }
@@ -230,7 +232,11 @@ pub(super) async fn attempt_step(
         let mut with_result = vars.clone();
         with_result.insert(
             "result".into(),
-            json!({ "exit_code": attempt.exit_code, "stdout": attempt.stdout, "stderr": attempt.stderr }),
+            json!({
+                "exit_code": attempt.exit_code,
+                "stdout": String::from_utf8_lossy(&attempt.stdout),
+                "stderr": String::from_utf8_lossy(&attempt.stderr),
+            }),
         );
         match condition(run, &format!("{}.until", step.def.key), &with_result) {
             Ok(true) => {}
@@ -263,8 +269,8 @@ fn failed(exit_code: Option<i32>, detail: String) -> Attempt {
         status: StepStatus::Failed,
         exit_code,
         detail: Some(detail),
-        stdout: String::new(),
-        stderr: String::new(),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
     }
 }
 

@@ -211,7 +211,7 @@ fn emit_record(
                 value,
             }
         });
-    let keep = |text: &str| (!def.sensitive).then(|| cap(&run.redactor.redact(text)));
+    let keep = |bytes: &[u8]| (!def.sensitive).then(|| cap(&run.redactor.redact_to_text(bytes)));
     run.events.emit(Event::StepFinished {
         client: run.client(),
         host: run.host.name.clone(),

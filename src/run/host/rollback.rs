@@ -84,7 +84,8 @@ async fn run_rollback_step(
 ) -> bool {
     let def = &step.def.step;
     let record = |attempt: &Attempt| {
-        let keep = |text: &str| (!def.sensitive).then(|| cap(&run.redactor.redact(text)));
+        let keep =
+            |bytes: &[u8]| (!def.sensitive).then(|| cap(&run.redactor.redact_to_text(bytes)));
         run.events.emit(Event::RollbackStepFinished {
             client: run.client(),
             host: run.host.name.clone(),
