@@ -16,6 +16,7 @@
 pub mod local;
 pub mod ssh;
 pub mod winrm;
+pub mod wrapper;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -179,8 +180,8 @@ pub struct Target {
     pub reboot_command: Option<String>,
 }
 
-/// What to run. The transport turns it into what the host's shell needs
-/// (for example PowerShell as `-EncodedCommand` over SSH).
+/// What to run. The transport turns it into what the host's shell needs;
+/// the text itself never goes on a command line (see [`wrapper`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Script {
     /// The host's default shell: `sh` on Linux and macOS, PowerShell on Windows.
@@ -306,7 +307,9 @@ pub trait Session: Send + Sync {
 
 /// `PROGRAM -NoProfile -NonInteractive -EncodedCommand <base64 of UTF-16LE>`:
 /// how PowerShell is sent whatever shell receives it (cmd.exe, a WinRM
-/// shell), with no quoting to get wrong.
+/// shell), with no quoting to get wrong. It puts `text` on the endpoint's
+/// command line: for fixed, secret-free text only (the WinRM transport's
+/// own helpers and, for now, its steps: see its module).
 pub fn encoded_powershell(program: &str, text: &str) -> String {
     use base64::Engine as _;
     let utf16: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
@@ -318,7 +321,9 @@ pub fn encoded_powershell(program: &str, text: &str) -> String {
 
 /// A temporary path for `name` on a host: `/tmp/orchestrate-UNIQUE-NAME` or
 /// `C:\Windows\Temp\orchestrate-UNIQUE-NAME`, the name reduced to safe
-/// characters.
+/// characters. `unique` must be unguessable (see [`unguessable`]): another
+/// user of a shared `/tmp` who could predict the name could plant a symlink
+/// there first.
 pub fn temp_path(os: Os, unique: &str, name: &str) -> String {
     let name: String = name
         .chars()
@@ -334,6 +339,11 @@ pub fn temp_path(os: Os, unique: &str, name: &str) -> String {
         Os::Windows => format!("C:\\Windows\\Temp\\orchestrate-{unique}-{name}"),
         _ => format!("/tmp/orchestrate-{unique}-{name}"),
     }
+}
+
+/// 122 random bits (a v4 UUID, from the OS's random source) as 32 hex digits.
+pub fn unguessable() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// Picks the connector for each host's transport kind.

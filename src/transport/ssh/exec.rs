@@ -8,10 +8,11 @@
 //! Killing is layered. First the `signal KILL` channel request, which
 //! OpenSSH 7.9+ turns into `killpg` of the session's process group (sshd
 //! makes each session's shell a group leader), so children die too. Older
-//! servers ignore that request; for them the command carries a harmless
-//! marker line (`: orchestrate-<id>`) that shows in the shell's command line,
-//! and a second channel kills the process group of whatever shell has it.
-//! A command dropped half-way (hard cancellation) gets the signal too.
+//! servers ignore that request; for them every POSIX command's reader ends
+//! with a harmless marker comment (`# orchestrate-<id>-end`, see [`marker`])
+//! that shows in the shell's command line, and a second channel kills the
+//! process group of whatever shell has it. A command dropped half-way (hard
+//! cancellation) gets the signal too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,9 +81,11 @@ pub fn signal_label(signal: &Sig) -> String {
     }
 }
 
-/// The marker line put in front of a POSIX command that has a timeout.
-pub fn with_marker(token: &str, wire: &str) -> String {
-    format!(": {token}\n{wire}")
+/// The kill marker of a command: unique per controller process and
+/// command, and ending in `-end` so that `...-1-end` never matches the
+/// marker of command 10 or 11.
+pub fn marker(pid: u32, command: u64) -> String {
+    format!("orchestrate-{pid}-{command}-end")
 }
 
 /// A shell command that kills the process group of the shell marked `token`:
@@ -130,11 +133,14 @@ pub enum Ended {
     SendFailed(String),
 }
 
-/// Runs `wire` on `channel` with the command's stdin and timeout.
-/// `fallback_kill` runs a shell command on a fresh channel (POSIX hosts).
+/// Runs `wire` on `channel`, writing `input` (the script for the reader,
+/// then the command's own stdin) and closing stdin, within the command's
+/// timeout. `fallback_kill` runs a shell command on a fresh channel (POSIX
+/// hosts).
 pub async fn run<F, Fut>(
     channel: Channel<Msg>,
     wire: String,
+    input: Option<Vec<u8>>,
     command: &Command,
     sink: Option<OutputSink>,
     fallback_kill: Option<F>,
@@ -154,7 +160,6 @@ where
     }
     let feeder = {
         let write = write.clone();
-        let input = command.stdin.clone();
         tokio::spawn(async move {
             if let Some(input) = input {
                 let _ = write.data(&input[..]).await;
@@ -221,11 +226,11 @@ mod tests {
 
     #[test]
     fn marker_and_its_killer() {
-        let token = "orchestrate-12-3";
-        assert_eq!(with_marker(token, "sleep 9"), ": orchestrate-12-3\nsleep 9");
-        let kill = kill_marked(token);
-        assert!(kill.contains("pgrep -f 'o[r]chestrate-12-3'"), "{kill}");
-        assert!(!kill.contains(token));
+        let token = marker(12, 3);
+        assert_eq!(token, "orchestrate-12-3-end");
+        let kill = kill_marked(&token);
+        assert!(kill.contains("pgrep -f 'o[r]chestrate-12-3-end'"), "{kill}");
+        assert!(!kill.contains(&token));
     }
 
     #[test]
