@@ -68,6 +68,8 @@ pub struct Playbook {
     pub concurrency: Option<usize>,
     pub on_failure: Vec<Step>,
     pub phases: Vec<Phase>,
+    /// The top level's `become` (steps already carry what applies to them).
+    pub r#become: bool,
 }
 
 impl Playbook {
@@ -104,6 +106,10 @@ pub struct Step {
     pub check_safe: bool,
     pub sensitive: bool,
     pub marks: Option<Mark>,
+    /// Runs as the inventory's become user: the step's own `become`, else
+    /// its phase's, else the playbook's (rollback steps: their step's;
+    /// `on_failure`: the playbook's).
+    pub r#become: bool,
     pub at: Place,
 }
 
@@ -180,13 +186,14 @@ pub fn load_playbook(path: &Path) -> Result<Playbook, InputErrors> {
 pub fn parse_playbook(source: SourceFile) -> Result<Playbook, InputErrors> {
     let doc: PlaybookDoc = super::parse_yaml(&source)?;
     let mut errors = Vec::new();
-    let convert = |docs: Vec<Spanned<StepDoc>>, errors: &mut Vec<InputError>| {
+    let top_become = doc.r#become.unwrap_or(false);
+    let convert = |docs: Vec<Spanned<StepDoc>>, inherited: bool, errors: &mut Vec<InputError>| {
         docs.into_iter()
-            .filter_map(|d| convert_step(&source, d, errors))
+            .filter_map(|d| convert_step(&source, d, inherited, errors))
             .collect::<Vec<_>>()
     };
 
-    let on_failure = convert(doc.on_failure, &mut errors);
+    let on_failure = convert(doc.on_failure, top_become, &mut errors);
     if doc.phases.value.is_empty() {
         errors.push(source.error_at_location(
             &doc.phases.referenced,
@@ -204,7 +211,11 @@ pub fn parse_playbook(source: SourceFile) -> Result<Playbook, InputErrors> {
                 ),
             ));
         }
-        let steps = convert(phase.steps, &mut errors);
+        let steps = convert(
+            phase.steps,
+            phase.r#become.unwrap_or(top_become),
+            &mut errors,
+        );
         phases.push(Phase {
             name: phase.name.value,
             steps,
@@ -245,6 +256,7 @@ pub fn parse_playbook(source: SourceFile) -> Result<Playbook, InputErrors> {
         concurrency,
         on_failure,
         phases,
+        r#become: top_become,
         source,
     })
 }
@@ -276,10 +288,12 @@ pub(crate) fn check_wave_list(
 fn convert_step(
     source: &SourceFile,
     doc: Spanned<StepDoc>,
+    inherited_become: bool,
     errors: &mut Vec<InputError>,
 ) -> Option<Step> {
     let at = Place::of(&doc.referenced);
     let d = doc.value;
+    let r#become = d.r#become.unwrap_or(inherited_become);
     let mut actions: Vec<Action> = Vec::new();
     if let Some(t) = d.run {
         actions.push(Action::Run(Template::of(t)));
@@ -383,7 +397,7 @@ fn convert_step(
     let rollback = d
         .rollback
         .into_iter()
-        .filter_map(|r| convert_step(source, r, errors))
+        .filter_map(|r| convert_step(source, r, r#become, errors))
         .collect();
     Some(Step {
         name: d.name.unwrap_or_else(|| default_name(&action)),
@@ -403,6 +417,7 @@ fn convert_step(
         check_safe: d.check_safe,
         sensitive: d.sensitive,
         marks: d.marks,
+        r#become,
         at,
     })
 }

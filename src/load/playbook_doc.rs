@@ -35,6 +35,8 @@ pub(super) struct PlaybookDoc {
     #[serde(default)]
     pub(super) on_failure: Vec<Spanned<StepDoc>>,
     pub(super) phases: Spanned<Vec<PhaseDoc>>,
+    #[serde(default, rename = "become")]
+    pub(super) r#become: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +45,8 @@ pub(super) struct PhaseDoc {
     pub(super) name: Spanned<String>,
     #[serde(default)]
     pub(super) steps: Vec<Spanned<StepDoc>>,
+    #[serde(default, rename = "become")]
+    pub(super) r#become: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -50,6 +54,8 @@ pub(super) struct PhaseDoc {
 pub(super) struct StepDoc {
     #[serde(default)]
     pub(super) name: Option<String>,
+    #[serde(default, rename = "become")]
+    pub(super) r#become: Option<bool>,
     #[serde(default)]
     pub(super) run: Option<Spanned<String>>,
     #[serde(default)]

@@ -185,6 +185,22 @@ impl HostPlanner<'_> {
             planned.skip = Some(format!("only for {}", list.join(", ")));
             return planned;
         }
+        if step.r#become && !self.os.is_posix() {
+            self.failures.add(
+                def,
+                self.host,
+                RenderError {
+                    message: format!(
+                        "`become` works on Linux and macOS hosts only, and this host runs {}: \
+                         log in as an administrator instead (the inventory's `user`) and set \
+                         `become: false` for Windows steps",
+                        self.os
+                    ),
+                    at: step.at,
+                },
+            );
+            return planned;
+        }
         let before = self.captures_before.clone();
         if let Some(when) = &step.when {
             let key = format!("{}.when", def.key);

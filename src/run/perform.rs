@@ -4,6 +4,11 @@
 //! Kept apart from the step logic in [`super::host`] because this is the
 //! one place that knows how each action maps onto the transport's four
 //! verbs; the host's run only sees an [`Execution`].
+//!
+//! With `become`, commands carry [`Command::become`] and the transport runs
+//! them as the become user; an upload cannot (SFTP writes as the login
+//! user), so it goes to a private temporary path first and a `become`
+//! command copies it into place, owned by the become user.
 
 use std::time::Duration;
 
@@ -18,6 +23,7 @@ pub(super) async fn perform(
     session: &dyn Session,
     action: &RenderedAction,
     timeout: Option<Duration>,
+    r#become: bool,
 ) -> Result<Execution, TransportError> {
     let done = || Execution {
         status: ExitStatus::Code(0),
@@ -28,6 +34,7 @@ pub(super) async fn perform(
         RenderedAction::Shell(script) => {
             let mut command = Command::new(script.clone());
             command.timeout = timeout;
+            command.r#become = r#become;
             session.execute(&command, None).await
         }
         RenderedAction::Script { src, args } => {
@@ -40,11 +47,28 @@ pub(super) async fn perform(
             session.upload(&contents, &remote, 0o755).await?;
             let mut command = Command::new(script_command(run, &remote, &name, args));
             command.timeout = timeout;
+            command.r#become = r#become;
             let result = session.execute(&command, None).await;
             // The copy goes whatever happened; a failure to remove it is
             // not worth failing the step for.
             let _ = session.remove(&remote).await;
             result
+        }
+        RenderedAction::Upload { src, dest, mode } if r#become => {
+            let contents = read_local(src)?;
+            let staged = session.temp_path("upload");
+            session.upload(&contents, &staged, 0o600).await?;
+            let mut command = Command::new(Script::Sh(move_into_place(&staged, dest, *mode)));
+            command.timeout = timeout;
+            command.r#become = true;
+            let moved = session.execute(&command, None).await;
+            // Normally gone already; a failed move leaves it to remove here.
+            let _ = session.remove(&staged).await;
+            let moved = moved?;
+            if moved.status != ExitStatus::Code(0) {
+                return Ok(moved);
+            }
+            Ok(done())
         }
         RenderedAction::Upload { src, dest, mode } => {
             let contents = read_local(src)?;
@@ -64,6 +88,19 @@ pub(super) async fn perform(
             Ok(done())
         }
     }
+}
+
+/// As the become user: copy the staged upload beside `dest` (so the copy
+/// is the become user's and `dest` is replaced in one rename), set its
+/// mode, rename it over `dest`, and remove the staged file.
+fn move_into_place(staged: &str, dest: &str, mode: u32) -> String {
+    use crate::plan::quote::sh_quote;
+    let next = sh_quote(&format!("{dest}.orchestrate-new"));
+    let (staged, dest) = (sh_quote(staged), sh_quote(dest));
+    format!(
+        "umask 077 && cp {staged} {next} && chmod {mode:04o} {next} && mv -f {next} {dest} \
+         && rm -f {staged} || {{ rm -f {next}; exit 1; }}"
+    )
 }
 
 fn read_local(src: &std::path::Path) -> Result<Vec<u8>, TransportError> {

@@ -127,6 +127,13 @@ impl Session for LocalSession {
         command: &Command,
         sink: Option<OutputSink>,
     ) -> Result<Execution, TransportError> {
+        if command.r#become {
+            return Err(TransportError::Unsupported(format!(
+                "host {}: `become` is not supported on the local transport; run orchestrate \
+                 itself as the user the steps need, or reach this machine over ssh",
+                self.host
+            )));
+        }
         let mut child = self.program(&command.script)?.spawn().map_err(|e| {
             TransportError::Other(format!("host {}: cannot start the shell: {e}", self.host))
         })?;

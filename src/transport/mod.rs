@@ -15,6 +15,7 @@
 
 pub mod local;
 pub mod ssh;
+pub mod sudo;
 pub mod winrm;
 pub mod wrapper;
 
@@ -158,6 +159,35 @@ pub enum HostKeyPolicy {
     Off,
 }
 
+/// Which tool `become` uses on a POSIX host. Only sudo today; doas, su
+/// and run0 would be further variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BecomeMethod {
+    #[default]
+    Sudo,
+}
+
+/// How a step marked `become` runs as another user (inventory `become:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Become {
+    pub method: BecomeMethod,
+    /// The user steps run as (default `root`).
+    pub user: String,
+    /// The login user's password for sudo; `None`: a NOPASSWD rule.
+    pub password: Option<Secret>,
+}
+
+impl Default for Become {
+    fn default() -> Self {
+        Become {
+            method: BecomeMethod::Sudo,
+            user: "root".into(),
+            password: None,
+        }
+    }
+}
+
 /// Everything a transport needs to reach one host.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -178,6 +208,8 @@ pub struct Target {
     /// `Restart-Computer -Force`). Inventory `reboot_command`; tests use it to
     /// "reboot" a host by restarting its server.
     pub reboot_command: Option<String>,
+    /// How `become` steps run as another user on this host.
+    pub r#become: Become,
 }
 
 /// What to run. The transport turns it into what the host's shell needs;
@@ -206,6 +238,8 @@ pub struct Command {
     pub stdin: Option<Vec<u8>>,
     /// Kill the command after this long and report [`ExitStatus::TimedOut`].
     pub timeout: Option<Duration>,
+    /// Run as the target's [`Become`] user (POSIX hosts).
+    pub r#become: bool,
 }
 
 impl Command {
@@ -214,6 +248,7 @@ impl Command {
             script,
             stdin: None,
             timeout: None,
+            r#become: false,
         }
     }
 }
@@ -344,6 +379,25 @@ pub fn temp_path(os: Os, unique: &str, name: &str) -> String {
 /// 122 random bits (a v4 UUID, from the OS's random source) as 32 hex digits.
 pub fn unguessable() -> String {
     uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A target for unit tests.
+#[cfg(test)]
+pub(crate) fn test_target(os: Os) -> Target {
+    Target {
+        name: "h".into(),
+        address: "10.0.0.1".into(),
+        port: None,
+        os,
+        user: None,
+        kind: TransportKind::Ssh,
+        ssh: Default::default(),
+        winrm: Default::default(),
+        host_key_policy: Default::default(),
+        connect_timeout: std::time::Duration::from_secs(5),
+        reboot_command: None,
+        r#become: Default::default(),
+    }
 }
 
 /// Picks the connector for each host's transport kind.

@@ -17,6 +17,7 @@ mod support;
 mod windows_fleet;
 
 mod bad_input;
+mod become_sudo;
 mod command_lines;
 mod dry_run;
 mod journal_resume;

@@ -68,19 +68,7 @@ mod tests {
     use super::*;
 
     fn target(os: Os) -> Target {
-        Target {
-            name: "h".into(),
-            address: "10.0.0.1".into(),
-            port: None,
-            os,
-            user: None,
-            kind: crate::transport::TransportKind::Ssh,
-            ssh: Default::default(),
-            winrm: Default::default(),
-            host_key_policy: Default::default(),
-            connect_timeout: std::time::Duration::from_secs(5),
-            reboot_command: None,
-        }
+        crate::transport::test_target(os)
     }
 
     #[test]

@@ -37,7 +37,7 @@ use self::connect::{Client, Dialer};
 pub use self::keyscan::{KeyscanOutcome, KeyscanStatus, keyscan};
 use super::{
     Command, Connector, Execution, ExitStatus, Os, OutputSink, Session, Target, TransportError,
-    wrapper,
+    sudo, wrapper,
 };
 
 /// Command channels open at once on one connection. OpenSSH's default
@@ -190,6 +190,26 @@ impl SshSession {
         }
     }
 
+    /// The sudo conversation for a `become` command: `sh` scripts on
+    /// POSIX hosts only.
+    fn become_handshake(&self, script: &super::Script) -> Result<sudo::Handshake, TransportError> {
+        use super::Script;
+        if !self.target.os.is_posix() {
+            return Err(TransportError::Unsupported(format!(
+                "host {}: `become` works on Linux and macOS hosts only; log in as an administrator",
+                self.host()
+            )));
+        }
+        if !matches!(script, Script::Sh(_) | Script::Default(_)) {
+            return Err(TransportError::Unsupported(format!(
+                "host {}: `become` runs `sh`, `run`, `script` and `upload` steps; run PowerShell \
+                 as root with `sudo pwsh` in an `sh` step instead",
+                self.host()
+            )));
+        }
+        Ok(sudo::Handshake::new(&self.target))
+    }
+
     async fn sftp<'a>(&self, live: &'a Live) -> Result<&'a SftpSession, TransportError> {
         live.sftp
             .get_or_try_init(|| async {
@@ -259,8 +279,15 @@ impl Session for SshSession {
             std::process::id(),
             self.unique.fetch_add(1, Ordering::Relaxed),
         );
-        let wire = command::wire(&self.target, &command.script, &token)?;
+        let mut wire = command::wire(&self.target, &command.script, &token)?;
         let posix = self.target.os.is_posix();
+        let handshake = if command.r#become {
+            let handshake = self.become_handshake(&command.script)?;
+            wire.line = handshake.line(&wrapper::posix_reader(&token));
+            Some(handshake)
+        } else {
+            None
+        };
         // The script goes on stdin ahead of the command's own data; a `cmd`
         // line has only the data.
         let input = match &wire.script {
@@ -273,15 +300,43 @@ impl Session for SshSession {
         let fallback = posix.then(|| {
             let live = live.clone();
             let token = token.clone();
+            let killer = command
+                .r#become
+                .then(|| self.become_handshake(&command.script));
             move || async move {
                 // Outside the channel cap: this must not wait behind the steps it helps.
-                if let Ok(channel) = live.handle.channel_open_session().await {
-                    exec::run_quietly(channel, exec::kill_marked(&token), Duration::from_secs(5))
+                let Ok(channel) = live.handle.channel_open_session().await else {
+                    return;
+                };
+                let kill = exec::kill_marked(&token);
+                match killer {
+                    // What runs as the become user is killed as that user.
+                    Some(Ok(handshake)) => {
+                        let mut command = Command::new(super::Script::Sh(kill.clone()));
+                        command.timeout = Some(Duration::from_secs(5));
+                        let line = handshake.line(&wrapper::posix_reader("orchestrate-killer"));
+                        let input = Some(wrapper::payload(&kill, None));
+                        let no_kill: Option<fn() -> std::future::Ready<()>> = None;
+                        exec::run(
+                            channel,
+                            line,
+                            input,
+                            &command,
+                            None,
+                            no_kill,
+                            Some(handshake),
+                        )
                         .await;
+                    }
+                    _ => exec::run_quietly(channel, kill, Duration::from_secs(5)).await,
                 }
             }
         });
-        let out = match exec::run(channel, wire.line, input, command, sink, fallback).await {
+        let out = match exec::run(
+            channel, wire.line, input, command, sink, fallback, handshake,
+        )
+        .await
+        {
             exec::Ended::Finished(out) => out,
             exec::Ended::TimedOut(out) => {
                 return Ok(Execution {
@@ -291,6 +346,7 @@ impl Session for SshSession {
                 });
             }
             exec::Ended::SendFailed(e) => return Err(self.lost(e)),
+            exec::Ended::BecomeFailed(why) => return Err(TransportError::Other(why)),
             exec::Ended::ReaderFailed(e) => {
                 return Err(TransportError::Other(format!(
                     "host {}: reading the command's output failed: {e}",
@@ -384,7 +440,7 @@ impl Session for SshSession {
             tokio::spawn(async move {
                 let command = Command::new(super::Script::Sh(reboot.clone()));
                 let no_kill: Option<fn() -> std::future::Ready<()>> = None;
-                exec::run(channel, reboot, None, &command, None, no_kill).await
+                exec::run(channel, reboot, None, &command, None, no_kill, None).await
             })
         };
         let settle = Duration::from_secs(10).min(timeout);
