@@ -39,6 +39,9 @@ rules="$(mktemp)"
 cat > "$rules" <<'EOF'
 # orchestrate's test suite (scripts/deps/sudo.sh): become over a test sshd.
 orchestrate-test ALL=(ALL:ALL) ALL
+# The Linux playbook lab points PATH at stand-ins and ORCH_STATE at each
+# host's folder (sshd SetEnv); keep both through sudo for this user only.
+Defaults:orchestrate-test !secure_path, env_keep += "ORCH_STATE"
 Defaults:orchestrate-tty requiretty
 orchestrate-tty ALL=(ALL:ALL) NOPASSWD: ALL
 EOF

@@ -63,14 +63,20 @@ pub(super) fn target_for(
         TransportKind::Ssh => secret(&c.ssh.passphrase_secret, "ssh.passphrase_secret")?,
         _ => None,
     };
-    let become_password = secret(&c.r#become.password_secret, "become.password_secret")?;
+    // Windows hosts never become (the plan refuses it), so need no password.
+    let os = host.os_in(client, inventory);
+    let become_password = if os.is_posix() {
+        secret(&c.r#become.password_secret, "become.password_secret")?
+    } else {
+        None
+    };
     let defaults = WinrmSettings::default();
     let tls = c.winrm.tls.unwrap_or(defaults.tls);
     Ok(Target {
         name: host.name.clone(),
         address: host.address.clone(),
         port: c.port,
-        os: host.os_in(client, inventory),
+        os,
         user: c.user.clone(),
         kind,
         ssh: SshSettings {

@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use super::{Become, BecomeMethod, ExitStatus, Target};
-use crate::plan::quote::sh_quote;
+use crate::quote::sh_quote;
 
 /// How long sudo may be silent after printing something this tool does not
 /// recognise (a PAM prompt for a one-time code, say) before the step fails.

@@ -20,6 +20,8 @@ mod bad_input;
 mod become_sudo;
 mod command_lines;
 mod dry_run;
+mod golden_plans;
+mod includes;
 mod journal_resume;
 mod linux_playbooks;
 mod linux_playbooks_plan;

@@ -1,9 +1,10 @@
 //! Carrying out one rendered action over a session: a shell command, a
 //! script (uploaded, run, removed), an upload, a reboot or a wait.
 //!
-//! Kept apart from the step logic in [`super::host`] because this is the
-//! one place that knows how each action maps onto the transport's four
-//! verbs; the host's run only sees an [`Execution`].
+//! Kept apart from the step's rules in [`super::attempt`] because this is
+//! the one place that knows how each action maps onto the transport's four
+//! verbs; an attempt only sees an [`Execution`]. It reads the host's
+//! context and nothing else of the host's run.
 //!
 //! With `become`, commands carry [`Command::become`] and the transport runs
 //! them as the become user; an upload cannot (SFTP writes as the login
@@ -12,9 +13,9 @@
 
 use std::time::Duration;
 
-use super::events::Event;
-use super::host::HostRun;
+use super::context::HostRun;
 use crate::plan::RenderedAction;
+use crate::run::events::Event;
 use crate::transport::{Command, Execution, ExitStatus, Script, Session, TransportError};
 
 /// Carries out a rendered action over the session.
@@ -94,7 +95,7 @@ pub(super) async fn perform(
 /// is the become user's and `dest` is replaced in one rename), set its
 /// mode, rename it over `dest`, and remove the staged file.
 fn move_into_place(staged: &str, dest: &str, mode: u32) -> String {
-    use crate::plan::quote::sh_quote;
+    use crate::quote::sh_quote;
     let next = sh_quote(&format!("{dest}.orchestrate-new"));
     let (staged, dest) = (sh_quote(staged), sh_quote(dest));
     format!(
@@ -115,7 +116,7 @@ fn read_local(src: &std::path::Path) -> Result<Vec<u8>, TransportError> {
 /// How an uploaded script is started: by its interpreter on Windows, as an
 /// executable elsewhere.
 fn script_command(run: &HostRun<'_>, remote: &str, name: &str, args: &[String]) -> Script {
-    use crate::plan::quote::{ps_quote, sh_quote};
+    use crate::quote::{ps_quote, sh_quote};
     if run.host.os.is_posix() {
         let mut line = sh_quote(remote);
         for arg in args {
