@@ -191,6 +191,19 @@ impl HostPlanner<'_> {
             );
             return planned;
         }
+        if self.os.is_posix()
+            && let Some(message) = crate::load::step_values::posix_exit_code_problem(step)
+        {
+            self.failures.add(
+                def,
+                self.host,
+                RenderError {
+                    message: format!("{message} (this host's os is {})", self.os),
+                    at: step.at,
+                    source: step.source.clone(),
+                },
+            );
+        }
         let before = self.captures_before.clone();
         if let Some(when) = &step.when {
             let key = format!("{}.when", def.key);
