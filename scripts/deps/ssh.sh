@@ -32,39 +32,8 @@ fi
 # The Debian package may have started a system sshd on port 22; the tests do
 # not need it and never use port 22, so it is left as the system has it.
 
-if ! id "$TEST_USER" >/dev/null 2>&1; then
-  echo "ssh deps: creating user $TEST_USER"
-  useradd --system --create-home --home-dir "/var/lib/$TEST_USER" --shell /bin/sh "$TEST_USER"
-fi
-HOME_DIR="$(getent passwd "$TEST_USER" | cut -d: -f6)"
-PW_FILE="$HOME_DIR/.orchestrate-test-password"
-
 # Password authentication against a test sshd that runs as this user (not
-# root): such an sshd cannot read /etc/shadow, and OpenSSH then checks the
-# hash in /etc/passwd. So the user gets a random password, its hash in
-# /etc/passwd, and the plaintext in a root-only file the tests read.
-if [ ! -s "$PW_FILE" ]; then
-  head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$PW_FILE"
-fi
-chown root:root "$PW_FILE"
-chmod 600 "$PW_FILE"
-password="$(cat "$PW_FILE")"
-current="$(getent passwd "$TEST_USER" | cut -d: -f2)"
-if ! perl -e 'exit(crypt($ARGV[0], $ARGV[1]) eq $ARGV[1] ? 0 : 1)' "$password" "$current" 2>/dev/null; then
-  salt="$(head -c 12 /dev/urandom | base64 | tr -d '/+=' | cut -c1-16)"
-  hash="$(perl -e 'print crypt($ARGV[0], "\$6\$" . $ARGV[1] . "\$")' "$password" "$salt")"
-  case "$hash" in
-    '$6$'*) ;;
-    *) echo "ssh deps: cannot hash the test password" >&2; exit 1 ;;
-  esac
-  # Not locked in shadow either ("!" would refuse even key logins).
-  usermod -p '*' "$TEST_USER"
-  sed -i "s|^$TEST_USER:[^:]*:|$TEST_USER:$hash:|" /etc/passwd
-fi
-
-# The system sshd (if any) must never let this user in: its password is
-# known to whoever can read $PW_FILE. The test sshds use their own config.
-if [ -d /etc/ssh/sshd_config.d ]; then
-  echo "DenyUsers $TEST_USER" > /etc/ssh/sshd_config.d/orchestrate-test.conf
-fi
+# root): see make_test_user.
+. "$(dirname "$0")/lib/test_user.sh"
+make_test_user "$TEST_USER"
 echo "ssh deps: ok (user $TEST_USER)"

@@ -21,6 +21,9 @@ pub(super) struct Scope {
     pub(super) source: SourceFile,
     /// Bound by the includes on the way here, the innermost winning.
     pub(super) vars: Vars,
+    /// `become` for steps that do not say: the nearest phase's, step's (for
+    /// its rollback) or the playbook's.
+    pub(super) r#become: bool,
 }
 
 pub(super) struct Loader {
@@ -41,6 +44,9 @@ impl Loader {
                 }
                 if d.steps.is_some() {
                     others.push("steps");
+                }
+                if d.r#become.is_some() {
+                    others.push("become");
                 }
                 if !others.is_empty() {
                     self.errors.push(scope.source.error_at_location(
@@ -69,7 +75,11 @@ impl Loader {
                 );
                 continue;
             };
-            let steps = self.steps(scope, d.steps.unwrap_or_default());
+            let phase_scope = Scope {
+                r#become: d.r#become.unwrap_or(scope.r#become),
+                ..scope.clone()
+            };
+            let steps = self.steps(&phase_scope, d.steps.unwrap_or_default());
             phases.push(Phase {
                 name: name.value,
                 at: Place::of(&name.referenced),
@@ -125,6 +135,7 @@ impl Loader {
         let mut inner = Scope {
             source,
             vars: scope.vars.clone(),
+            r#become: scope.r#become,
         };
         for (k, v) in vars.map(|v| v.value).unwrap_or_default() {
             inner.vars.insert(k, v);
@@ -252,7 +263,14 @@ impl Loader {
                 None
             }
         });
-        let rollback = self.steps(scope, d.rollback);
+        let r#become = d.r#become.unwrap_or(scope.r#become);
+        let rollback = self.steps(
+            &Scope {
+                r#become,
+                ..scope.clone()
+            },
+            d.rollback,
+        );
         Some(Step {
             name: d.name.unwrap_or_else(|| default_name(&action)),
             action,
@@ -271,6 +289,7 @@ impl Loader {
             check_safe: d.check_safe,
             sensitive: d.sensitive,
             marks: d.marks,
+            r#become,
             at,
             source: source.clone(),
             include_vars: scope.vars.clone(),

@@ -15,7 +15,7 @@ use serde_saphyr::Spanned;
 use super::diagnostic::{InputError, InputErrors, SourceFile};
 use super::playbook::{Place, Vars, check_wave_list};
 use super::values::{HumanDuration, Pause, Size};
-use crate::transport::{Os, TransportKind, WinrmAuth};
+use crate::transport::{BecomeMethod, Os, TransportKind, WinrmAuth};
 
 #[derive(Debug, Clone)]
 pub struct Inventory {
@@ -74,6 +74,24 @@ pub struct Connection {
     pub ssh: SshDoc,
     #[serde(default)]
     pub winrm: WinrmDoc,
+    #[serde(default, rename = "become")]
+    pub r#become: BecomeDoc,
+}
+
+/// How steps marked `become` in a playbook run as another user; each key
+/// from the nearest level that sets it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BecomeDoc {
+    /// `sudo` (the only method today).
+    #[serde(default)]
+    pub method: Option<BecomeMethod>,
+    /// The user to become (default `root`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Name of the secret holding the login user's password for sudo.
+    #[serde(default)]
+    pub password_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -142,6 +160,11 @@ impl Connection {
                 password_secret: nearest!(self, outer; winrm.password_secret),
                 ca_file: nearest!(self, outer; winrm.ca_file),
                 insecure_skip_verify: nearest!(self, outer; winrm.insecure_skip_verify),
+            },
+            r#become: BecomeDoc {
+                method: nearest!(self, outer; r#become.method),
+                user: nearest!(self, outer; r#become.user),
+                password_secret: nearest!(self, outer; r#become.password_secret),
             },
         }
     }
@@ -214,6 +237,8 @@ struct DefaultsDoc {
     ssh: SshDoc,
     #[serde(default)]
     winrm: WinrmDoc,
+    #[serde(default, rename = "become")]
+    r#become: BecomeDoc,
     #[serde(default)]
     os: Option<Os>,
     #[serde(default)]
@@ -243,6 +268,8 @@ struct ClientDoc {
     ssh: SshDoc,
     #[serde(default)]
     winrm: WinrmDoc,
+    #[serde(default, rename = "become")]
+    r#become: BecomeDoc,
     #[serde(default)]
     os: Option<Os>,
     #[serde(default)]
@@ -284,6 +311,8 @@ struct HostDoc {
     ssh: SshDoc,
     #[serde(default)]
     winrm: WinrmDoc,
+    #[serde(default, rename = "become")]
+    r#become: BecomeDoc,
     #[serde(default)]
     vars: Vars,
 }
@@ -300,6 +329,7 @@ macro_rules! connection_of {
             reboot_command: $doc.reboot_command,
             ssh: $doc.ssh,
             winrm: $doc.winrm,
+            r#become: $doc.r#become,
         }
     };
 }

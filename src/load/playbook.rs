@@ -73,6 +73,8 @@ pub struct Playbook {
     /// Every file the playbook was read from: itself, then each included
     /// file once, in the order first read.
     pub files: Vec<PathBuf>,
+    /// The top level's `become` (steps already carry what applies to them).
+    pub r#become: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +103,10 @@ pub struct Step {
     pub check_safe: bool,
     pub sensitive: bool,
     pub marks: Option<Mark>,
+    /// Runs as the inventory's become user: the step's own `become`, else
+    /// its phase's, else the playbook's (rollback steps: their step's;
+    /// `on_failure`: the playbook's; included steps: the including scope's).
+    pub r#become: bool,
     /// Where the step is written, in [`Step::source`].
     pub at: Place,
     /// The file the step is written in: the playbook, or an included file
@@ -196,9 +202,11 @@ pub fn parse_playbook(source: SourceFile) -> Result<Playbook, InputErrors> {
         includes: Includes::new(&source),
         errors: Vec::new(),
     };
+    let top_become = doc.r#become.unwrap_or(false);
     let root = Scope {
         source: source.clone(),
         vars: Vars::new(),
+        r#become: top_become,
     };
     let on_failure = loader.steps(&root, doc.on_failure);
     if doc.phases.value.is_empty() {
@@ -260,6 +268,7 @@ pub fn parse_playbook(source: SourceFile) -> Result<Playbook, InputErrors> {
         on_failure,
         phases,
         files: includes.files,
+        r#become: top_become,
         source,
     })
 }

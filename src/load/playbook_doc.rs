@@ -35,6 +35,8 @@ pub(super) struct PlaybookDoc {
     #[serde(default)]
     pub(super) on_failure: Vec<Spanned<StepDoc>>,
     pub(super) phases: Spanned<Vec<Spanned<PhaseDoc>>>,
+    #[serde(default, rename = "become")]
+    pub(super) r#become: Option<bool>,
 }
 
 /// A phase, or `include:` of a file of phases (then only `vars` may be
@@ -51,6 +53,8 @@ pub(super) struct PhaseDoc {
     pub(super) include: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) vars: Option<Spanned<Vars>>,
+    #[serde(default, rename = "become")]
+    pub(super) r#become: Option<bool>,
 }
 
 /// A step, or `include:` of a file of steps (then only `vars` may be
@@ -64,6 +68,8 @@ pub(super) struct StepDoc {
     pub(super) vars: Option<Spanned<Vars>>,
     #[serde(default)]
     pub(super) name: Option<String>,
+    #[serde(default, rename = "become")]
+    pub(super) r#become: Option<bool>,
     #[serde(default)]
     pub(super) run: Option<Spanned<String>>,
     #[serde(default)]
@@ -135,6 +141,7 @@ impl StepDoc {
             ("check_safe", self.check_safe),
             ("sensitive", self.sensitive),
             ("marks", self.marks.is_some()),
+            ("become", self.r#become.is_some()),
         ];
         set.into_iter()
             .filter(|(_, on)| *on)

@@ -174,6 +174,23 @@ impl HostPlanner<'_> {
             planned.skip = Some(format!("only for {}", list.join(", ")));
             return planned;
         }
+        if step.r#become && !self.os.is_posix() {
+            self.failures.add(
+                def,
+                self.host,
+                RenderError {
+                    message: format!(
+                        "`become` works on Linux and macOS hosts only, and this host runs {}: \
+                         log in as an administrator instead (the inventory's `user`) and set \
+                         `become: false` for Windows steps",
+                        self.os
+                    ),
+                    at: step.at,
+                    source: step.source.clone(),
+                },
+            );
+            return planned;
+        }
         if self.os.is_posix()
             && let Some(message) = crate::load::step_values::posix_exit_code_problem(step)
         {

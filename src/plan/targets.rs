@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::build::{PlanOptions, select};
 use super::secrets::SecretStore;
 use crate::load::{Client, Host, InputErrors, Inventory};
-use crate::transport::{Secret, SshSettings, Target, TransportKind, WinrmSettings};
+use crate::transport::{Become, Secret, SshSettings, Target, TransportKind, WinrmSettings};
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -63,13 +63,20 @@ pub(super) fn target_for(
         TransportKind::Ssh => secret(&c.ssh.passphrase_secret, "ssh.passphrase_secret")?,
         _ => None,
     };
+    // Windows hosts never become (the plan refuses it), so need no password.
+    let os = host.os_in(client, inventory);
+    let become_password = if os.is_posix() {
+        secret(&c.r#become.password_secret, "become.password_secret")?
+    } else {
+        None
+    };
     let defaults = WinrmSettings::default();
     let tls = c.winrm.tls.unwrap_or(defaults.tls);
     Ok(Target {
         name: host.name.clone(),
         address: host.address.clone(),
         port: c.port,
-        os: host.os_in(client, inventory),
+        os,
         user: c.user.clone(),
         kind,
         ssh: SshSettings {
@@ -110,5 +117,10 @@ pub(super) fn target_for(
             .map(|d| d.0)
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         reboot_command: c.reboot_command.clone(),
+        r#become: Become {
+            method: c.r#become.method.unwrap_or_default(),
+            user: c.r#become.user.clone().unwrap_or_else(|| "root".into()),
+            password: become_password,
+        },
     })
 }

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::plan::{Plan, PlannedStep, Redactor, Wave};
+use crate::plan::{HostPlan, Plan, PlannedStep, Redactor, Wave};
 
 #[derive(Serialize)]
 pub struct PlanDoc<'a> {
@@ -51,6 +51,12 @@ pub struct StepDoc<'a> {
     pub skip: Option<&'a str>,
     pub when: Option<&'a str>,
     pub check_safe: bool,
+    /// The user the step runs as: the become user for `become` steps, else
+    /// the login user (`null`: the transport's default login).
+    pub run_as: Option<&'a str>,
+    /// Whether the step becomes `run_as` through sudo.
+    #[serde(rename = "become")]
+    pub r#become: bool,
     pub origin: Origin,
     pub rollback: Vec<StepDoc<'a>>,
 }
@@ -92,8 +98,12 @@ pub fn plan_doc<'a>(plan: &'a Plan, redactor: &Redactor) -> PlanDoc<'a> {
                         os: h.os.as_str(),
                         address: &h.target.address,
                         transport: h.target.kind.as_str(),
-                        steps: h.steps.iter().map(|s| step_doc(s, redactor)).collect(),
-                        on_failure: h.on_failure.iter().map(|s| step_doc(s, redactor)).collect(),
+                        steps: h.steps.iter().map(|s| step_doc(s, h, redactor)).collect(),
+                        on_failure: h
+                            .on_failure
+                            .iter()
+                            .map(|s| step_doc(s, h, redactor))
+                            .collect(),
                     })
                     .collect(),
             })
@@ -101,7 +111,8 @@ pub fn plan_doc<'a>(plan: &'a Plan, redactor: &Redactor) -> PlanDoc<'a> {
     }
 }
 
-fn step_doc<'a>(step: &'a PlannedStep, redactor: &Redactor) -> StepDoc<'a> {
+fn step_doc<'a>(step: &'a PlannedStep, host: &'a HostPlan, redactor: &Redactor) -> StepDoc<'a> {
+    let r#become = step.def.step.r#become;
     StepDoc {
         phase: step.phase(),
         name: step.name(),
@@ -110,6 +121,12 @@ fn step_doc<'a>(step: &'a PlannedStep, redactor: &Redactor) -> StepDoc<'a> {
         skip: step.skip.as_deref(),
         when: step.def.step.when.as_ref().map(|w| w.text.as_str()),
         check_safe: step.def.step.check_safe,
+        run_as: if r#become {
+            Some(host.target.r#become.user.as_str())
+        } else {
+            host.target.user.as_deref()
+        },
+        r#become,
         origin: Origin {
             file: step.def.step.source.name(),
             line: step.def.step.at.line,
@@ -117,7 +134,7 @@ fn step_doc<'a>(step: &'a PlannedStep, redactor: &Redactor) -> StepDoc<'a> {
         rollback: step
             .rollback
             .iter()
-            .map(|r| step_doc(r, redactor))
+            .map(|r| step_doc(r, host, redactor))
             .collect(),
     }
 }

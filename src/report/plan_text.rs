@@ -144,19 +144,45 @@ fn group_label(names: &[&str]) -> String {
     inert(&label).into_owned()
 }
 
+/// Who a host's steps run as, when any of them becomes another user: the
+/// login user and the become user (`None`: every step runs as the login
+/// user, and the plan says nothing about it).
+fn users_of(host: &HostPlan) -> Option<Users> {
+    fn any(steps: &[PlannedStep]) -> bool {
+        steps
+            .iter()
+            .any(|s| s.def.step.r#become || any(&s.rollback))
+    }
+    (any(&host.steps) || any(&host.on_failure)).then(|| Users {
+        login: host
+            .target
+            .user
+            .clone()
+            .unwrap_or_else(|| "the login user".into()),
+        become_user: host.target.r#become.user.clone(),
+    })
+}
+
+struct Users {
+    login: String,
+    become_user: String,
+}
+
 fn render_steps(out: &mut String, host: &HostPlan, redactor: &Redactor) {
+    let users = users_of(host);
+    let users = users.as_ref();
     let mut phase = "";
     for (i, step) in host.steps.iter().enumerate() {
         if step.phase() != phase {
             phase = step.phase();
             let _ = writeln!(out, "    {phase}");
         }
-        render_step(out, step, &format!("{}.", i + 1), 6, redactor);
+        render_step(out, step, &format!("{}.", i + 1), 6, redactor, users);
     }
     if !host.on_failure.is_empty() {
         let _ = writeln!(out, "    on failure (after rollback)");
         for step in &host.on_failure {
-            render_step(out, step, "-", 6, redactor);
+            render_step(out, step, "-", 6, redactor, users);
         }
     }
 }
@@ -167,10 +193,16 @@ fn render_step(
     bullet: &str,
     indent: usize,
     redactor: &Redactor,
+    users: Option<&Users>,
 ) {
     let pad = " ".repeat(indent);
     let s = &step.def.step;
     let mut flags = Vec::new();
+    match users {
+        Some(u) if s.r#become => flags.push(format!("as {} via sudo", u.become_user)),
+        Some(u) => flags.push(format!("as {}", u.login)),
+        None => {}
+    }
     if s.check_safe {
         flags.push("check-safe".to_string());
     }
@@ -245,7 +277,7 @@ fn render_step(
     if !step.rollback.is_empty() {
         let _ = writeln!(out, "{inner}rollback:");
         for r in &step.rollback {
-            render_step(out, r, "-", indent + bullet.len() + 3, redactor);
+            render_step(out, r, "-", indent + bullet.len() + 3, redactor, users);
         }
     }
 }

@@ -4,6 +4,14 @@
 //! it sits on, and the runner's tests can drive real processes without a
 //! network. Each command runs in its own process group so that a timeout
 //! kills everything the command started, not just the shell.
+//!
+//! The script goes to the shell on standard input ([`super::wrapper`]):
+//! any user of this machine can read a process's arguments. Temporary
+//! files (`script` steps' copies) live in a directory of the session's own,
+//! made 0700 with an unguessable name and removed with the session, and are
+//! created exclusively without following symlinks: a name in a shared
+//! `$TMPDIR` that someone else could predict would let them plant a
+//! symlink and have this tool (often root) write through it.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -14,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::{
     Command, Connector, Execution, ExitStatus, OutputChunk, OutputSink, Script, Session, Stream,
-    Target, TransportError,
+    Target, TransportError, wrapper,
 };
 
 /// Opens [`LocalSession`]s; there is nothing to connect to.
@@ -24,24 +32,39 @@ pub struct LocalConnector;
 #[async_trait]
 impl Connector for LocalConnector {
     async fn connect(&self, target: &Target) -> Result<Box<dyn Session>, TransportError> {
+        use std::os::unix::fs::PermissionsExt;
+        let temp = tempfile::Builder::new()
+            .prefix("orchestrate-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .map_err(|e| {
+                TransportError::Other(format!(
+                    "host {}: cannot make a private temporary directory in {}: {e}",
+                    target.name,
+                    std::env::temp_dir().display()
+                ))
+            })?;
         Ok(Box::new(LocalSession {
             host: target.name.clone(),
+            temp,
         }))
     }
 }
 
 pub struct LocalSession {
     host: String,
+    /// This session's private (0700) directory for temporary files.
+    temp: tempfile::TempDir,
 }
 
 impl LocalSession {
     fn program(&self, script: &Script) -> Result<tokio::process::Command, TransportError> {
-        let (program, args): (&str, Vec<&str>) = match script {
-            Script::Default(text) | Script::Sh(text) => ("sh", vec!["-c", text]),
-            Script::PowerShell(text) => (
-                "pwsh",
-                vec!["-NoProfile", "-NonInteractive", "-Command", text],
+        let (program, args): (&str, Vec<String>) = match script {
+            Script::Default(_) | Script::Sh(_) => (
+                "sh",
+                vec!["-c".into(), wrapper::posix_reader("orchestrate")],
             ),
+            Script::PowerShell(_) => ("pwsh", wrapper::powershell_args()),
             Script::Cmd(_) => {
                 return Err(TransportError::Unsupported(format!(
                     "host {}: `cmd` steps need Windows; the local transport runs on this controller",
@@ -104,12 +127,22 @@ impl Session for LocalSession {
         command: &Command,
         sink: Option<OutputSink>,
     ) -> Result<Execution, TransportError> {
+        if command.r#become {
+            return Err(TransportError::Unsupported(format!(
+                "host {}: `become` is not supported on the local transport; run orchestrate \
+                 itself as the user the steps need, or reach this machine over ssh",
+                self.host
+            )));
+        }
         let mut child = self.program(&command.script)?.spawn().map_err(|e| {
             TransportError::Other(format!("host {}: cannot start the shell: {e}", self.host))
         })?;
         let pid = child.id();
         let stdin = child.stdin.take();
-        let input = command.stdin.clone();
+        let input = Some(wrapper::payload(
+            command.script.text(),
+            command.stdin.as_deref(),
+        ));
         let feeder = tokio::spawn(async move {
             if let Some(mut stdin) = stdin {
                 if let Some(input) = input {
@@ -175,7 +208,20 @@ impl Session for LocalSession {
         let fail = |e: std::io::Error| {
             TransportError::Other(format!("host {}: cannot write {dest}: {e}", self.host))
         };
-        tokio::fs::write(dest, contents).await.map_err(fail)?;
+        if std::path::Path::new(dest).starts_with(self.temp.path()) {
+            // One of our temporary files: created here and now, never through a link.
+            let mut options = tokio::fs::OpenOptions::new();
+            options
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW);
+            let mut file = options.open(dest).await.map_err(fail)?;
+            file.write_all(contents).await.map_err(fail)?;
+            file.flush().await.map_err(fail)?;
+        } else {
+            tokio::fs::write(dest, contents).await.map_err(fail)?;
+        }
         tokio::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
             .await
             .map_err(fail)
@@ -188,14 +234,9 @@ impl Session for LocalSession {
     }
 
     fn temp_path(&self, name: &str) -> String {
-        std::env::temp_dir()
-            .join(format!(
-                "orchestrate-{}-{}-{name}",
-                std::process::id(),
-                self.host
-            ))
-            .display()
-            .to_string()
+        let file = super::temp_path(super::Os::Linux, &super::unguessable(), name);
+        let file = file.trim_start_matches("/tmp/");
+        self.temp.path().join(file).display().to_string()
     }
 
     async fn reboot(&self, _timeout: Duration) -> Result<(), TransportError> {

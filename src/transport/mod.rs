@@ -15,7 +15,9 @@
 
 pub mod local;
 pub mod ssh;
+pub mod sudo;
 pub mod winrm;
+pub mod wrapper;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -157,6 +159,35 @@ pub enum HostKeyPolicy {
     Off,
 }
 
+/// Which tool `become` uses on a POSIX host. Only sudo today; doas, su
+/// and run0 would be further variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BecomeMethod {
+    #[default]
+    Sudo,
+}
+
+/// How a step marked `become` runs as another user (inventory `become:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Become {
+    pub method: BecomeMethod,
+    /// The user steps run as (default `root`).
+    pub user: String,
+    /// The login user's password for sudo; `None`: a NOPASSWD rule.
+    pub password: Option<Secret>,
+}
+
+impl Default for Become {
+    fn default() -> Self {
+        Become {
+            method: BecomeMethod::Sudo,
+            user: "root".into(),
+            password: None,
+        }
+    }
+}
+
 /// Everything a transport needs to reach one host.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -177,10 +208,12 @@ pub struct Target {
     /// `Restart-Computer -Force`). Inventory `reboot_command`; tests use it to
     /// "reboot" a host by restarting its server.
     pub reboot_command: Option<String>,
+    /// How `become` steps run as another user on this host.
+    pub r#become: Become,
 }
 
-/// What to run. The transport turns it into what the host's shell needs
-/// (for example PowerShell as `-EncodedCommand` over SSH).
+/// What to run. The transport turns it into what the host's shell needs;
+/// the text itself never goes on a command line (see [`wrapper`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Script {
     /// The host's default shell: `sh` on Linux and macOS, PowerShell on Windows.
@@ -205,6 +238,8 @@ pub struct Command {
     pub stdin: Option<Vec<u8>>,
     /// Kill the command after this long and report [`ExitStatus::TimedOut`].
     pub timeout: Option<Duration>,
+    /// Run as the target's [`Become`] user (POSIX hosts).
+    pub r#become: bool,
 }
 
 impl Command {
@@ -213,6 +248,7 @@ impl Command {
             script,
             stdin: None,
             timeout: None,
+            r#become: false,
         }
     }
 }
@@ -306,7 +342,9 @@ pub trait Session: Send + Sync {
 
 /// `PROGRAM -NoProfile -NonInteractive -EncodedCommand <base64 of UTF-16LE>`:
 /// how PowerShell is sent whatever shell receives it (cmd.exe, a WinRM
-/// shell), with no quoting to get wrong.
+/// shell), with no quoting to get wrong. It puts `text` on the endpoint's
+/// command line: for fixed, secret-free text only (the WinRM transport's
+/// own helpers and, for now, its steps: see its module).
 pub fn encoded_powershell(program: &str, text: &str) -> String {
     use base64::Engine as _;
     let utf16: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
@@ -318,7 +356,9 @@ pub fn encoded_powershell(program: &str, text: &str) -> String {
 
 /// A temporary path for `name` on a host: `/tmp/orchestrate-UNIQUE-NAME` or
 /// `C:\Windows\Temp\orchestrate-UNIQUE-NAME`, the name reduced to safe
-/// characters.
+/// characters. `unique` must be unguessable (see [`unguessable`]): another
+/// user of a shared `/tmp` who could predict the name could plant a symlink
+/// there first.
 pub fn temp_path(os: Os, unique: &str, name: &str) -> String {
     let name: String = name
         .chars()
@@ -333,6 +373,30 @@ pub fn temp_path(os: Os, unique: &str, name: &str) -> String {
     match os {
         Os::Windows => format!("C:\\Windows\\Temp\\orchestrate-{unique}-{name}"),
         _ => format!("/tmp/orchestrate-{unique}-{name}"),
+    }
+}
+
+/// 122 random bits (a v4 UUID, from the OS's random source) as 32 hex digits.
+pub fn unguessable() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A target for unit tests.
+#[cfg(test)]
+pub(crate) fn test_target(os: Os) -> Target {
+    Target {
+        name: "h".into(),
+        address: "10.0.0.1".into(),
+        port: None,
+        os,
+        user: None,
+        kind: TransportKind::Ssh,
+        ssh: Default::default(),
+        winrm: Default::default(),
+        host_key_policy: Default::default(),
+        connect_timeout: std::time::Duration::from_secs(5),
+        reboot_command: None,
+        r#become: Default::default(),
     }
 }
 

@@ -17,6 +17,8 @@ mod support;
 mod windows_fleet;
 
 mod bad_input;
+mod become_sudo;
+mod command_lines;
 mod dry_run;
 mod golden_plans;
 mod includes;

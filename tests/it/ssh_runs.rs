@@ -13,7 +13,7 @@ use support::sshd::{ClientKey, Host, SshdEnv};
 
 /// An inventory of SSH hosts: client `acme`, hosts `h01`..; `host_key`
 /// pins a key for the hosts whose index is given.
-fn inventory(env: &SshdEnv, hosts: &[Host], pinned: &[(usize, &str)]) -> String {
+pub(crate) fn inventory(env: &SshdEnv, hosts: &[Host], pinned: &[(usize, &str)]) -> String {
     let mut text = format!(
         "defaults:\n  transport: ssh\n  user: {}\n  connect_timeout: 5s\n  ssh: {{ identity_file: '{}', known_hosts: '{}' }}\nclients:\n  acme:\n    hosts:\n",
         env.user(),

@@ -218,10 +218,12 @@ fn wait_gone(pid: i32) {
 }
 
 /// The fallback for servers that ignore the `signal` request (OpenSSH < 7.9):
-/// a marked command's process group is killed from a second channel.
+/// every command's shell carries a marker on its command line (the session's
+/// first command: number 0), and its process group is killed from a second
+/// channel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marked_commands_can_be_killed_from_another_channel() {
-    use orchestrate::transport::ssh::exec::{kill_marked, with_marker};
+    use orchestrate::transport::ssh::exec::{kill_marked, marker};
     let env = SshdEnv::new();
     let server = env.server(1);
     env.trust(&server.hosts());
@@ -230,8 +232,8 @@ async fn marked_commands_can_be_killed_from_another_channel() {
         .await
         .unwrap()
         .into();
-    let token = format!("orchestrate-test-{}", std::process::id());
-    let marked = sh(&with_marker(&token, "sleep 300 & echo $!; wait"));
+    let token = marker(std::process::id(), 0);
+    let marked = sh("sleep 300 & echo $!; wait");
     let running = {
         let session = session.clone();
         tokio::spawn(async move { session.execute(&marked, None).await })

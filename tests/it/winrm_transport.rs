@@ -123,6 +123,7 @@ impl Endpoint {
             host_key_policy: HostKeyPolicy::Strict,
             connect_timeout: Duration::from_secs(5),
             reboot_command: None,
+            r#become: Default::default(),
         }
     }
 }

@@ -145,7 +145,15 @@ pub(super) async fn attempt_step(
         Ok(action) => action,
         Err(e) => return failed(None, e),
     };
-    let execution = match perform(run, session, &action, def.timeout.map(|t| t.0)).await {
+    let execution = match perform(
+        run,
+        session,
+        &action,
+        def.timeout.map(|t| t.0),
+        def.r#become,
+    )
+    .await
+    {
         Ok(execution) => execution,
         Err(e) => {
             let lost = matches!(

@@ -5,6 +5,11 @@
 //! the one place that knows how each action maps onto the transport's four
 //! verbs; an attempt only sees an [`Execution`]. It reads the host's
 //! context and nothing else of the host's run.
+//!
+//! With `become`, commands carry [`Command::become`] and the transport runs
+//! them as the become user; an upload cannot (SFTP writes as the login
+//! user), so it goes to a private temporary path first and a `become`
+//! command copies it into place, owned by the become user.
 
 use std::time::Duration;
 
@@ -19,6 +24,7 @@ pub(super) async fn perform(
     session: &dyn Session,
     action: &RenderedAction,
     timeout: Option<Duration>,
+    r#become: bool,
 ) -> Result<Execution, TransportError> {
     let done = || Execution {
         status: ExitStatus::Code(0),
@@ -29,6 +35,7 @@ pub(super) async fn perform(
         RenderedAction::Shell(script) => {
             let mut command = Command::new(script.clone());
             command.timeout = timeout;
+            command.r#become = r#become;
             session.execute(&command, None).await
         }
         RenderedAction::Script { src, args } => {
@@ -41,11 +48,28 @@ pub(super) async fn perform(
             session.upload(&contents, &remote, 0o755).await?;
             let mut command = Command::new(script_command(run, &remote, &name, args));
             command.timeout = timeout;
+            command.r#become = r#become;
             let result = session.execute(&command, None).await;
             // The copy goes whatever happened; a failure to remove it is
             // not worth failing the step for.
             let _ = session.remove(&remote).await;
             result
+        }
+        RenderedAction::Upload { src, dest, mode } if r#become => {
+            let contents = read_local(src)?;
+            let staged = session.temp_path("upload");
+            session.upload(&contents, &staged, 0o600).await?;
+            let mut command = Command::new(Script::Sh(move_into_place(&staged, dest, *mode)));
+            command.timeout = timeout;
+            command.r#become = true;
+            let moved = session.execute(&command, None).await;
+            // Normally gone already; a failed move leaves it to remove here.
+            let _ = session.remove(&staged).await;
+            let moved = moved?;
+            if moved.status != ExitStatus::Code(0) {
+                return Ok(moved);
+            }
+            Ok(done())
         }
         RenderedAction::Upload { src, dest, mode } => {
             let contents = read_local(src)?;
@@ -76,6 +100,19 @@ pub(super) async fn perform(
             }
         }
     }
+}
+
+/// As the become user: copy the staged upload beside `dest` (so the copy
+/// is the become user's and `dest` is replaced in one rename), set its
+/// mode, rename it over `dest`, and remove the staged file.
+fn move_into_place(staged: &str, dest: &str, mode: u32) -> String {
+    use crate::quote::sh_quote;
+    let next = sh_quote(&format!("{dest}.orchestrate-new"));
+    let (staged, dest) = (sh_quote(staged), sh_quote(dest));
+    format!(
+        "umask 077 && cp {staged} {next} && chmod {mode:04o} {next} && mv -f {next} {dest} \
+         && rm -f {staged} || {{ rm -f {next}; exit 1; }}"
+    )
 }
 
 fn read_local(src: &std::path::Path) -> Result<Vec<u8>, TransportError> {

@@ -2,23 +2,45 @@
 //!
 //! SSH carries one command string, which the host's sshd hands to the
 //! user's login shell (`$SHELL -c` on POSIX; on Windows OpenSSH, `cmd.exe
-//! /c` by default, or whatever `DefaultShell` says). So `sh` scripts go as
-//! they are, and PowerShell always goes as `-EncodedCommand` (base64 of
-//! UTF-16LE): that survives any quoting of any default shell.
+//! /c` by default, or whatever `DefaultShell` says). That string is on a
+//! command line on the host, readable by every user there, so it is only
+//! ever a fixed reader ([`wrapper`]); the script itself goes on the
+//! channel's standard input. `cmd` steps are the exception: cmd.exe reads no
+//! script from stdin without echoing prompts, so they stay on the command
+//! line (Windows shows another user's command line only to administrators).
 
+use crate::transport::wrapper;
 use crate::transport::{Os, Script, Target, TransportError};
 
-pub use crate::transport::{encoded_powershell, temp_path};
+pub use crate::transport::temp_path;
 
-/// The command string sent in the SSH `exec` request.
-pub fn wire(target: &Target, script: &Script) -> Result<String, TransportError> {
+/// What is sent for one command: the exec request's string, and what goes
+/// to the command's standard input before the command's own data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wire {
+    pub line: String,
+    /// The script for the reader; the command's own stdin follows it.
+    pub script: Option<String>,
+}
+
+/// The command string sent in the SSH `exec` request, and the script that
+/// follows on stdin. `marker` is the kill marker ([`super::exec::marker`]).
+pub fn wire(target: &Target, script: &Script, marker: &str) -> Result<Wire, TransportError> {
     let windows = target.os == Os::Windows;
+    let read = |line: String, text: &str| Wire {
+        line,
+        script: Some(text.to_string()),
+    };
     Ok(match script {
-        Script::Default(text) if windows => encoded_powershell("powershell", text),
-        Script::Default(text) | Script::Sh(text) => text.clone(),
-        Script::PowerShell(text) if windows => encoded_powershell("powershell", text),
-        Script::PowerShell(text) => encoded_powershell("pwsh", text),
-        Script::Cmd(text) if windows => format!("cmd /c {text}"),
+        Script::Default(text) | Script::PowerShell(text) if windows => {
+            read(wrapper::powershell_line("powershell"), text)
+        }
+        Script::Default(text) | Script::Sh(text) => read(wrapper::posix_exec_line(marker), text),
+        Script::PowerShell(text) => read(wrapper::powershell_line("pwsh"), text),
+        Script::Cmd(text) if windows => Wire {
+            line: format!("cmd /c {text}"),
+            script: None,
+        },
         Script::Cmd(_) => {
             return Err(TransportError::Unsupported(format!(
                 "host {}: `cmd` steps need Windows, and the inventory says this host runs {}",
@@ -45,57 +67,47 @@ pub fn sftp_path(os: Os, path: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn powershell_is_utf16le_base64() {
-        // `powershell -EncodedCommand` of "echo hi" as PowerShell documents it.
-        assert_eq!(
-            encoded_powershell("powershell", "echo hi"),
-            "powershell -NoProfile -NonInteractive -EncodedCommand ZQBjAGgAbwAgAGgAaQA="
-        );
-    }
-
     fn target(os: Os) -> Target {
-        Target {
-            name: "h".into(),
-            address: "10.0.0.1".into(),
-            port: None,
-            os,
-            user: None,
-            kind: crate::transport::TransportKind::Ssh,
-            ssh: Default::default(),
-            winrm: Default::default(),
-            host_key_policy: Default::default(),
-            connect_timeout: std::time::Duration::from_secs(5),
-            reboot_command: None,
-        }
+        crate::transport::test_target(os)
     }
 
     #[test]
-    fn scripts_per_os() {
+    fn scripts_go_on_stdin_and_only_a_fixed_reader_on_the_line() {
         let linux = target(Os::Linux);
         let windows = target(Os::Windows);
-        let ps = encoded_powershell("powershell", "Get-Date");
-        assert_eq!(wire(&linux, &Script::Default("ls".into())).unwrap(), "ls");
-        assert_eq!(wire(&linux, &Script::Sh("a; b".into())).unwrap(), "a; b");
+        let secret = "hunter2-secret";
+        let sh = wire(
+            &linux,
+            &Script::Sh(format!("echo {secret}")),
+            "orchestrate-1-2",
+        )
+        .unwrap();
+        assert_eq!(sh.line, wrapper::posix_exec_line("orchestrate-1-2"));
+        assert_eq!(sh.script.as_deref(), Some("echo hunter2-secret"));
+        let run = wire(&linux, &Script::Default("ls".into()), "m").unwrap();
+        assert_eq!(run.line, wrapper::posix_exec_line("m"));
+        for script in [
+            Script::Default(secret.into()),
+            Script::PowerShell(secret.into()),
+        ] {
+            let ps = wire(&windows, &script, "m").unwrap();
+            assert_eq!(ps.line, wrapper::powershell_line("powershell"));
+            assert_eq!(ps.script.as_deref(), Some(secret));
+        }
         assert_eq!(
-            wire(&windows, &Script::Default("Get-Date".into())).unwrap(),
-            ps
-        );
-        assert_eq!(
-            wire(&windows, &Script::PowerShell("Get-Date".into())).unwrap(),
-            ps
-        );
-        assert!(
-            wire(&target(Os::Macos), &Script::PowerShell("x".into()))
+            wire(&target(Os::Macos), &Script::PowerShell("x".into()), "m")
                 .unwrap()
-                .starts_with("pwsh -NoProfile -NonInteractive -EncodedCommand ")
+                .line,
+            wrapper::powershell_line("pwsh")
         );
         assert_eq!(
-            wire(&windows, &Script::Cmd("dir C:\\".into())).unwrap(),
+            wire(&windows, &Script::Cmd("dir C:\\".into()), "m")
+                .unwrap()
+                .line,
             "cmd /c dir C:\\"
         );
         assert!(matches!(
-            wire(&linux, &Script::Cmd("dir".into())),
+            wire(&linux, &Script::Cmd("dir".into()), "m"),
             Err(TransportError::Unsupported(_))
         ));
     }

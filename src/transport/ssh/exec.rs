@@ -8,10 +8,11 @@
 //! Killing is layered. First the `signal KILL` channel request, which
 //! OpenSSH 7.9+ turns into `killpg` of the session's process group (sshd
 //! makes each session's shell a group leader), so children die too. Older
-//! servers ignore that request; for them the command carries a harmless
-//! marker line (`: orchestrate-<id>`) that shows in the shell's command line,
-//! and a second channel kills the process group of whatever shell has it.
-//! A command dropped half-way (hard cancellation) gets the signal too.
+//! servers ignore that request; for them every POSIX command's reader ends
+//! with a harmless marker comment (`# orchestrate-<id>-end`, see [`marker`])
+//! that shows in the shell's command line, and a second channel kills the
+//! process group of whatever shell has it. A command dropped half-way (hard
+//! cancellation) gets the signal too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,9 @@ use bytes::Bytes;
 use russh::client::Msg;
 use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 
-use crate::transport::{Command, Execution, ExitStatus, OutputChunk, OutputSink, Stream};
+use tokio::sync::mpsc;
+
+use crate::transport::{Command, Execution, ExitStatus, OutputChunk, OutputSink, Stream, sudo};
 
 /// How long the signal gets before the marker fallback, and the fallback before giving up.
 const SIGNAL_GRACE: Duration = Duration::from_millis(1500);
@@ -34,10 +37,24 @@ pub struct Drained {
     pub status: Option<ExitStatus>,
     /// The server answered the exec request with a failure.
     pub refused: bool,
+    /// A `become` command ended before its shell started: why.
+    pub become_failed: Option<String>,
+}
+
+/// A `become` command's conversation with sudo, while it lasts: standard
+/// error goes to the handshake, and what it says goes to the feeder.
+pub struct Gate {
+    pub handshake: sudo::Handshake,
+    pub events: mpsc::UnboundedSender<sudo::Next>,
 }
 
 /// Reads a channel to its end, forwarding output to the sink as it comes.
-pub async fn drain(mut read: ChannelReadHalf, sink: Option<OutputSink>) -> Drained {
+/// With a `gate`, standard error is sudo's until the shell has started.
+pub async fn drain(
+    mut read: ChannelReadHalf,
+    sink: Option<OutputSink>,
+    mut gate: Option<Gate>,
+) -> Drained {
     let mut out = Drained::default();
     let forward = |stream, data: &Bytes| {
         if let Some(sink) = &sink {
@@ -54,8 +71,22 @@ pub async fn drain(mut read: ChannelReadHalf, sink: Option<OutputSink>) -> Drain
                 out.stdout.extend_from_slice(&data);
             }
             ChannelMsg::ExtendedData { data, ext: 1 } => {
-                forward(Stream::Stderr, &data);
-                out.stderr.extend_from_slice(&data);
+                let data = match gate.as_mut().map(|g| (g.handshake.feed(&data), g)) {
+                    None => data,
+                    Some((sudo::Next::Started { rest }, g)) => {
+                        let _ = g.events.send(sudo::Next::Started { rest: Vec::new() });
+                        gate = None;
+                        Bytes::from(rest)
+                    }
+                    Some((next, g)) => {
+                        let _ = g.events.send(next);
+                        continue;
+                    }
+                };
+                if !data.is_empty() {
+                    forward(Stream::Stderr, &data);
+                    out.stderr.extend_from_slice(&data);
+                }
             }
             ChannelMsg::ExitStatus { exit_status } => {
                 out.status = Some(ExitStatus::Code(exit_status as i32))
@@ -67,6 +98,9 @@ pub async fn drain(mut read: ChannelReadHalf, sink: Option<OutputSink>) -> Drain
             ChannelMsg::Close => break,
             _ => {}
         }
+    }
+    if let Some(gate) = gate {
+        out.become_failed = Some(gate.handshake.ended(out.status.as_ref()));
     }
     out
 }
@@ -80,15 +114,19 @@ pub fn signal_label(signal: &Sig) -> String {
     }
 }
 
-/// The marker line put in front of a POSIX command that has a timeout.
-pub fn with_marker(token: &str, wire: &str) -> String {
-    format!(": {token}\n{wire}")
+/// The kill marker of a command: unique per controller process and
+/// command, and ending in `-end` so that `...-1-end` never matches the
+/// marker of command 10 or 11.
+pub fn marker(pid: u32, command: u64) -> String {
+    format!("orchestrate-{pid}-{command}-end")
 }
 
 /// A shell command that kills the process group of the shell marked `token`:
 /// found with `pgrep -f`, or from `/proc` where procps is missing. The
 /// pattern `o[r]chestrate-...` matches the marker but not this command itself.
-/// (`kill -KILL -PGID`: dash's `kill` takes no `--`.)
+/// The group is looked up, not taken to be the shell's pid: under sudo the
+/// marked shell is not a group leader, and its group (sudo's, the SSH
+/// session's) is what must go. (`kill -KILL -PGID`: dash's `kill` takes no `--`.)
 pub fn kill_marked(token: &str) -> String {
     let mut chars = token.chars();
     let first = chars.next().unwrap_or('o');
@@ -98,7 +136,9 @@ pub fn kill_marked(token: &str) -> String {
     format!(
         "pids=$(pgrep -f '{pattern}' 2>/dev/null) || pids=$(for d in /proc/[0-9]*; do \
          case \"$(tr '\\000' ' ' 2>/dev/null < \"$d/cmdline\")\" in *{pattern}*) echo \"${{d#/proc/}}\";; esac; \
-         done 2>/dev/null); for p in $pids; do kill -KILL -$p $p; done 2>/dev/null; true"
+         done 2>/dev/null); for p in $pids; do \
+         g=$(ps -o pgid= -p \"$p\" 2>/dev/null | tr -d ' '); [ -n \"$g\" ] || g=$(cut -d' ' -f5 \"/proc/$p/stat\" 2>/dev/null); \
+         [ -n \"$g\" ] && [ \"$g\" -gt 1 ] && kill -KILL -$g 2>/dev/null; kill -KILL $p; done 2>/dev/null; true"
     )
 }
 
@@ -128,16 +168,59 @@ pub enum Ended {
     ReaderFailed(String),
     /// Sending the exec request failed: the connection is gone.
     SendFailed(String),
+    /// sudo did not start the command (wrong password, no rights, ...): why.
+    BecomeFailed(String),
 }
 
-/// Runs `wire` on `channel` with the command's stdin and timeout.
-/// `fallback_kill` runs a shell command on a fresh channel (POSIX hosts).
+/// Answers sudo until the become shell has started (`Ok`), or says why it
+/// will not (`Err(Some(why))`; `Err(None)`: the channel ended first, and
+/// the drain knows why). Never waits longer than the handshake's limits.
+async fn converse(
+    write: &ChannelWriteHalf<Msg>,
+    mut heard: mpsc::UnboundedReceiver<sudo::Next>,
+) -> Result<(), Option<String>> {
+    let deadline = tokio::time::Instant::now() + sudo::HANDSHAKE_LIMIT;
+    let mut stalled: Option<String> = None;
+    loop {
+        let wait = match &stalled {
+            Some(_) => sudo::UNKNOWN_PROMPT_WAIT,
+            None => deadline.saturating_duration_since(tokio::time::Instant::now()),
+        };
+        match tokio::time::timeout(wait, heard.recv()).await {
+            Ok(Some(sudo::Next::Started { .. })) => return Ok(()),
+            Ok(Some(sudo::Next::Answer(answer))) => {
+                stalled = None;
+                if write.data(&answer[..]).await.is_err() {
+                    return Err(None);
+                }
+            }
+            Ok(Some(sudo::Next::Wait { unknown })) => stalled = unknown.or(stalled),
+            Ok(Some(sudo::Next::Failed(why))) => return Err(Some(why)),
+            Ok(None) => return Err(None),
+            Err(_) => {
+                return Err(Some(stalled.unwrap_or_else(|| {
+                    format!(
+                        "sudo did not start the command within {:?}",
+                        sudo::HANDSHAKE_LIMIT
+                    )
+                })));
+            }
+        }
+    }
+}
+
+/// Runs `wire` on `channel`, writing `input` (the script for the reader,
+/// then the command's own stdin) and closing stdin, within the command's
+/// timeout. `fallback_kill` runs a shell command on a fresh channel (POSIX
+/// hosts).
 pub async fn run<F, Fut>(
     channel: Channel<Msg>,
     wire: String,
+    input: Option<Vec<u8>>,
     command: &Command,
     sink: Option<OutputSink>,
     fallback_kill: Option<F>,
+    handshake: Option<sudo::Handshake>,
 ) -> Ended
 where
     F: FnOnce() -> Fut,
@@ -145,34 +228,68 @@ where
 {
     let (read, write) = channel.split();
     let write = Arc::new(write);
-    let mut drained = tokio::spawn(drain(read, sink));
+    let (events, heard) = mpsc::unbounded_channel();
+    let gated = handshake.is_some();
+    let gate = handshake.map(|handshake| Gate { handshake, events });
+    let mut drained = tokio::spawn(drain(read, sink, gate));
     let mut guard = KillOnDrop(Some(write.clone()));
     if let Err(e) = write.exec(true, wire.into_bytes()).await {
         guard.0 = None;
         drained.abort();
         return Ended::SendFailed(e.to_string());
     }
+    // A `become` command that sudo will not start: the feeder says why.
+    let (refusal, mut refused) = tokio::sync::oneshot::channel::<String>();
     let feeder = {
         let write = write.clone();
-        let input = command.stdin.clone();
         tokio::spawn(async move {
+            if gated && let Err(failure) = converse(&write, heard).await {
+                // sudo may be waiting for another answer: end its input too.
+                let _ = write.signal(Sig::KILL).await;
+                let _ = write.eof().await;
+                if let Some(why) = failure {
+                    let _ = refusal.send(why);
+                }
+                return;
+            }
             if let Some(input) = input {
                 let _ = write.data(&input[..]).await;
             }
             let _ = write.eof().await;
         })
     };
+    let waited = async {
+        tokio::select! {
+            joined = &mut drained => Ok(joined),
+            Ok(why) = &mut refused, if gated => Err(why),
+        }
+    };
     let finished = match command.timeout {
-        Some(limit) => tokio::time::timeout(limit, &mut drained).await.ok(),
-        None => Some((&mut drained).await),
+        Some(limit) => tokio::time::timeout(limit, waited).await.ok(),
+        None => Some(waited.await),
     };
     feeder.abort();
     guard.0 = None;
-    if let Some(joined) = finished {
-        return match joined {
-            Ok(out) => Ended::Finished(out),
-            Err(e) => Ended::ReaderFailed(e.to_string()),
-        };
+    match finished {
+        Some(Ok(Ok(out))) => {
+            return match out.become_failed.clone() {
+                Some(why) => Ended::BecomeFailed(why),
+                None => Ended::Finished(out),
+            };
+        }
+        Some(Ok(Err(e))) => return Ended::ReaderFailed(e.to_string()),
+        Some(Err(why)) => {
+            // Killed and told: give the channel a moment to end, never more.
+            if tokio::time::timeout(SIGNAL_GRACE, &mut drained)
+                .await
+                .is_err()
+            {
+                drained.abort();
+                let _ = tokio::time::timeout(SIGNAL_GRACE, write.close()).await;
+            }
+            return Ended::BecomeFailed(why);
+        }
+        None => {}
     }
     let _ = write.signal(Sig::KILL).await;
     let mut out = tokio::time::timeout(SIGNAL_GRACE, &mut drained).await;
@@ -199,7 +316,7 @@ where
 /// Runs `wire` to its end without stdin or timeout (for the kill fallback).
 pub async fn run_quietly(channel: Channel<Msg>, wire: String, limit: Duration) {
     let (read, write) = channel.split();
-    let drained = tokio::spawn(drain(read, None));
+    let drained = tokio::spawn(drain(read, None, None));
     if write.exec(true, wire.into_bytes()).await.is_ok() {
         let _ = write.eof().await;
         let _ = tokio::time::timeout(limit, drained).await;
@@ -221,11 +338,11 @@ mod tests {
 
     #[test]
     fn marker_and_its_killer() {
-        let token = "orchestrate-12-3";
-        assert_eq!(with_marker(token, "sleep 9"), ": orchestrate-12-3\nsleep 9");
-        let kill = kill_marked(token);
-        assert!(kill.contains("pgrep -f 'o[r]chestrate-12-3'"), "{kill}");
-        assert!(!kill.contains(token));
+        let token = marker(12, 3);
+        assert_eq!(token, "orchestrate-12-3-end");
+        let kill = kill_marked(&token);
+        assert!(kill.contains("pgrep -f 'o[r]chestrate-12-3-end'"), "{kill}");
+        assert!(!kill.contains(&token));
     }
 
     #[test]

@@ -37,6 +37,7 @@ use self::connect::{Client, Dialer};
 pub use self::keyscan::{KeyscanOutcome, KeyscanStatus, keyscan};
 use super::{
     Command, Connector, Execution, ExitStatus, Os, OutputSink, Session, Target, TransportError,
+    sudo, wrapper,
 };
 
 /// Command channels open at once on one connection. OpenSSH's default
@@ -107,6 +108,7 @@ impl Connector for SshConnector {
             live: RwLock::new(Arc::new(Live::new(handle))),
             channels: Semaphore::new(MAX_CHANNELS),
             unique: AtomicU64::new(0),
+            fresh_temp: Default::default(),
         }))
     }
 }
@@ -132,6 +134,10 @@ pub struct SshSession {
     live: RwLock<Arc<Live>>,
     channels: Semaphore,
     unique: AtomicU64,
+    /// Paths handed out by [`Session::temp_path`] and not yet written: the
+    /// first upload to one creates it exclusively (SFTP `EXCL`), so a file
+    /// or symlink someone put there first is refused, never followed.
+    fresh_temp: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl SshSession {
@@ -182,6 +188,26 @@ impl SshSession {
             waited += pause;
             pause = (pause * 2).min(Duration::from_millis(500));
         }
+    }
+
+    /// The sudo conversation for a `become` command: `sh` scripts on
+    /// POSIX hosts only.
+    fn become_handshake(&self, script: &super::Script) -> Result<sudo::Handshake, TransportError> {
+        use super::Script;
+        if !self.target.os.is_posix() {
+            return Err(TransportError::Unsupported(format!(
+                "host {}: `become` works on Linux and macOS hosts only; log in as an administrator",
+                self.host()
+            )));
+        }
+        if !matches!(script, Script::Sh(_) | Script::Default(_)) {
+            return Err(TransportError::Unsupported(format!(
+                "host {}: `become` runs `sh`, `run`, `script` and `upload` steps; run PowerShell \
+                 as root with `sudo pwsh` in an `sh` step instead",
+                self.host()
+            )));
+        }
+        Ok(sudo::Handshake::new(&self.target))
     }
 
     async fn sftp<'a>(&self, live: &'a Live) -> Result<&'a SftpSession, TransportError> {
@@ -249,31 +275,68 @@ impl Session for SshSession {
         command: &Command,
         sink: Option<OutputSink>,
     ) -> Result<Execution, TransportError> {
-        let mut wire = command::wire(&self.target, &command.script)?;
-        let posix = self.target.os.is_posix();
-        let token = format!(
-            "orchestrate-{}-{}",
+        let token = exec::marker(
             std::process::id(),
-            self.unique.fetch_add(1, Ordering::Relaxed)
+            self.unique.fetch_add(1, Ordering::Relaxed),
         );
-        if posix && command.timeout.is_some() {
-            wire = exec::with_marker(&token, &wire);
-        }
+        let mut wire = command::wire(&self.target, &command.script, &token)?;
+        let posix = self.target.os.is_posix();
+        let handshake = if command.r#become {
+            let handshake = self.become_handshake(&command.script)?;
+            wire.line = handshake.line(&wrapper::posix_reader(&token));
+            Some(handshake)
+        } else {
+            None
+        };
+        // The script goes on stdin ahead of the command's own data; a `cmd`
+        // line has only the data.
+        let input = match &wire.script {
+            Some(script) => Some(wrapper::payload(script, command.stdin.as_deref())),
+            None => command.stdin.clone(),
+        };
         let _permit = self.channels.acquire().await.expect("never closed");
         let live = self.current().await;
         let channel = self.open_channel(&live).await?;
         let fallback = posix.then(|| {
             let live = live.clone();
             let token = token.clone();
+            let killer = command
+                .r#become
+                .then(|| self.become_handshake(&command.script));
             move || async move {
                 // Outside the channel cap: this must not wait behind the steps it helps.
-                if let Ok(channel) = live.handle.channel_open_session().await {
-                    exec::run_quietly(channel, exec::kill_marked(&token), Duration::from_secs(5))
+                let Ok(channel) = live.handle.channel_open_session().await else {
+                    return;
+                };
+                let kill = exec::kill_marked(&token);
+                match killer {
+                    // What runs as the become user is killed as that user.
+                    Some(Ok(handshake)) => {
+                        let mut command = Command::new(super::Script::Sh(kill.clone()));
+                        command.timeout = Some(Duration::from_secs(5));
+                        let line = handshake.line(&wrapper::posix_reader("orchestrate-killer"));
+                        let input = Some(wrapper::payload(&kill, None));
+                        let no_kill: Option<fn() -> std::future::Ready<()>> = None;
+                        exec::run(
+                            channel,
+                            line,
+                            input,
+                            &command,
+                            None,
+                            no_kill,
+                            Some(handshake),
+                        )
                         .await;
+                    }
+                    _ => exec::run_quietly(channel, kill, Duration::from_secs(5)).await,
                 }
             }
         });
-        let out = match exec::run(channel, wire, command, sink, fallback).await {
+        let out = match exec::run(
+            channel, wire.line, input, command, sink, fallback, handshake,
+        )
+        .await
+        {
             exec::Ended::Finished(out) => out,
             exec::Ended::TimedOut(out) => {
                 return Ok(Execution {
@@ -283,6 +346,7 @@ impl Session for SshSession {
                 });
             }
             exec::Ended::SendFailed(e) => return Err(self.lost(e)),
+            exec::Ended::BecomeFailed(why) => return Err(TransportError::Other(why)),
             exec::Ended::ReaderFailed(e) => {
                 return Err(TransportError::Other(format!(
                     "host {}: reading the command's output failed: {e}",
@@ -321,12 +385,14 @@ impl Session for SshSession {
             permissions: self.target.os.is_posix().then_some(mode & 0o7777),
             ..Default::default()
         };
+        let fresh = self.fresh_temp.lock().expect("not poisoned").remove(dest);
+        let flags = if fresh {
+            OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE
+        } else {
+            OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE
+        };
         let mut file = sftp
-            .open_with_flags_and_attributes(
-                path.clone(),
-                OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
-                attrs.clone(),
-            )
+            .open_with_flags_and_attributes(path.clone(), flags, attrs.clone())
             .await
             .map_err(|e| fail(&e))?;
         file.write_all(contents).await.map_err(|e| fail(&e))?;
@@ -349,13 +415,12 @@ impl Session for SshSession {
     }
 
     fn temp_path(&self, name: &str) -> String {
-        // Not guessable by other users of a shared /tmp: std's RandomState is
-        // seeded from the OS's random source.
-        use std::hash::{BuildHasher, Hasher};
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(self.unique.fetch_add(1, Ordering::Relaxed));
-        let unique = format!("{}-{:016x}", std::process::id(), hasher.finish());
-        command::temp_path(self.target.os, &unique, name)
+        let path = command::temp_path(self.target.os, &super::unguessable(), name);
+        self.fresh_temp
+            .lock()
+            .expect("not poisoned")
+            .insert(path.clone());
+        path
     }
 
     async fn reboot(&self, timeout: Duration) -> Result<(), TransportError> {
@@ -375,7 +440,7 @@ impl Session for SshSession {
             tokio::spawn(async move {
                 let command = Command::new(super::Script::Sh(reboot.clone()));
                 let no_kill: Option<fn() -> std::future::Ready<()>> = None;
-                exec::run(channel, reboot, &command, None, no_kill).await
+                exec::run(channel, reboot, None, &command, None, no_kill, None).await
             })
         };
         let settle = Duration::from_secs(10).min(timeout);

@@ -134,10 +134,19 @@ impl Lab {
         if let Value::Object(extra) = client_extra {
             c.as_object_mut().unwrap().extend(extra);
         }
+        // The playbooks become root with sudo: the login user's password
+        // from a secrets folder (scripts/deps/sudo.sh makes the rule).
+        let password = self
+            .env
+            .password()
+            .expect("the test user's password (run as root)");
+        self.scratch.write("secrets/LAB_SUDO_PASSWORD", &password);
         let inventory = json!({
+            "secrets_dir": "secrets",
             "defaults": {
                 "transport": "ssh",
                 "user": self.env.user(),
+                "become": { "method": "sudo", "password_secret": "LAB_SUDO_PASSWORD" },
                 "ssh": { "identity_file": self.env.key(ClientKey::Ed25519),
                          "known_hosts": self.env.known_hosts },
             },

@@ -118,6 +118,13 @@ fn next_block() -> u32 {
 impl SshdEnv {
     /// A fresh environment. Panics with a hint if OpenSSH or the test user is missing.
     pub fn new() -> SshdEnv {
+        SshdEnv::as_user(TEST_USER)
+    }
+
+    /// A fresh environment whose servers run as (and log in) `user`, when the
+    /// tests run as root: the become tests' users without sudo rights or
+    /// with `requiretty` (scripts/deps/sudo.sh).
+    pub fn as_user(user: &str) -> SshdEnv {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: run scripts/deps/ssh.sh (as root) first"
@@ -125,17 +132,17 @@ impl SshdEnv {
         let euid = unsafe { libc::geteuid() };
         let run_as = if euid == 0 {
             let out = Command::new("getent")
-                .args(["passwd", TEST_USER])
+                .args(["passwd", user])
                 .output()
                 .expect("getent");
             let line = String::from_utf8_lossy(&out.stdout).to_string();
             let fields: Vec<&str> = line.trim().split(':').collect();
             assert!(
                 fields.len() >= 7,
-                "user {TEST_USER} is missing: run scripts/deps/ssh.sh (as root) first"
+                "user {user} is missing: run scripts/deps/ssh.sh and sudo.sh (as root) first"
             );
             RunAs {
-                user: TEST_USER.to_string(),
+                user: user.to_string(),
                 home: PathBuf::from(fields[5]),
                 ids: Some((fields[2].parse().unwrap(), fields[3].parse().unwrap())),
             }
@@ -286,6 +293,7 @@ impl SshdEnv {
             host_key_policy: HostKeyPolicy::Strict,
             connect_timeout: Duration::from_secs(10),
             reboot_command: None,
+            r#become: Default::default(),
         }
     }
 
