@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use tera::{Context, Kwargs, State, Tera, Value};
 
+use super::glob::glob_regex;
 use super::quote::{ps_quote, regex_escape, sh_quote};
 use super::secrets::SecretStore;
 use crate::load::{InputError, Place, SourceFile, Template};
@@ -47,6 +48,9 @@ impl Templates {
         });
         tera.register_filter("regex_escape", |v: Value, _: Kwargs, _: &State| {
             scalar_text(&v).map(|s| regex_escape(&s))
+        });
+        tera.register_filter("glob_regex", |v: Value, _: Kwargs, _: &State| {
+            scalar_text(&v).map(|s| glob_regex(&s))
         });
         tera.register_filter("json", |v: Value, _: Kwargs, _: &State| {
             serde_json::to_string(&v).map_err(|e| tera::Error::message(e.to_string()))
