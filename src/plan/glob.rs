@@ -9,7 +9,7 @@
 //! would exclude nothing (or, unescaped, something else), so each mask is
 //! translated here, everything but the wildcards escaped.
 
-use super::quote::regex_escape;
+use crate::quote::regex_escape;
 
 /// `mask` as an unanchored POSIX extended regular expression: `**` becomes
 /// `.*`, `*` becomes `[^/]*`, `?` becomes `[^/]`, everything else matches

@@ -18,6 +18,8 @@ mod windows_fleet;
 
 mod bad_input;
 mod dry_run;
+mod golden_plans;
+mod includes;
 mod journal_resume;
 mod linux_clamav;
 mod linux_playbooks;

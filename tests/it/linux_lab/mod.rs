@@ -261,8 +261,16 @@ fn playbook_path(scratch: &Scratch, playbook: &str) -> PathBuf {
 
 /// The shipped playbook with every `retry_delay` cut to 100ms: a test that
 /// makes a step fail for good need not wait out real retry delays. Nothing
-/// else changes.
+/// else changes. The parts it includes from `playbooks/common/` are copied
+/// beside it, cut the same way.
 fn fast_copy(scratch: &Scratch, name: &str) -> PathBuf {
+    let common = repo().join("playbooks/common");
+    for entry in std::fs::read_dir(&common).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        scratch.write(&format!("common/{file}"), &fast_text(&text));
+    }
     let text = std::fs::read_to_string(repo().join("playbooks").join(name)).unwrap();
     scratch.write(&format!("fast-{name}"), &fast_text(&text))
 }
@@ -277,12 +285,13 @@ fn fast_text(text: &str) -> String {
         .join("\n")
 }
 
-/// The shipped playbook (fast, as [`fast_copy`]) with a fault injected
-/// between install and verify: `command` runs on the host as the first
-/// step of verify (e.g. `systemctl stop clamav-clamonacc`, what an admin
-/// or a crash does after the migration said "protected"). Returns the
-/// name to pass to [`Lab::run`].
+/// The shipped playbook (fast, as [`fast_copy`], which also copies the
+/// parts it includes) with a fault injected between install and verify:
+/// `command` runs on the host as the first step of verify (e.g. `systemctl
+/// stop clamav-clamonacc`, what an admin or a crash does after the
+/// migration said "protected"). Returns the name to pass to [`Lab::run`].
 pub fn with_fault_before_verify(lab: &Lab, name: &str, command: &str) -> String {
+    fast_copy(&lab.scratch, name);
     let text = std::fs::read_to_string(repo().join("playbooks").join(name)).unwrap();
     let marker = "  - name: verify\n    steps:\n";
     assert!(text.contains(marker), "{name} has a verify phase");
