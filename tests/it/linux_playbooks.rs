@@ -7,9 +7,7 @@
 //! the report. The macOS playbook cannot run here: `linux_playbooks_plan.rs`
 //! validates and plans it with the Linux ones.
 
-use crate::harness;
 use crate::linux_lab;
-use crate::support;
 
 use linux_lab::{Lab, host_report, step};
 use serde_json::{Value, json};

@@ -7,7 +7,6 @@
 
 use crate::harness;
 use crate::linux_lab;
-use crate::support;
 
 use harness::{Scratch, repo};
 use linux_lab::{plan, planned_step, run_standin, sh};
