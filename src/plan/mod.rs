@@ -7,6 +7,7 @@
 //! can be rendered then), so a typo fails the whole run up front instead of
 //! on host 312 of 400. `--dry-run` prints a plan; the runner executes one.
 
+pub mod glob;
 pub mod redact;
 pub mod secrets;
 pub mod syntax;

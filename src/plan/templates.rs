@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use tera::{Context, Kwargs, State, Tera, Value};
 
+use super::glob::glob_regex;
 use super::redact::SecretFilter;
 use super::secrets::SecretStore;
 use super::template_secrets::{
@@ -85,6 +86,9 @@ impl Templates {
         tera.register_filter("regex_escape", move |v: Value, _: Kwargs, _: &State| {
             note_filtered(&store, SecretFilter::RegexEscape, &v);
             scalar_text(&v).map(|s| regex_escape(&s))
+        });
+        tera.register_filter("glob_regex", |v: Value, _: Kwargs, _: &State| {
+            scalar_text(&v).map(|s| glob_regex(&s))
         });
         let store = Arc::clone(&secrets);
         tera.register_filter("json", move |v: Value, _: Kwargs, _: &State| {

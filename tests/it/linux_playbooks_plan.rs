@@ -7,7 +7,6 @@
 
 use crate::harness;
 use crate::linux_lab;
-use crate::support;
 
 use harness::{Scratch, repo};
 use linux_lab::{plan, planned_step, run_standin, sh};
@@ -47,8 +46,15 @@ fn every_linux_and_macos_playbook_validates_and_shows_its_exclusions_on_the_exam
         let plan = plan(&repo(), playbook, "inventory/example.yml");
         let mut planned = 0;
         for client in plan["clients"].as_array().unwrap() {
-            let paths = &inventory["clients"][client["name"].as_str().unwrap()]["vars"]["exclusions"]
-                ["paths"];
+            let exclusions =
+                &inventory["clients"][client["name"].as_str().unwrap()]["vars"]["exclusions"];
+            // Linux hosts take the per-OS list where the client has one.
+            let scoped = &exclusions[os];
+            let paths = if scoped.is_object() {
+                &scoped["paths"]
+            } else {
+                &exclusions["paths"]
+            };
             for host in client["hosts"].as_array().unwrap() {
                 if host["status"] != "planned" {
                     continue;
@@ -106,12 +112,19 @@ const HOSTILE: &[&str] = &[
 ];
 
 fn hostile_inventory(scratch: &Scratch, os: &str) {
+    let lists = json!({
+        "paths": HOSTILE,
+        "processes": ["it's", "a b;c"],
+        "extensions": ["$x"],
+    });
+    // Linux playbooks read the Linux lists; the macOS one the flat lists.
+    let exclusions = if os == "linux" {
+        json!({ "linux": lists })
+    } else {
+        lists
+    };
     let inventory = json!({ "clients": { "hostile": {
-        "vars": { "exclusions": {
-            "paths": HOSTILE,
-            "processes": ["it's", "a b;c"],
-            "extensions": ["$x"],
-        }, "dpkg_status_file": scratch.path().join("dpkg-status"),
+        "vars": { "exclusions": exclusions, "dpkg_status_file": scratch.path().join("dpkg-status"),
            "clamd_conf_deb": scratch.path().join("clamd.conf") },
         "hosts": [{ "name": "h1", "address": "10.9.9.9", "os": os }],
     }}});
@@ -290,5 +303,32 @@ fn every_rendered_command_is_valid_sh_for_every_host_of_the_example() {
             }
         }
         assert!(checked > 20, "{playbook}: {checked} commands checked");
+    }
+}
+
+/// brightline-legal's exclusions are one flat list for its whole fleet:
+/// its Linux backup host gets the list's POSIX paths, never its Windows
+/// extensions (.pst, .ost) as blanket Linux exclusions.
+#[test]
+fn a_flat_client_list_gives_linux_hosts_only_its_posix_paths() {
+    for playbook in [CLAMAV, MDATP] {
+        let plan = plan(&repo(), playbook, "inventory/example.yml");
+        let host = plan["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["hosts"].as_array().unwrap())
+            .find(|h| h["name"] == "bl-backup01")
+            .unwrap();
+        let command = planned_step(host, "apply exclusions from the inventory")["command"]
+            .as_str()
+            .unwrap();
+        assert!(command.contains("/srv/backup/restic-repo"), "{command}");
+        for windows in [".pst", ".ost", "wdDesktop", "Worldox"] {
+            assert!(
+                !command.contains(windows),
+                "{playbook}: {windows} in\n{command}"
+            );
+        }
     }
 }

@@ -23,6 +23,7 @@ mod dry_run;
 mod golden_plans;
 mod includes;
 mod journal_resume;
+mod linux_clamav;
 mod linux_playbooks;
 mod linux_playbooks_plan;
 mod outputs;

@@ -1,9 +1,18 @@
 //! A lab of Linux endpoints for the shipped Linux playbooks: real OpenSSH
 //! servers on loopback (one address per host), each host with a folder of
-//! its own where the stand-in security products and package tools
-//! (`tests/standins/bin`, first in the host's PATH) keep their state, and
-//! where the playbooks' path variables are pointed (`root/...`).
+//! its own where the playbooks' path variables are pointed (`root/...`).
+//! Real where it can be: ClamAV (`clamd`, `clamonacc`, `clamdscan`,
+//! `freshclam` from Debian; [`services`] runs the daemons as root,
+//! [`mirror`] serves the signatures) and `dpkg` on real packages
+//! ([`debs`]) in the host's own package root. Stand-ins (`tests/standins/bin`,
+//! first in the host's PATH) for what cannot run here (KESL's
+//! `kesl-control`, `mdatp`, rpm/dnf, the apt repositories, systemd) keep
+//! their state in the host's folder.
 #![allow(dead_code)]
+
+pub mod debs;
+pub mod mirror;
+pub mod services;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +21,16 @@ use serde_json::{Value, json};
 
 use crate::harness::{self, Scratch, repo};
 use crate::support::sshd::{ClientKey, Host, Sshd, SshdEnv};
+
+/// The EICAR test file (68 bytes; the third character is the letter O).
+pub const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+
+/// The Administration Server the lab's Network Agents report to.
+pub const KSC_SERVER: &str = "ksc.northwind.example";
+
+/// What the lab's hosts run: stand-ins first, then the real tools (the
+/// sbin folders hold clamd, and what dpkg needs: ldconfig, start-stop-daemon).
+const SESSION_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
 
 #[derive(PartialEq)]
 enum Family {
@@ -24,6 +43,7 @@ pub struct Lab {
     _servers: Vec<Sshd>,
     pub hosts: Vec<LabHost>,
     pub scratch: Scratch,
+    pub mirror: mirror::Mirror,
 }
 
 /// One endpoint: its inventory name, its SSH address and its state folder.
@@ -31,6 +51,18 @@ pub struct LabHost {
     pub name: String,
     pub ssh: Host,
     pub state: PathBuf,
+    pub services: services::Services,
+    /// uid/gid of the user the lab's sessions run as (tests run as root).
+    owner: Option<(u32, u32)>,
+}
+
+impl Drop for Lab {
+    /// The real daemons stop before their folders go.
+    fn drop(&mut self) {
+        for h in &mut self.hosts {
+            h.services.stop();
+        }
+    }
 }
 
 fn standins() -> PathBuf {
@@ -44,27 +76,36 @@ impl Lab {
         let states: Vec<PathBuf> = names.iter().map(|n| env.folder(n)).collect();
         let (servers, ssh) = env.fleet_with(names.len(), |i, _| {
             format!(
-                "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin ORCH_STATE={}",
+                "SetEnv PATH={}:{SESSION_PATH} ORCH_STATE={}",
                 standins().display(),
                 states[i].display()
             )
         });
         env.trust(&ssh);
+        let scratch = Scratch::new();
+        let mirror = mirror::Mirror::start(scratch.path());
+        let owner = env.owner();
         let hosts = names
             .iter()
             .zip(ssh)
             .zip(states)
-            .map(|((name, ssh), state)| LabHost {
-                name: name.to_string(),
-                ssh,
-                state,
+            .map(|((name, ssh), state)| {
+                std::fs::write(state.join("mirror-url"), &mirror.url).unwrap();
+                LabHost {
+                    name: name.to_string(),
+                    ssh,
+                    services: services::Services::start(&state, owner),
+                    state,
+                    owner,
+                }
             })
             .collect();
         Lab {
             env,
             _servers: servers,
             hosts,
-            scratch: Scratch::new(),
+            scratch,
+            mirror,
         }
     }
 
@@ -87,16 +128,45 @@ impl Lab {
     fn kesl_endpoint_of(&self, host: &str, kesl_exclusions: &[&str], family: Family) {
         let h = self.host(host);
         let root = h.root();
-        for dir in ["tmp", "root", "var/opt/msp/packages/kesl"] {
+        // The folders clamonacc watches; where scheduled scans go: a
+        // Debian host runs systemd, the RHEL-family one only cron (and
+        // SELinux, enforcing).
+        for dir in ["tmp", "root", "home", "srv", "var/opt/msp/packages/kesl"] {
             std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        if family == Family::Deb {
+            std::fs::create_dir_all(root.join("run/systemd/system")).unwrap();
+        } else {
+            std::fs::create_dir_all(root.join("etc/cron.d")).unwrap();
+            std::fs::write(h.state.join("selinux"), "Enforcing\n").unwrap();
         }
         let staged = root.join("var/opt/msp/packages/kesl");
         if family == Family::Deb {
-            std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
-            std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
-            h.standin(&["apt-get", "install", "-y", "kesl", "klnagent64"]);
-            std::fs::write(staged.join("kesl_12.1.0-1234_amd64.deb"), "").unwrap();
-            std::fs::write(staged.join("klnagent64_15.1.0-20748_amd64.deb"), "").unwrap();
+            // Real packages, staged for the rollback too; the agent was
+            // installed in silent mode, as KSC's remote install does it.
+            let debs = debs::kaspersky_packages(&staged);
+            let mut args = vec!["dpkg", "-i"];
+            let paths: Vec<String> = debs.iter().map(|d| d.display().to_string()).collect();
+            args.extend(paths.iter().map(String::as_str));
+            h.run_with(
+                &args,
+                &[
+                    ("KLNAGENT_SERVER", KSC_SERVER),
+                    ("KLNAGENT_AUTOINSTALL", "1"),
+                    ("EULA_ACCEPTED", "1"),
+                ],
+            );
+            let answers = root.join("etc/opt/kaspersky/kesl-autoinstall.ini");
+            std::fs::create_dir_all(answers.parent().unwrap()).unwrap();
+            std::fs::write(&answers, "EULA_AGREED=yes\nPRIVACY_POLICY_AGREED=yes\n").unwrap();
+            let setup = root.join("opt/kaspersky/kesl/bin/kesl-setup.pl");
+            h.run_with(
+                &[
+                    setup.to_str().unwrap(),
+                    &format!("--autoinstall={}", answers.display()),
+                ],
+                &[],
+            );
         } else {
             h.standin(&["dnf", "install", "-y", "kesl", "klnagent64"]);
             std::fs::write(staged.join("kesl-12.1.0-1234.x86_64.rpm"), "").unwrap();
@@ -126,8 +196,10 @@ impl Lab {
             .hosts
             .iter()
             .map(|h| {
+                let mut vars = h.vars_for(playbook);
+                vars["clamav_mirror"] = json!(self.mirror.url);
                 json!({ "name": h.name, "address": h.ssh.address, "port": h.ssh.port,
-                        "os": "linux", "vars": h.vars_for(playbook) })
+                        "os": "linux", "vars": vars })
             })
             .collect();
         let mut c = json!({ "vars": vars, "hosts": hosts });
@@ -185,8 +257,11 @@ impl Lab {
 }
 
 /// A shipped playbook (`playbooks/NAME`), or one the test wrote (`fast:NAME`,
-/// see [`fast_copy`]).
+/// see [`fast_copy`]; `scratch:FILE`, see [`with_fault_before_verify`]).
 fn playbook_path(scratch: &Scratch, playbook: &str) -> PathBuf {
+    if let Some(file) = playbook.strip_prefix("scratch:") {
+        return scratch.path().join(file);
+    }
     match playbook.strip_prefix("fast:") {
         Some(name) => fast_copy(scratch, name),
         None => repo().join("playbooks").join(playbook),
@@ -198,26 +273,42 @@ fn playbook_path(scratch: &Scratch, playbook: &str) -> PathBuf {
 /// else changes. The parts it includes from `playbooks/common/` are copied
 /// beside it, cut the same way.
 fn fast_copy(scratch: &Scratch, name: &str) -> PathBuf {
-    let fast = |path: &Path| -> String {
-        let text = std::fs::read_to_string(path).unwrap();
-        text.lines()
-            .map(|l| match l.find("retry_delay:") {
-                Some(at) => format!("{}retry_delay: 100ms", &l[..at]),
-                None => l.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
     let common = repo().join("playbooks/common");
     for entry in std::fs::read_dir(&common).unwrap() {
         let path = entry.unwrap().path();
         let file = path.file_name().unwrap().to_string_lossy().to_string();
-        scratch.write(&format!("common/{file}"), &fast(&path));
+        let text = std::fs::read_to_string(&path).unwrap();
+        scratch.write(&format!("common/{file}"), &fast_text(&text));
     }
-    scratch.write(
-        &format!("fast-{name}"),
-        &fast(&repo().join("playbooks").join(name)),
-    )
+    let text = std::fs::read_to_string(repo().join("playbooks").join(name)).unwrap();
+    scratch.write(&format!("fast-{name}"), &fast_text(&text))
+}
+
+fn fast_text(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.find("retry_delay:") {
+            Some(at) => format!("{}retry_delay: 100ms", &l[..at]),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The shipped playbook (fast, as [`fast_copy`], which also copies the
+/// parts it includes) with a fault injected between install and verify:
+/// `command` runs on the host as the first step of verify (e.g. `systemctl
+/// stop clamav-clamonacc`, what an admin or a crash does after the
+/// migration said "protected"). Returns the name to pass to [`Lab::run`].
+pub fn with_fault_before_verify(lab: &Lab, name: &str, command: &str) -> String {
+    fast_copy(&lab.scratch, name);
+    let text = std::fs::read_to_string(repo().join("playbooks").join(name)).unwrap();
+    let marker = "  - name: verify\n    steps:\n";
+    assert!(text.contains(marker), "{name} has a verify phase");
+    let step = format!("      - name: (test) fault after install\n        sh: {command}\n");
+    let faulty = text.replacen(marker, &format!("{marker}{step}"), 1);
+    let file = format!("fault-{name}");
+    lab.scratch.write(&file, &fast_text(&faulty));
+    format!("scratch:{file}")
 }
 
 /// What the fake onboarding script does that the real one does too: write
@@ -245,14 +336,52 @@ impl LabHost {
         self.root().join(relative).exists()
     }
 
-    /// Whether the stand-in package manager has `package` installed.
+    /// Whether `package` is installed: in the host's real dpkg database,
+    /// or for the stand-in package managers (apt's repository, rpm).
     pub fn installed(&self, package: &str) -> bool {
-        self.state.join("pkgs").join(package).exists()
+        let status = Command::new("dpkg-query")
+            .arg(format!(
+                "--admindir={}",
+                self.root().join("var/lib/dpkg").display()
+            ))
+            .args(["-W", "-f=${Status}", package])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&status.stdout).ends_with(" installed")
+            || self.state.join("pkgs").join(package).exists()
     }
 
-    /// Whether the stand-in systemd runs `unit`.
+    /// Whether `unit` runs: a real ClamAV daemon, or a stand-in unit.
     pub fn running(&self, unit: &str) -> bool {
-        self.state.join("active").join(unit).exists()
+        if services::REAL_UNITS.contains(&unit) {
+            self.services.is_running(unit)
+        } else {
+            self.state.join("active").join(unit).exists()
+        }
+    }
+
+    /// Writes EICAR to `relative` (under the host's root) and reads it back,
+    /// both as the user the lab's sessions run as (not root, not clamd's
+    /// user); the read's error, if it was refused.
+    pub fn eicar_read_by_another_user(&self, relative: &str) -> Result<(), String> {
+        let path = self.root().join(relative);
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(r#"printf '%s' "$1" > "$2" && cat "$2" > /dev/null"#)
+            .arg("sh")
+            .arg(EICAR)
+            .arg(&path);
+        if let Some((uid, gid)) = self.owner {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(gid);
+        }
+        let out = command.output().unwrap();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     /// Injects a failure or a condition (`fail-install`, `rtp-off`, ...).
@@ -270,12 +399,22 @@ impl LabHost {
         run_standin(&self.state, args)
     }
 
+    /// Runs `args[0]` (a stand-in's name, or a path) with the host's PATH,
+    /// its state folder and `env`, as the test (to set a host up).
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        run_in_host(&self.state, args, env)
+    }
+
     /// The playbook's path variables pointed into this host's root; the
     /// rest set as a test lab needs them.
     pub fn vars_for(&self, playbook: &str) -> Value {
         let mut vars = rooted_path_vars(playbook, &self.root());
         let obj = vars.as_object_mut().unwrap();
         obj.insert("min_memory_mb".into(), json!(64));
+        // The KSC server the lab's Network Agent was installed for.
+        obj.insert("klnagent_server".into(), json!(KSC_SERVER));
+        // Short waits: a hung clamd must fail fast in a test.
+        obj.insert("clamd_answer_seconds".into(), json!(3));
         obj.insert(
             "kesl_rollback_dir".into(),
             json!(self.root().join("var/opt/msp/packages/kesl")),
@@ -286,9 +425,21 @@ impl LabHost {
 
 /// Runs a stand-in from `tests/standins/bin` with `ORCH_STATE=state`.
 pub fn run_standin(state: &Path, args: &[&str]) -> String {
-    let out = Command::new(standins().join(args[0]))
+    let program = standins().join(args[0]).display().to_string();
+    let mut all = vec![program.as_str()];
+    all.extend_from_slice(&args[1..]);
+    run_in_host(state, &all, &[])
+}
+
+/// Runs `args` as a host's session would (its PATH: stand-ins first, so
+/// that maintainer scripts reach the stand-in systemctl, never the test
+/// machine's), with `env`.
+fn run_in_host(state: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(args[0])
         .args(&args[1..])
+        .env("PATH", format!("{}:{SESSION_PATH}", standins().display()))
         .env("ORCH_STATE", state)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
@@ -332,6 +483,18 @@ pub fn host_report<'a>(report: &'a Value, name: &str) -> &'a Value {
         .flat_map(|c| c["hosts"].as_array().unwrap())
         .find(|h| h["name"] == name)
         .unwrap_or_else(|| panic!("{name} in the report: {report:#}"))
+}
+
+/// The host stopped in precheck: no step of a later phase ran.
+pub fn assert_only_precheck_ran(host: &Value) {
+    assert!(
+        host["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["phase"] == "precheck"),
+        "nothing after the precheck ran: {host:#}"
+    );
 }
 
 /// The report's record of step `step` on a host.

@@ -54,3 +54,10 @@ impl SshdEnv {
         }
     }
 }
+
+impl SshdEnv {
+    /// The uid and gid the servers run as, when the tests run as root.
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        self.inner.run_as.ids
+    }
+}
