@@ -29,4 +29,5 @@ mod ssh_runs;
 mod ssh_transport;
 mod windows_playbook_flow;
 mod windows_playbook_plan;
+mod windows_protection_checks;
 mod winrm_transport;
