@@ -1,6 +1,11 @@
 //! `orchestrate run` (and `--check`) and `orchestrate resume`: wire a plan
-//! to the runner, the journal, the observers and Ctrl-C, then render the
-//! report and exit with the code the run's outcome gives.
+//! to the runner, the journal, the observers and the signals, then render
+//! the report and exit with the code the run's outcome gives.
+//!
+//! Every file the run writes (`--report-json`, `--log`) is opened before
+//! the journal records the run and before any host is touched: a report
+//! that cannot be written must stop the run while nothing has happened, not
+//! after every host was migrated.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -12,6 +17,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use super::args::{ExecutionArgs, Format, ResumeArgs, RunArgs};
+use super::output;
 use super::{EXIT_INVALID, plan_from};
 use crate::journal::{self, Journal, RunRow};
 use crate::plan::{MissingSecrets, Plan};
@@ -42,6 +48,35 @@ struct Launch {
     check: bool,
     /// `Some` for `resume`: where hosts stand, and the report so far.
     resume: Option<(Resume, Report)>,
+    outputs: Outputs,
+}
+
+/// The files a run writes, opened (created 0600) before it starts.
+struct Outputs {
+    log: Option<JsonLines>,
+    report_json: Option<(PathBuf, std::fs::File)>,
+}
+
+impl Outputs {
+    /// Opens every output file of `args`; an error names the file.
+    fn open(args: &ExecutionArgs) -> Result<Outputs, String> {
+        let log = match &args.log {
+            Some(path) => Some(
+                JsonLines::create(path)
+                    .map_err(|e| format!("cannot write the log {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let report_json = match &args.report_json {
+            Some(path) => Some((
+                path.clone(),
+                crate::owner_only::create(path)
+                    .map_err(|e| format!("cannot write the report {}: {e}", path.display()))?,
+            )),
+            None => None,
+        };
+        Ok(Outputs { log, report_json })
+    }
 }
 
 pub fn run(plan: Plan, args: &RunArgs) -> i32 {
@@ -74,6 +109,13 @@ pub fn run(plan: Plan, args: &RunArgs) -> i32 {
             .unwrap_or_default()
     };
     let (playbook_sha256, inventory_sha256) = (hash_of("playbook"), hash_of("inventory"));
+    let outputs = match Outputs::open(&args.execution) {
+        Ok(outputs) => outputs,
+        Err(e) => {
+            eprintln!("error: {e}; nothing was run");
+            return EXIT_INVALID;
+        }
+    };
     let row = RunRow {
         run_id: run_id.clone(),
         // Absolute, so the run can be resumed from any folder.
@@ -104,6 +146,7 @@ pub fn run(plan: Plan, args: &RunArgs) -> i32 {
         journal,
         check: args.check,
         resume: None,
+        outputs,
     };
     block_on(drive(launch, &args.execution))
 }
@@ -187,6 +230,13 @@ pub fn resume(args: &ResumeArgs) -> i32 {
         }
     };
     let replay = journal::replay(&events);
+    let outputs = match Outputs::open(&args.execution) {
+        Ok(outputs) => outputs,
+        Err(e) => {
+            eprintln!("error: {e}; nothing was resumed");
+            return EXIT_INVALID;
+        }
+    };
     let check = row
         .options
         .get("check")
@@ -198,6 +248,7 @@ pub fn resume(args: &ResumeArgs) -> i32 {
         journal,
         check,
         resume: Some((replay.hosts, replay.report)),
+        outputs,
     };
     block_on(drive(launch, &args.execution))
 }
@@ -229,6 +280,7 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         journal,
         check,
         resume,
+        outputs,
     } = launch;
     let bars = args.format == Format::Human
         && std::io::stderr().is_terminal()
@@ -236,8 +288,8 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
     init_tracing(bars, args.verbose);
     let resumed = if resume.is_some() { " (resumed)" } else { "" };
     match args.format {
-        Format::Human => println!("run id: {run_id}{resumed}"),
-        Format::Json => eprintln!("run id: {run_id}{resumed}"),
+        Format::Human => output::println(&format!("run id: {run_id}{resumed}")),
+        Format::Json => output::eprintln(&format!("run id: {run_id}{resumed}")),
     }
 
     let (resume, seed) = match resume {
@@ -250,6 +302,15 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         report: Arc::new(std::sync::Mutex::new(seed)),
     };
     let interrupt = Interrupt::default();
+    // Watched from here on: a signal while the journal opens still stops
+    // the run the soft way.
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("error: cannot watch for signals: {e}");
+            return EXIT_INVALID;
+        }
+    };
     let writer = match journal.writer(&run_id, interrupt.soft.clone()) {
         Ok(w) => w,
         Err(e) => {
@@ -259,19 +320,13 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
     };
     // The journal first: what it has recorded, the run has done.
     let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(writer), Box::new(report.clone())];
-    if let Some(path) = &args.log {
-        match JsonLines::create(path) {
-            Ok(log) => observers.push(Box::new(log)),
-            Err(e) => {
-                eprintln!("error: cannot write the log {}: {e}", path.display());
-                return EXIT_INVALID;
-            }
-        }
+    if let Some(log) = outputs.log {
+        observers.push(Box::new(log));
     }
     match (args.format, bars) {
         (Format::Human, true) => observers.push(Box::new(Progress::default())),
         (Format::Human, false) => {
-            observers.push(Box::new(Lines::new(std::io::stdout(), args.verbose > 0)))
+            observers.push(Box::new(Lines::new(output::Stdout, args.verbose > 0)))
         }
         (Format::Json, _) => {
             observers.push(Box::new(Lines::new(std::io::stderr(), args.verbose > 0)))
@@ -279,7 +334,7 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
     }
     let events = Arc::new(Events::new(observers));
 
-    watch_ctrl_c(interrupt.clone(), Arc::clone(&events));
+    signals.watch(interrupt.clone(), Arc::clone(&events));
     let confirm: Arc<dyn Confirm> = if args.yes {
         Arc::new(AlwaysYes)
     } else if std::io::stdin().is_terminal() {
@@ -305,14 +360,18 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
     .await;
 
     let report = report.snapshot();
-    if let Some(path) = &args.report_json
-        && let Err(e) = std::fs::write(path, run_json::render(&report))
-    {
-        eprintln!("error: cannot write the report {}: {e}", path.display());
+    if let Some((path, mut file)) = outputs.report_json {
+        use std::io::Write as _;
+        if let Err(e) = file.write_all(run_json::render(&report).as_bytes()) {
+            output::eprintln(&format!(
+                "error: cannot write the report {}: {e}",
+                path.display()
+            ));
+        }
     }
     match args.format {
-        Format::Human => print!("{}", summary::render(&report)),
-        Format::Json => println!("{}", run_json::render(&report)),
+        Format::Human => output::print(&summary::render(&report)),
+        Format::Json => output::println(&run_json::render(&report)),
     }
     outcome.exit_code()
 }
@@ -343,18 +402,49 @@ fn init_tracing(bars: bool, verbose: u8) {
     }
 }
 
-/// First Ctrl-C: finish gracefully. Second: stop at once.
-fn watch_ctrl_c(interrupt: Interrupt, events: Arc<Events>) {
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
-            return;
+/// The signals that stop a run: SIGINT (Ctrl-C), SIGTERM (`kill`,
+/// `timeout`, systemd, `docker stop`, a CI cancel) and SIGHUP (the
+/// operator's session to the controller dropped). All three mean the same:
+/// the first stops the run the soft way (no new host or step, running
+/// steps finish, half-done hosts are rolled back, the journal and the
+/// report are closed properly); the second, of any kind, stops at once.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Takes the signals over from their default (which kills the process
+    /// with no rollback and no record). Must run inside the runtime.
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for any of the three.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+            _ = self.hangup.recv() => {}
         }
-        interrupt.soft.cancel();
-        events.emit(Event::Interrupting);
-        if tokio::signal::ctrl_c().await.is_ok() {
+    }
+
+    /// First signal: finish gracefully. Second: stop at once.
+    fn watch(mut self, interrupt: Interrupt, events: Arc<Events>) {
+        tokio::spawn(async move {
+            self.next().await;
+            interrupt.soft.cancel();
+            events.emit(Event::Interrupting);
+            self.next().await;
             interrupt.hard.cancel();
-        }
-    });
+        });
+    }
 }
 
 /// `pause_between_waves: confirm` on a terminal.
@@ -393,7 +483,10 @@ impl AskOnTerminal {
 impl Confirm for AskOnTerminal {
     async fn confirm(&self, client: &str, next_wave: usize, so_far: &str) -> Result<(), String> {
         let mut answers = self.answers.lock().await;
-        let question = format!("{client}: start wave {next_wave}? ({so_far}) [y/N] ");
+        let question = format!(
+            "{}: start wave {next_wave}? ({so_far}) [y/N] ",
+            crate::report::terminal::inert(client)
+        );
         if self.bars {
             tracing::warn!("{question}");
         } else {

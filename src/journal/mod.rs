@@ -130,9 +130,12 @@ impl Journal {
             message,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            crate::owner_only::create_dir_all(dir)
                 .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
         }
+        // Created 0600 before SQLite opens it: the journal holds endpoint
+        // output, and its -wal and -shm files take this file's mode.
+        crate::owner_only::touch(path).map_err(|e| fail(e.to_string()))?;
         let conn = Connection::open(path).map_err(|e| fail(e.to_string()))?;
         // WAL + NORMAL: every commit survives the process being killed;
         // busy_timeout lets `status` read while a run writes.

@@ -145,6 +145,7 @@ impl Loader {
         let source = &scope.source;
         let at = Place::of(&doc.referenced);
         let d = doc.value;
+        super::step_values::check(source, &d, &mut self.errors);
         if let Some(vars) = &d.vars {
             self.errors.push(source.error_at_location(
             &vars.referenced,
@@ -257,14 +258,14 @@ impl Loader {
             action,
             os: d.os.map(|o| o.0),
             when: d.when.map(Template::of),
-            timeout: d.timeout,
-            retries: d.retries.unwrap_or(0),
+            timeout: d.timeout.map(|t| t.value),
+            retries: d.retries.map(|r| r.value).unwrap_or(0),
             retry_delay: d
                 .retry_delay
                 .unwrap_or(HumanDuration(std::time::Duration::from_secs(5))),
             until: d.until.map(Template::of),
-            ok_codes: d.ok_codes.unwrap_or_else(|| vec![0]),
-            reboot_codes: d.reboot_codes.unwrap_or_default(),
+            ok_codes: d.ok_codes.map(|c| c.value).unwrap_or_else(|| vec![0]),
+            reboot_codes: d.reboot_codes.map(|c| c.value).unwrap_or_default(),
             capture,
             rollback,
             check_safe: d.check_safe,

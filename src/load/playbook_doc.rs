@@ -85,17 +85,17 @@ pub(super) struct StepDoc {
     #[serde(default)]
     pub(super) when: Option<Spanned<String>>,
     #[serde(default)]
-    pub(super) timeout: Option<HumanDuration>,
+    pub(super) timeout: Option<Spanned<HumanDuration>>,
     #[serde(default)]
-    pub(super) retries: Option<u32>,
+    pub(super) retries: Option<Spanned<u32>>,
     #[serde(default)]
     pub(super) retry_delay: Option<HumanDuration>,
     #[serde(default)]
     pub(super) until: Option<Spanned<String>>,
     #[serde(default)]
-    pub(super) ok_codes: Option<Vec<i32>>,
+    pub(super) ok_codes: Option<Spanned<Vec<i32>>>,
     #[serde(default)]
-    pub(super) reboot_codes: Option<Vec<i32>>,
+    pub(super) reboot_codes: Option<Spanned<Vec<i32>>>,
     #[serde(default)]
     pub(super) capture: Option<CaptureDoc>,
     #[serde(default)]

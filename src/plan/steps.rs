@@ -174,6 +174,19 @@ impl HostPlanner<'_> {
             planned.skip = Some(format!("only for {}", list.join(", ")));
             return planned;
         }
+        if self.os.is_posix()
+            && let Some(message) = crate::load::step_values::posix_exit_code_problem(step)
+        {
+            self.failures.add(
+                def,
+                self.host,
+                RenderError {
+                    message: format!("{message} (this host's os is {})", self.os),
+                    at: step.at,
+                    source: step.source.clone(),
+                },
+            );
+        }
         let before = self.captures_before.clone();
         if let Some(when) = &step.when {
             let key = format!("{}.when", def.key);

@@ -26,6 +26,9 @@ pub struct Templates {
     tera: Tera,
     /// Where each template was written, as written.
     written: HashMap<String, Written>,
+    /// Templates that ran past a bound once, and why: they fail at once
+    /// for the next host instead of costing every host the time limit.
+    runaway: std::sync::Mutex<HashMap<String, String>>,
 }
 
 /// A template as written: its place, text, file, and the variables its
@@ -82,6 +85,7 @@ impl Templates {
         Templates {
             tera,
             written: HashMap::new(),
+            runaway: Default::default(),
         }
     }
 
@@ -179,15 +183,30 @@ impl Templates {
                 source: SourceFile::from_text("", ""),
             });
         };
+        let failed = |message: String| RenderError {
+            message,
+            at: written.at,
+            source: written.source.clone(),
+        };
+        let runaway = || self.runaway.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(message) = runaway().get(key) {
+            return Err(failed(message.clone()));
+        }
+        let mut out = Bounded::new();
         let rendered = if written.bound.is_empty() {
-            self.tera.render(key, context)
+            self.tera.render_to(key, context, &mut out)
         } else {
             let mut context = context.clone();
             for (name, value) in &written.bound {
                 context.insert(name.clone(), value);
             }
-            self.tera.render(key, &context)
+            self.tera.render_to(key, &context, &mut out)
         };
+        if let Some(message) = out.exceeded {
+            // Tera's own message would be a bare I/O error.
+            runaway().insert(key.to_string(), message.clone());
+            return Err(failed(message));
+        }
         rendered.map_err(|e| {
             let (message, at) = describe(&e, written.at, &written.source);
             RenderError {
@@ -195,6 +214,9 @@ impl Templates {
                 at,
                 source: written.source.clone(),
             }
+        })?;
+        String::from_utf8(out.text).map_err(|_| {
+            failed("the template rendered text that is not UTF-8".into())
         })
     }
 
@@ -221,6 +243,59 @@ impl Templates {
 
     pub fn condition(&self, key: &str, context: &Context) -> Result<bool, RenderError> {
         self.render(key, context).map(|s| s == "true")
+    }
+}
+
+/// The most text one template may render: far more than any command or
+/// script line needs, little enough that a loop that never ends fails in
+/// a moment instead of eating the controller's memory.
+pub const MAX_RENDERED_BYTES: usize = 4 * 1024 * 1024;
+/// The longest one template may take to render (checked as it writes).
+pub const MAX_RENDER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Where a template renders to: refuses to grow past
+/// [`MAX_RENDERED_BYTES`] or to go on writing past [`MAX_RENDER_TIME`].
+/// Tera 2 bounds `range()` (100 000 items) but not loops nested in loops,
+/// so the bound is on what they produce.
+struct Bounded {
+    text: Vec<u8>,
+    started: std::time::Instant,
+    /// Why rendering was stopped, when it was.
+    exceeded: Option<String>,
+}
+
+impl Bounded {
+    fn new() -> Bounded {
+        Bounded {
+            text: Vec::new(),
+            started: std::time::Instant::now(),
+            exceeded: None,
+        }
+    }
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.exceeded = Some(format!(
+                "the template renders more than {} MiB; a loop in it runs too long (or never ends)",
+                MAX_RENDERED_BYTES / (1024 * 1024)
+            ));
+        } else if self.started.elapsed() > MAX_RENDER_TIME {
+            self.exceeded = Some(format!(
+                "the template took more than {}s to render; a loop in it runs too long (or never ends)",
+                MAX_RENDER_TIME.as_secs()
+            ));
+        }
+        if self.exceeded.is_some() {
+            return Err(std::io::Error::other("template output limit"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -327,6 +402,33 @@ pub(crate) fn place_in_file(source: &SourceFile, at: Place, tline: usize, tcol: 
 mod tests {
     use super::*;
     use crate::plan::secrets::{MissingSecrets, SecretStore};
+
+    /// A loop that would render gigabytes stops at the bound, with a
+    /// message, and the same template then fails at once for other hosts.
+    #[test]
+    fn rendering_stops_at_the_size_bound() {
+        let source = SourceFile::from_text("p.yml", "x");
+        let mut templates = Templates::new(SecretStore::new(None, MissingSecrets::Fail));
+        let template = Template {
+            text: "{% for i in range(end=100000) %}{% for j in range(end=100000) %}{{ big }}{% endfor %}{% endfor %}".into(),
+            at: Place { line: 1, column: 1 },
+        };
+        templates
+            .add("t", &template, &source, &Vars::new())
+            .unwrap();
+        let mut context = Context::new();
+        context.insert("big", &"x".repeat(4096));
+        let started = std::time::Instant::now();
+        let error = templates.render("t", &context).unwrap_err();
+        assert!(
+            error.message.contains("renders more than 4 MiB"),
+            "{}",
+            error.message
+        );
+        let again = templates.render("t", &context).unwrap_err();
+        assert_eq!(again.message, error.message);
+        assert!(started.elapsed() < MAX_RENDER_TIME);
+    }
 
     /// Exclusions exported as INI are applied in the order the export
     /// lists them: maps keep their order through captures and templates.
