@@ -273,9 +273,17 @@ fn plan_client(
                 }
                 steps.push(planned);
             }
+            // An on_failure step may read what an earlier one captured (a
+            // probe, then the steps that act on it).
             let on_fail = on_failure
                 .iter()
-                .map(|d| planner.plan_step(d, true))
+                .map(|d| {
+                    let planned = planner.plan_step(d, true);
+                    if let Some(c) = &d.step.capture {
+                        planner.captures_before.insert(c.name.clone());
+                    }
+                    planned
+                })
                 .collect();
             (steps, on_fail)
         };

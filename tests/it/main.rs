@@ -37,4 +37,5 @@ mod terminal_escapes;
 mod wave_order;
 mod windows_playbook_flow;
 mod windows_playbook_plan;
+mod windows_protection_checks;
 mod winrm_transport;

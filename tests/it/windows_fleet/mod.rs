@@ -218,13 +218,30 @@ pub fn kaspersky_host() -> Vec<Value> {
         "agent": ["{2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B}"],
         "unhandled": []
     });
-    let osinfo = json!({ "caption": "Microsoft Windows 11 Pro", "build": "22631", "product_type": 1,
-        "is_server": false, "ps_version": "5.1.22621.4391", "windefend_present": true,
-        "windefend_status": "Stopped", "gpo_disables_defender": false });
+    let osinfo = os_info("Microsoft Windows 11 Pro", "22631", 1);
     let firewall = json!([{ "name": "Domain", "enabled": true },
         { "name": "Private", "enabled": true }, { "name": "Public", "enabled": true }]);
     vec![
         // on_failure reads Security Center too: matched before "no Kaspersky left".
+        // What runs after a rollback, as services, drivers and Security Center
+        // show it: here nothing (the Defender-on step then runs). A stale
+        // entry of a removed antivirus stays in root/SecurityCenter2 until it
+        // is removed (Microsoft, "Defender Antivirus compatibility with other
+        // security products": Defender stays off while another antivirus is
+        // registered; DOMAIN.md, "Traps").
+        entry(
+            "antivirus engines",
+            r"stale_kaspersky\s+=",
+            r#"{"running":[],"stale":[],"stale_kaspersky":[]}"#,
+            0,
+        ),
+        // Remove-CimInstance of the stale instance prints nothing and exits 0.
+        entry(
+            "clear stale entries",
+            r"Where-Object \{ \$names -contains",
+            "removed from Security Center: Kaspersky Endpoint Security for Windows\r\n",
+            0,
+        ),
         entry(
             "some antivirus on",
             r"NO ANTIVIRUS IS PROTECTING THIS HOST",
@@ -295,6 +312,18 @@ pub fn kaspersky_host() -> Vec<Value> {
     ]
 }
 
+/// The precheck's "record OS type and Defender state" answer for a host of
+/// that caption, build and ProductType (1 workstation, 3 server), with no
+/// policy in the way: change fields to put one there.
+pub fn os_info(caption: &str, build: &str, product_type: i64) -> Value {
+    let server = product_type != 1;
+    json!({ "caption": caption, "build": build, "product_type": product_type,
+        "is_server": server, "ps_version": "5.1.22621.4391", "windefend_present": !server,
+        "windefend_status": if server { "missing" } else { "Stopped" },
+        "gpo_disables_defender": false, "force_passive_mode": false,
+        "local_admin_merge_disabled": false, "tamper_protected_exclusions": false })
+}
+
 /// `Get-MpComputerStatus` (with the WinDefend service) as the verify steps
 /// read it: Defender active, real-time on, signatures of today.
 pub fn defender_status() -> Value {
@@ -317,7 +346,16 @@ pub fn host<'a>(report: &'a Value, name: &str) -> &'a Value {
 
 /// (step name, status) of a host in the report.
 pub fn steps(report: &Value, name: &str) -> Vec<(String, String)> {
-    host(report, name)["steps"]
+    records(report, name, "steps")
+}
+
+/// (step name, status) of a host's rollback (and on_failure) in the report.
+pub fn rollback(report: &Value, name: &str) -> Vec<(String, String)> {
+    records(report, name, "rollback")
+}
+
+fn records(report: &Value, name: &str, list: &str) -> Vec<(String, String)> {
+    host(report, name)[list]
         .as_array()
         .unwrap()
         .iter()
@@ -380,6 +418,21 @@ pub fn defender_table() -> Vec<Value> {
         entry("remove exclusions", r"Remove-MpPreference", "", 0),
     ]);
     table
+}
+
+/// Asserts that none of the steps that change a host ran on it.
+pub fn nothing_changed(answered: &[String]) {
+    for change in [
+        "msiexec KES",
+        "msiexec Network Agent",
+        "turn Defender on",
+        "add exclusions",
+    ] {
+        assert!(
+            !answered.contains(&change.to_string()),
+            "{change} ran: {answered:?}"
+        );
+    }
 }
 
 /// Where `name` is in a host's answered list.
