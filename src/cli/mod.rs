@@ -83,6 +83,14 @@ pub fn main() -> i32 {
         Command::Status(a) => inspect::status(&a),
         Command::Report(a) => inspect::report(&a),
         Command::Keyscan(a) => keyscan::keyscan(&a),
+        Command::Schema(a) => {
+            use std::io::Write as _;
+            let schema = crate::load::schema::schema(a.kind);
+            let text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+            // A closed stdout (`| head`) is the reader's choice, not an error.
+            let _ = writeln!(std::io::stdout(), "{text}");
+            EXIT_OK
+        }
     }
 }
 

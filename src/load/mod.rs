@@ -10,6 +10,7 @@ mod include;
 pub mod inventory;
 pub mod playbook;
 mod playbook_doc;
+pub mod schema;
 pub mod values;
 
 pub use diagnostic::{InputError, InputErrors, SourceFile};

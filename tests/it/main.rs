@@ -25,6 +25,7 @@ mod linux_playbooks;
 mod linux_playbooks_plan;
 mod report_render;
 mod runner;
+mod schema;
 mod ssh_runs;
 mod ssh_transport;
 mod windows_playbook_flow;
