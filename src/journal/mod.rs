@@ -265,8 +265,13 @@ impl Journal {
         })
     }
 
-    fn record(&mut self, run_id: &str, seq: i64, event: &Event) -> Result<(), rusqlite::Error> {
-        let time = crate::run::now();
+    fn record(
+        &mut self,
+        run_id: &str,
+        seq: i64,
+        time: &str,
+        event: &Event,
+    ) -> Result<(), rusqlite::Error> {
         let data = serde_json::to_string(event).unwrap_or_default();
         let kind = serde_json::to_value(event)
             .ok()
@@ -288,7 +293,7 @@ impl Journal {
                     "running",
                     None,
                     None,
-                    &time,
+                    time,
                 )?;
             }
             Event::HostFinished {
@@ -307,7 +312,7 @@ impl Journal {
                     status.as_str(),
                     error.as_deref(),
                     *protection_gap_ms,
-                    &time,
+                    time,
                 )?;
             }
             Event::HostNotStarted {
@@ -324,7 +329,7 @@ impl Journal {
                     "not_started",
                     Some(reason),
                     None,
-                    &time,
+                    time,
                 )?;
             }
             Event::StepFinished { host, step, .. } => {
@@ -423,8 +428,9 @@ pub struct JournalWriter {
 }
 
 impl Observer for JournalWriter {
-    fn on_event(&mut self, event: &Event) {
-        match self.journal.record(&self.run_id, self.seq, event) {
+    fn on_event(&mut self, at: chrono::DateTime<chrono::Utc>, event: &Event) {
+        let time = crate::run::timestamp(at);
+        match self.journal.record(&self.run_id, self.seq, &time, event) {
             Ok(()) => self.seq += 1,
             Err(e) => {
                 if !self.failed {
