@@ -1,4 +1,4 @@
-//! The command line, as DESIGN.md fixes it.
+//! The command line, as the README's Commands section documents it.
 
 use std::path::PathBuf;
 

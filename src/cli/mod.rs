@@ -1,7 +1,7 @@
 //! The command line: parse arguments, call load → plan → run → report, and
 //! turn the outcome into an exit code.
 //!
-//! Exit codes (DESIGN.md): 0 every selected host succeeded; 1 a host failed,
+//! Exit codes (the README): 0 every selected host succeeded; 1 a host failed,
 //! was unreachable, or a client was halted; 2 invalid input; 3 a rollback
 //! failed somewhere; 130 interrupted.
 
