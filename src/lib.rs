@@ -1,7 +1,8 @@
 //! orchestrate: staged, journaled migrations of endpoint-security products
 //! across client fleets.
 //!
-//! The modules follow the data, as DESIGN.md draws it:
+//! The modules follow the data, as the README's "How the code is laid
+//! out" draws it:
 //! [`load`] reads playbooks and inventories → [`plan`] turns them into
 //! clients, waves, hosts and rendered steps (pure, no I/O) → [`run`] executes
 //! a plan over a [`transport`] and emits events → [`report`] renders plans

@@ -1,4 +1,4 @@
-//! The command line, as DESIGN.md fixes it.
+//! The command line, as the README's Commands section documents it.
 
 use std::path::PathBuf;
 
@@ -30,6 +30,16 @@ pub enum Command {
     Report(ReportArgs),
     /// Fetch and record the SSH host keys of the inventory's hosts.
     Keyscan(KeyscanArgs),
+    /// Print the JSON Schema (draft 2020-12) of a file format, for editors.
+    Schema(SchemaArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SchemaArgs {
+    /// Which format: playbook, inventory, or a file of steps or phases
+    /// that playbooks include.
+    #[arg(value_enum)]
+    pub kind: crate::load::schema::SchemaKind,
 }
 
 #[derive(Args, Debug)]

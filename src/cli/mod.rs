@@ -1,7 +1,7 @@
 //! The command line: parse arguments, call load → plan → run → report, and
 //! turn the outcome into an exit code.
 //!
-//! Exit codes (DESIGN.md): 0 every selected host succeeded; 1 a host failed,
+//! Exit codes (the README): 0 every selected host succeeded; 1 a host failed,
 //! was unreachable, or a client was halted; 2 invalid input; 3 a rollback
 //! failed somewhere; 130 interrupted.
 
@@ -84,6 +84,14 @@ pub fn main() -> i32 {
         Command::Status(a) => inspect::status(&a),
         Command::Report(a) => inspect::report(&a),
         Command::Keyscan(a) => keyscan::keyscan(&a),
+        Command::Schema(a) => {
+            use std::io::Write as _;
+            let schema = crate::load::schema::schema(a.kind);
+            let text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+            // A closed stdout (`| head`) is the reader's choice, not an error.
+            let _ = writeln!(std::io::stdout(), "{text}");
+            EXIT_OK
+        }
     }
 }
 

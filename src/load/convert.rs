@@ -12,7 +12,7 @@ use serde_saphyr::Spanned;
 use super::diagnostic::{InputError, SourceFile};
 use super::include::Includes;
 use super::playbook::{Action, Capture, Phase, Place, Step, Template, Vars, is_identifier};
-use super::playbook_doc::{PhaseDoc, StepDoc};
+use super::playbook_doc::{ACTIONS, PhaseDoc, StepDoc};
 use super::values::HumanDuration;
 
 /// Where phases and steps are being converted.
@@ -220,12 +220,10 @@ impl Loader {
             1 => actions.pop().expect("one action"),
             0 => {
                 self.errors.push(
-                source
-                    .error_at(at.line, at.column, format!("{label} has no action"))
-                    .with_help(
-                        "give it exactly one of: run, sh, powershell, cmd, script, upload, reboot, wait",
-                    ),
-            );
+                    source
+                        .error_at(at.line, at.column, format!("{label} has no action"))
+                        .with_help(format!("give it exactly one of: {}", ACTIONS.join(", "))),
+                );
                 return None;
             }
             _ => {

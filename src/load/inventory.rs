@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -55,7 +56,7 @@ pub struct Host {
 }
 
 /// Connection settings at one level; `None` means "from the level above".
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Connection {
     #[serde(default)]
@@ -80,7 +81,7 @@ pub struct Connection {
 
 /// How steps marked `become` in a playbook run as another user; each key
 /// from the nearest level that sets it.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BecomeDoc {
     /// `sudo` (the only method today).
@@ -94,7 +95,7 @@ pub struct BecomeDoc {
     pub password_secret: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SshDoc {
     #[serde(default)]
@@ -112,7 +113,7 @@ pub struct SshDoc {
     pub host_key: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WinrmDoc {
     #[serde(default)]
@@ -208,17 +209,18 @@ impl Inventory {
 
 // ---- the file as written ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct InventoryDoc {
+pub(super) struct InventoryDoc {
     #[serde(default)]
     defaults: DefaultsDoc,
     #[serde(default)]
     secrets_dir: Option<String>,
+    #[schemars(with = "IndexMap<String, ClientDoc>")]
     clients: Spanned<IndexMap<String, Spanned<ClientDoc>>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct DefaultsDoc {
     #[serde(default)]
@@ -249,7 +251,7 @@ struct DefaultsDoc {
 // shared through `#[serde(flatten)]`: flatten turns `deny_unknown_fields`
 // off and loses serde-saphyr's line and column, and a typo in an inventory
 // must be an error at its place. `connection_of!` gathers them again.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ClientDoc {
     #[serde(default)]
@@ -275,6 +277,7 @@ struct ClientDoc {
     #[serde(default)]
     vars: Vars,
     #[serde(default)]
+    #[schemars(with = "Option<Vec<Size>>")]
     waves: Option<Spanned<Vec<Size>>>,
     #[serde(default)]
     failure_budget: Option<Size>,
@@ -283,12 +286,14 @@ struct ClientDoc {
     #[serde(default)]
     concurrency: Option<u32>,
     #[serde(default)]
+    #[schemars(with = "Option<Vec<HostDoc>>")]
     hosts: Option<Spanned<Vec<Spanned<HostDoc>>>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct HostDoc {
+    #[schemars(with = "String")]
     name: Spanned<String>,
     address: Option<String>,
     #[serde(default)]

@@ -10,6 +10,7 @@ mod include;
 pub mod inventory;
 pub mod playbook;
 mod playbook_doc;
+pub mod schema;
 pub mod step_values;
 pub mod values;
 

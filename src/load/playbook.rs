@@ -170,7 +170,7 @@ pub struct Capture {
     pub parse: CaptureFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CaptureFormat {
     Json,
@@ -180,7 +180,7 @@ pub enum CaptureFormat {
 }
 
 /// What a step does to the endpoint's protection, for the protection gap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mark {
     /// After this step the old product no longer protects the host.

@@ -252,6 +252,64 @@ impl<'de> Deserialize<'de> for Pause {
     }
 }
 
+// The JSON Schema of each value type says what its parser accepts, so an
+// editor flags `timeout: 5 minutes` or `waves: [1, "150%"]` as the loader
+// would. The patterns follow `HumanDuration::parse` and `Size::parse`.
+
+/// A duration: whole seconds, or numbers with units.
+const DURATION_PATTERN: &str = r"^\s*([0-9]+|([0-9]+(ms|s|m|h|d))+)\s*$";
+
+fn duration_schema() -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "A duration: a number of seconds, or numbers with units ms, s, m, h, d (500ms, 30s, 5m, 1h30m, 2d).",
+        "anyOf": [
+            { "type": "integer", "minimum": 0 },
+            { "type": "string", "pattern": DURATION_PATTERN }
+        ]
+    })
+}
+
+impl schemars::JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        duration_schema()
+    }
+}
+
+impl schemars::JsonSchema for Size {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A number of hosts: a count (5), or a share of the client's hosts from 0% to 100% (\"10%\", \"12.5%\").",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": r"^\s*[0-9]+\s*$" },
+                { "type": "string", "pattern": r"^\s*(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)\s*%\s*$" }
+            ]
+        })
+    }
+}
+
+impl schemars::JsonSchema for Pause {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Pause".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "What happens between two waves: wait a duration (5m), or ask the operator (confirm; --yes answers).",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": DURATION_PATTERN },
+                { "const": "confirm" }
+            ]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
-//! The plan as JSON (`run --dry-run --format json`), in the shape DESIGN.md
-//! fixes: `clients[].waves[]` as in the report, and per host `name`, `wave`,
+//! The plan as JSON (`run --dry-run --format json`), in a fixed shape
+//! (tests and tools read it): `clients[].waves[]` as in the report, and per host `name`, `wave`,
 //! `status` (`planned` | `skipped`) and `steps[]` with `phase`, `name` and
 //! `command` (secrets as `***`; `null` where rendered at run time), and the
 //! `origin` of each step: the file (the playbook or one it includes) and

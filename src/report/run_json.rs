@@ -1,5 +1,5 @@
-//! The run report in the shape DESIGN.md fixes (`--report-json`), built
-//! from the runner's events.
+//! The run report (`--report-json`), in the shape the README shows under
+//! "Report", built from the runner's events.
 //!
 //! [`ReportBuilder`] is an observer: it folds events into a [`Report`] as
 //! they come, so a report exists whatever way the run ends (success, halt,

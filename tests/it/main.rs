@@ -29,6 +29,7 @@ mod linux_playbooks_plan;
 mod outputs;
 mod report_render;
 mod runner;
+mod schema;
 mod secrets;
 mod signals;
 mod ssh_runs;
