@@ -23,6 +23,7 @@ mod includes;
 mod journal_resume;
 mod linux_playbooks;
 mod linux_playbooks_plan;
+mod macos_kav_export;
 mod outputs;
 mod report_render;
 mod runner;
