@@ -26,6 +26,7 @@ mod journal_resume;
 mod linux_clamav;
 mod linux_playbooks;
 mod linux_playbooks_plan;
+mod macos_kav_export;
 mod outputs;
 mod report_render;
 mod runner;
