@@ -11,7 +11,6 @@
 //! UltraAV or under --check) and the JSON report, for the Defender, Defender
 //! for Endpoint and CrowdStrike playbooks. Tables: tests/it/windows_fleet/.
 
-use crate::harness;
 use crate::windows_fleet;
 
 use serde_json::{Value, json};
