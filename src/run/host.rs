@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::capture;
 use super::events::{CaptureRecord, Event, Events, HostStatus, StepRecord, StepStatus};
 use super::perform::perform;
+use super::recover::{LostStep, reconnect_and_roll_back};
 use super::rollback::roll_back;
 use crate::load::{Mark, Step};
 use crate::plan::{HostPlan, LiveRedactor, Plan, PlannedStep, RenderedAction};
@@ -105,7 +106,7 @@ pub(crate) async fn run_host(run: HostRun<'_>, connectors: &Connectors) -> HostS
     status
 }
 
-async fn connect(
+pub(super) async fn connect(
     host: &HostPlan,
     connectors: &Connectors,
 ) -> Result<Box<dyn Session>, TransportError> {
@@ -212,20 +213,12 @@ async fn run_steps(
             if attempt.lost {
                 // The connection broke mid-step: reconnect to roll back, or
                 // say plainly that nobody knows what state the host is in.
-                return match connect(run.host, connectors).await {
-                    Ok(fresh) => {
-                        let status = roll_back(run, fresh.as_ref(), &to_undo, &mut vars, error, gap).await;
-                        fresh.close().await;
-                        status
-                    }
-                    Err(e) => run.finish(
-                        HostStatus::Unreachable,
-                        Some(format!(
-                            "{error}; could not reconnect to roll back ({e}): a person must check this host"
-                        )),
-                        gap.end(),
-                    ),
+                let lost = LostStep {
+                    session,
+                    to_undo: &to_undo,
+                    error,
                 };
+                return reconnect_and_roll_back(run, lost, connectors, &mut vars, gap).await;
             }
             return roll_back(run, session, &to_undo, &mut vars, error, gap).await;
         }
@@ -404,6 +397,12 @@ pub(super) async fn attempt_step(
                     .map(|t| t.0)
                     .unwrap_or(crate::plan::DEFAULT_REBOOT_TIMEOUT);
                 if let Err(e) = session.reboot(timeout).await {
+                    // A host that did not come back is judged as after a
+                    // `reboot:` step: reconnect before any rollback.
+                    attempt.lost = matches!(
+                        e,
+                        TransportError::ConnectionLost(_) | TransportError::Unreachable(_)
+                    );
                     attempt.status = StepStatus::Failed;
                     attempt.detail = Some(format!(
                         "exited with {code}, which asks for a reboot, and the reboot failed: {e}"

@@ -9,6 +9,7 @@ pub mod capture;
 pub mod events;
 mod host;
 mod perform;
+mod recover;
 mod rollback;
 pub mod scheduler;
 

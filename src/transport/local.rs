@@ -171,14 +171,21 @@ impl Session for LocalSession {
     }
 
     async fn upload(&self, contents: &[u8], dest: &str, mode: u32) -> Result<(), TransportError> {
-        use std::os::unix::fs::PermissionsExt;
-        let fail = |e: std::io::Error| {
+        static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let (contents, target) = (contents.to_vec(), dest.to_string());
+        let written = tokio::task::spawn_blocking(move || {
+            super::atomic_upload::replace_local(&contents, &target, mode, &unique)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        written.map_err(|e| {
             TransportError::Other(format!("host {}: cannot write {dest}: {e}", self.host))
-        };
-        tokio::fs::write(dest, contents).await.map_err(fail)?;
-        tokio::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
-            .await
-            .map_err(fail)
+        })
     }
 
     async fn remove(&self, path: &str) -> Result<(), TransportError> {

@@ -18,6 +18,7 @@ mod windows_fleet;
 
 mod bad_input;
 mod dry_run;
+mod faults;
 mod journal_resume;
 mod linux_playbooks;
 mod linux_playbooks_plan;

@@ -80,26 +80,68 @@ pub fn signal_label(signal: &Sig) -> String {
     }
 }
 
-/// The marker line put in front of a POSIX command that has a timeout.
-pub fn with_marker(token: &str, wire: &str) -> String {
-    format!(": {token}\n{wire}")
+/// A marker no other command of any run shares: the pid of this
+/// controller and a fixed-width count, so no marker is a prefix of another.
+pub fn new_token() -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("orchestrate-{}-{n:010}", std::process::id())
 }
 
-/// A shell command that kills the process group of the shell marked `token`:
-/// found with `pgrep -f`, or from `/proc` where procps is missing. The
-/// pattern `o[r]chestrate-...` matches the marker but not this command itself.
-/// (`kill -KILL -PGID`: dash's `kill` takes no `--`.)
-pub fn kill_marked(token: &str) -> String {
+/// The marker lines put in front of every POSIX command. The `EXIT` trap
+/// (which does nothing) keeps the shell, and so the marker on its command
+/// line, alive to the end: bash would otherwise `exec` the last command
+/// in place of itself. The exit status stays the command's.
+pub fn with_marker(token: &str, wire: &str) -> String {
+    format!(": {token}\ntrap : EXIT\n{wire}")
+}
+
+/// `o[r]chestrate-...`: matches the marker but not a command line holding
+/// this pattern itself.
+fn pattern(token: &str) -> String {
     let mut chars = token.chars();
     let first = chars.next().unwrap_or('o');
     let second = chars.next().unwrap_or('r');
     let rest: String = chars.collect();
-    let pattern = format!("{first}[{second}]{rest}");
+    format!("{first}[{second}]{rest}")
+}
+
+/// Shell that sets `$pids` to the shells marked `token`: found with
+/// `pgrep -f`, or from `/proc` where procps is missing.
+fn find_marked(token: &str) -> String {
+    let pattern = pattern(token);
     format!(
         "pids=$(pgrep -f '{pattern}' 2>/dev/null) || pids=$(for d in /proc/[0-9]*; do \
          case \"$(tr '\\000' ' ' 2>/dev/null < \"$d/cmdline\")\" in *{pattern}*) echo \"${{d#/proc/}}\";; esac; \
-         done 2>/dev/null); for p in $pids; do kill -KILL -$p $p; done 2>/dev/null; true"
+         done 2>/dev/null)"
     )
+}
+
+/// A shell command that kills the process group of the shell marked `token`.
+/// (`kill -KILL -PGID`: dash's `kill` takes no `--`.)
+pub fn kill_marked(token: &str) -> String {
+    format!(
+        "{}; for p in $pids; do kill -KILL -$p $p; done 2>/dev/null; true",
+        find_marked(token)
+    )
+}
+
+/// A shell command that kills the process groups of the shells marked
+/// `tokens` and exits 0 only once none of them is left (for about 3 s;
+/// then it names what is still running and exits 1).
+pub fn kill_marked_and_check(tokens: &[String]) -> String {
+    let mut script = String::from("left=\ni=0\nwhile [ $i -lt 30 ]; do\n  left=\n");
+    for token in tokens {
+        script.push_str(&format!(
+            "  {}\n  for p in $pids; do kill -KILL -$p $p; done 2>/dev/null\n  left=\"$left$pids\"\n",
+            find_marked(token)
+        ));
+    }
+    script.push_str(
+        "  [ -z \"$left\" ] && exit 0\n  sleep 0.1\n  i=$((i+1))\ndone\n\
+         echo \"still running after kill -KILL: pids $left\" >&2\nexit 1\n",
+    );
+    script
 }
 
 /// Sends `signal KILL` and closes the channel if dropped while armed, so a
@@ -222,7 +264,10 @@ mod tests {
     #[test]
     fn marker_and_its_killer() {
         let token = "orchestrate-12-3";
-        assert_eq!(with_marker(token, "sleep 9"), ": orchestrate-12-3\nsleep 9");
+        assert_eq!(
+            with_marker(token, "sleep 9"),
+            ": orchestrate-12-3\ntrap : EXIT\nsleep 9"
+        );
         let kill = kill_marked(token);
         assert!(kill.contains("pgrep -f 'o[r]chestrate-12-3'"), "{kill}");
         assert!(!kill.contains(token));
