@@ -1,6 +1,6 @@
 //! `orchestrate run` (and `--check`) and `orchestrate resume`: wire a plan
-//! to the runner, the journal, the observers and Ctrl-C, then turn the
-//! report into an exit code.
+//! to the runner, the journal, the observers and Ctrl-C, then render the
+//! report and exit with the code the run's outcome gives.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -57,14 +57,23 @@ pub fn run(plan: Plan, args: &RunArgs) -> i32 {
             return EXIT_INVALID;
         }
     };
-    let hashes = (
-        journal::file_sha256(&args.target.playbook),
-        journal::file_sha256(&args.target.inventory),
-    );
-    let (Ok(playbook_sha256), Ok(inventory_sha256)) = hashes else {
-        eprintln!("error: cannot read the playbook or inventory again to record them");
-        return EXIT_INVALID;
+    // Every file the plan was made from, hashed now, so that `resume`
+    // can refuse a plan made from changed files.
+    let files = match journal::RecordedFile::hash_all(&plan.files_read) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("error: {e}, to record it in the journal");
+            return EXIT_INVALID;
+        }
     };
+    let hash_of = |what: &str| {
+        files
+            .iter()
+            .find(|f| f.what == what)
+            .map(|f| f.sha256.clone())
+            .unwrap_or_default()
+    };
+    let (playbook_sha256, inventory_sha256) = (hash_of("playbook"), hash_of("inventory"));
     let row = RunRow {
         run_id: run_id.clone(),
         // Absolute, so the run can be resumed from any folder.
@@ -82,7 +91,10 @@ pub fn run(plan: Plan, args: &RunArgs) -> i32 {
         started_at: run::now(),
         finished_at: None,
     };
-    if let Err(e) = journal.start_run(&row) {
+    if let Err(e) = journal
+        .start_run(&row)
+        .and_then(|()| journal.record_files(&row.run_id, &files))
+    {
         eprintln!("error: {e}");
         return EXIT_INVALID;
     }
@@ -118,30 +130,13 @@ pub fn resume(args: &ResumeArgs) -> i32 {
     };
     let playbook = PathBuf::from(&row.playbook);
     let inventory = PathBuf::from(&row.inventory);
-    let mut changed = Vec::new();
-    for (what, path, recorded) in [
-        ("playbook", &playbook, &row.playbook_sha256),
-        ("inventory", &inventory, &row.inventory_sha256),
-    ] {
-        match journal::file_sha256(path) {
-            Ok(now) if &now == recorded => {}
-            Ok(now) => changed.push(format!(
-                "the {what} {} changed since run {} started (sha256 {} → {})",
-                path.display(),
-                row.run_id,
-                recorded.get(..12).unwrap_or(recorded),
-                now.get(..12).unwrap_or(&now)
-            )),
-            Err(e) => {
-                eprintln!(
-                    "error: cannot read the {what} {} of run {}: {e}",
-                    path.display(),
-                    row.run_id
-                );
-                return EXIT_INVALID;
-            }
+    let changed = match journal.files(&row) {
+        Ok(recorded) => journal::changes(&row.run_id, &recorded),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
         }
-    }
+    };
     if !changed.is_empty() {
         if !args.force {
             for c in &changed {
@@ -249,6 +244,8 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         Some((hosts, report)) => (Some(hosts), report),
         None => (None, Report::default()),
     };
+    // Where the run's earlier processes left each host: part of its outcome.
+    let earlier = seed.hosts().map(|h| (h.name.clone(), h.status)).collect();
     let report = ReportBuilder {
         report: Arc::new(std::sync::Mutex::new(seed)),
     };
@@ -296,8 +293,9 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         check,
         confirm,
         resume,
+        earlier,
     };
-    run::execute(
+    let outcome = run::execute(
         Arc::new(plan),
         connectors(),
         options,
@@ -316,7 +314,7 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         Format::Human => print!("{}", summary::render(&report)),
         Format::Json => println!("{}", run_json::render(&report)),
     }
-    report.exit_code()
+    outcome.exit_code()
 }
 
 fn init_tracing(bars: bool, verbose: u8) {

@@ -14,12 +14,14 @@
 //! journal with `sqlite3`. Nothing secret is written: events are redacted
 //! before they are emitted.
 
+mod files;
 mod replay;
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use files::{RecordedFile, changes};
 pub use replay::{Replay, replay};
 
 use crate::run::{Event, Observer, name_of};
@@ -139,6 +141,8 @@ impl Journal {
         )
         .map_err(|e| fail(e.to_string()))?;
         conn.execute_batch(SCHEMA)
+            .map_err(|e| fail(e.to_string()))?;
+        conn.execute_batch(files::SCHEMA)
             .map_err(|e| fail(e.to_string()))?;
         Ok(Journal {
             conn,
@@ -261,8 +265,13 @@ impl Journal {
         })
     }
 
-    fn record(&mut self, run_id: &str, seq: i64, event: &Event) -> Result<(), rusqlite::Error> {
-        let time = crate::run::now();
+    fn record(
+        &mut self,
+        run_id: &str,
+        seq: i64,
+        time: &str,
+        event: &Event,
+    ) -> Result<(), rusqlite::Error> {
         let data = serde_json::to_string(event).unwrap_or_default();
         let kind = serde_json::to_value(event)
             .ok()
@@ -284,7 +293,7 @@ impl Journal {
                     "running",
                     None,
                     None,
-                    &time,
+                    time,
                 )?;
             }
             Event::HostFinished {
@@ -303,7 +312,7 @@ impl Journal {
                     status.as_str(),
                     error.as_deref(),
                     *protection_gap_ms,
-                    &time,
+                    time,
                 )?;
             }
             Event::HostNotStarted {
@@ -320,7 +329,7 @@ impl Journal {
                     "not_started",
                     Some(reason),
                     None,
-                    &time,
+                    time,
                 )?;
             }
             Event::StepFinished { host, step, .. } => {
@@ -419,8 +428,9 @@ pub struct JournalWriter {
 }
 
 impl Observer for JournalWriter {
-    fn on_event(&mut self, event: &Event) {
-        match self.journal.record(&self.run_id, self.seq, event) {
+    fn on_event(&mut self, at: chrono::DateTime<chrono::Utc>, event: &Event) {
+        let time = crate::run::timestamp(at);
+        match self.journal.record(&self.run_id, self.seq, &time, event) {
             Ok(()) => self.seq += 1,
             Err(e) => {
                 if !self.failed {

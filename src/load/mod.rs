@@ -4,7 +4,9 @@
 //! names the file, line and column (see [`diagnostic`]). All problems of a
 //! file are collected before giving up, so one run shows every typo.
 
+mod convert;
 pub mod diagnostic;
+mod include;
 pub mod inventory;
 pub mod playbook;
 mod playbook_doc;

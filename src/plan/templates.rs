@@ -15,24 +15,45 @@ use std::sync::Arc;
 
 use tera::{Context, Kwargs, State, Tera, Value};
 
-use super::quote::{ps_quote, regex_escape, sh_quote};
 use super::secrets::SecretStore;
-use crate::load::{InputError, Place, SourceFile, Template};
+use crate::load::{InputError, Place, SourceFile, Template, Vars};
+use crate::quote::{ps_quote, regex_escape, sh_quote};
 
 /// How a condition is wrapped into a template that renders `true` or `false`.
 const CONDITION_PREFIX: &str = "{% if ";
 
 pub struct Templates {
     tera: Tera,
-    /// Where each template was written, and its text as written.
-    places: HashMap<String, (Place, String)>,
+    /// Where each template was written, as written.
+    written: HashMap<String, Written>,
 }
 
-/// A template failed to render; `line`/`column` are in the playbook.
+/// A template as written: its place, text, file, and the variables its
+/// `include:` bound (rendered into every context it is rendered in, so
+/// neither the planner nor the runner needs to know about includes).
+struct Written {
+    at: Place,
+    text: String,
+    source: SourceFile,
+    bound: Vars,
+}
+
+/// A template failed to render, at `at` in the file `source`.
 #[derive(Debug, Clone)]
 pub struct RenderError {
     pub message: String,
     pub at: Place,
+    pub source: SourceFile,
+}
+
+impl RenderError {
+    pub fn into_input_error(self, message: impl FnOnce(&str) -> String) -> InputError {
+        self.source.error_at(
+            self.at.line.max(1),
+            self.at.column.max(1),
+            message(&self.message),
+        )
+    }
 }
 
 impl Templates {
@@ -60,18 +81,20 @@ impl Templates {
         });
         Templates {
             tera,
-            places: HashMap::new(),
+            written: HashMap::new(),
         }
     }
 
-    /// Compiles `template` under `key`. A syntax error points into `source`.
+    /// Compiles `template`, written in `source` where `bound` variables
+    /// are bound, under `key`. A syntax error points into `source`.
     pub fn add(
         &mut self,
         key: &str,
         template: &Template,
         source: &SourceFile,
+        bound: &Vars,
     ) -> Result<(), InputError> {
-        self.compile(key, &template.text, template, 0, source)
+        self.compile(key, &template.text, template, 0, source, bound)
     }
 
     /// Compiles a condition (`when`, `until`): a bare expression.
@@ -80,12 +103,13 @@ impl Templates {
         key: &str,
         template: &Template,
         source: &SourceFile,
+        bound: &Vars,
     ) -> Result<(), InputError> {
         let text = format!(
             "{CONDITION_PREFIX}{} %}}true{{% else %}}false{{% endif %}}",
             template.text.trim()
         );
-        self.compile(key, &text, template, CONDITION_PREFIX.len(), source)
+        self.compile(key, &text, template, CONDITION_PREFIX.len(), source, bound)
     }
 
     fn compile(
@@ -95,10 +119,18 @@ impl Templates {
         written: &Template,
         shift: usize,
         source: &SourceFile,
+        bound: &Vars,
     ) -> Result<(), InputError> {
         let at = written.at;
-        self.places
-            .insert(key.to_string(), (at, written.text.clone()));
+        self.written.insert(
+            key.to_string(),
+            Written {
+                at,
+                text: written.text.clone(),
+                source: source.clone(),
+                bound: bound.clone(),
+            },
+        );
         self.tera.add_raw_template(key, text).map_err(|e| {
             let (message, mut place) = describe(&e, at, source);
             if place.line == at.line {
@@ -116,33 +148,61 @@ impl Templates {
         })
     }
 
-    /// The top-level variables `key` reads (loop variables excluded).
+    /// The top-level variables `key` reads (loop variables and those its
+    /// `include:` binds excluded).
     pub fn variables(&self, key: &str) -> Vec<String> {
+        let bound = self.written.get(key).map(|w| &w.bound);
         let mut vars: Vec<String> = self
             .tera
             .get_template_variables(key)
-            .map(|set| set.into_iter().map(str::to_string).collect())
+            .map(|set| {
+                set.into_iter()
+                    .filter(|name| bound.is_none_or(|b| !b.contains_key(*name)))
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         vars.sort();
         vars
     }
 
-    pub fn render(
-        &self,
-        key: &str,
-        context: &Context,
-        source: &SourceFile,
-    ) -> Result<String, RenderError> {
-        self.tera.render(key, context).map_err(|e| {
-            let at = self.places.get(key).map(|(at, _)| *at).unwrap_or_default();
-            let (message, at) = describe(&e, at, source);
-            RenderError { message, at }
+    /// The file template `key` is written in.
+    pub fn source_of(&self, key: &str) -> Option<&SourceFile> {
+        self.written.get(key).map(|w| &w.source)
+    }
+
+    pub fn render(&self, key: &str, context: &Context) -> Result<String, RenderError> {
+        let Some(written) = self.written.get(key) else {
+            return Err(RenderError {
+                message: format!("no template `{key}`"),
+                at: Place::default(),
+                source: SourceFile::from_text("", ""),
+            });
+        };
+        let rendered = if written.bound.is_empty() {
+            self.tera.render(key, context)
+        } else {
+            let mut context = context.clone();
+            for (name, value) in &written.bound {
+                context.insert(name.clone(), value);
+            }
+            self.tera.render(key, &context)
+        };
+        rendered.map_err(|e| {
+            let (message, at) = describe(&e, written.at, &written.source);
+            RenderError {
+                message,
+                at,
+                source: written.source.clone(),
+            }
         })
     }
 
-    /// Where in the file the first use of variable `name` in `key` is.
-    pub fn place_of(&self, key: &str, name: &str, source: &SourceFile) -> Option<Place> {
-        let (at, text) = self.places.get(key)?;
+    /// Where in its file the first use of variable `name` in `key` is.
+    pub fn place_of(&self, key: &str, name: &str) -> Option<Place> {
+        let Written {
+            at, text, source, ..
+        } = self.written.get(key)?;
         let mut from = 0;
         while let Some(found) = text[from..].find(name) {
             let start = from + found;
@@ -159,13 +219,8 @@ impl Templates {
         None
     }
 
-    pub fn condition(
-        &self,
-        key: &str,
-        context: &Context,
-        source: &SourceFile,
-    ) -> Result<bool, RenderError> {
-        self.render(key, context, source).map(|s| s == "true")
+    pub fn condition(&self, key: &str, context: &Context) -> Result<bool, RenderError> {
+        self.render(key, context).map(|s| s == "true")
     }
 }
 
@@ -283,7 +338,9 @@ mod tests {
             text: "{% for name, item in settings %}{{ name }};{% endfor %}".into(),
             at: Place { line: 1, column: 1 },
         };
-        templates.add("t", &template, &source).unwrap();
+        templates
+            .add("t", &template, &source, &Vars::new())
+            .unwrap();
         let settings = crate::run::capture::parse(
             crate::load::CaptureFormat::Ini,
             "[item_0002]\nPath=/c\n[item_0000]\nPath=/a\n[item_0001]\nPath=/b\n",
@@ -292,7 +349,7 @@ mod tests {
         let mut context = Context::new();
         context.insert("settings", &settings);
         assert_eq!(
-            templates.render("t", &context, &source).unwrap(),
+            templates.render("t", &context).unwrap(),
             "item_0002;item_0000;item_0001;"
         );
     }

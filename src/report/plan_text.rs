@@ -1,6 +1,7 @@
 //! The plan for a person (`run --dry-run`): each client, its waves with
 //! their hosts, and the exact commands each host would run, rollbacks and
-//! `on_failure` included, secrets as `***`.
+//! `on_failure` included, secrets as `***`; each step with the file and
+//! line it is written at, which may be a file the playbook includes.
 //!
 //! A client of 400 hosts must stay readable, so hosts whose rendered steps
 //! are identical are shown once, as a group; only hosts whose commands
@@ -186,7 +187,13 @@ fn render_step(
     } else {
         format!("  [{}]", flags.join(", "))
     };
-    let _ = writeln!(out, "{pad}{bullet} {}{flags}", s.name);
+    let _ = writeln!(
+        out,
+        "{pad}{bullet} {}{flags}  ({}:{})",
+        s.name,
+        s.source.name(),
+        s.at.line
+    );
     let inner = " ".repeat(indent + bullet.len() + 1);
     if let Some(reason) = &step.skip {
         let _ = writeln!(out, "{inner}skipped: {reason}");

@@ -17,7 +17,7 @@
 use sha2::{Digest, Sha256};
 
 use super::Os;
-use crate::plan::quote::{ps_quote, sh_quote};
+use crate::quote::{ps_quote, sh_quote};
 
 /// What the copy on the host must be.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,6 +19,8 @@ mod windows_fleet;
 mod bad_input;
 mod dry_run;
 mod faults;
+mod golden_plans;
+mod includes;
 mod journal_resume;
 mod linux_playbooks;
 mod linux_playbooks_plan;

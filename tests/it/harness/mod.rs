@@ -48,6 +48,21 @@ impl Scratch {
             .expect("orchestrate starts")
     }
 
+    /// The `--dry-run --format json` plan of `playbook` on `inventory`.
+    pub fn plan_json(&self, playbook: &str, inventory: &str) -> serde_json::Value {
+        self.orchestrate(&[
+            "run",
+            playbook,
+            "-i",
+            inventory,
+            "--dry-run",
+            "--format",
+            "json",
+        ])
+        .expect_code(0)
+        .json()
+    }
+
     pub fn orchestrate_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         Run::new(orchestrate_in(self.path(), args, env))
     }

@@ -12,10 +12,10 @@
 
 use serde_json::{Map, Value};
 
-use super::events::HostStatus;
-use super::host::{Gap, HostRun, connect};
+use super::context::{Gap, HostRun, connect};
 use super::rollback::{roll_back, roll_back_as};
 use crate::plan::PlannedStep;
+use crate::run::events::HostStatus;
 use crate::transport::{Connectors, Session};
 
 /// The step whose connection broke, and what it leaves to undo.
