@@ -219,12 +219,25 @@ impl Session for LocalSession {
             let mut file = options.open(dest).await.map_err(fail)?;
             file.write_all(contents).await.map_err(fail)?;
             file.flush().await.map_err(fail)?;
-        } else {
-            tokio::fs::write(dest, contents).await.map_err(fail)?;
+            return tokio::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
+                .await
+                .map_err(fail);
         }
-        tokio::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
-            .await
-            .map_err(fail)
+        // Anywhere else: beside the destination, then renamed over it, so
+        // a cut upload leaves the good old copy (see `atomic_upload`).
+        static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let (contents, target) = (contents.to_vec(), dest.to_string());
+        tokio::task::spawn_blocking(move || {
+            super::atomic_upload::replace_local(&contents, &target, mode, &unique)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .map_err(fail)
     }
 
     async fn remove(&self, path: &str) -> Result<(), TransportError> {

@@ -13,6 +13,7 @@
 //! reported as [`ExitStatus::TimedOut`]. Hard cancellation (a second Ctrl-C)
 //! is the runner dropping the future; sessions must clean up on drop.
 
+pub mod atomic_upload;
 pub mod local;
 pub mod ssh;
 pub mod sudo;
@@ -370,6 +371,44 @@ pub trait Session: Send + Sync {
 
     /// Close the connection politely.
     async fn close(&self);
+
+    /// What this session may have left behind on the host when its
+    /// connection broke: commands whose end it never saw (sshd does not
+    /// kill a command when its connection drops) and temporary files of
+    /// uploads cut short. Hand them to [`Session::clean_up`] of a fresh
+    /// session before rolling back.
+    fn leftovers(&self) -> Leftovers {
+        Leftovers::default()
+    }
+
+    /// Kills the commands and removes the files `leftovers` names (left by
+    /// a lost session to the same host), and makes sure no such command is
+    /// still running. `Err`: that could not be shown; a person must check.
+    async fn clean_up(&self, leftovers: &Leftovers) -> Result<(), TransportError> {
+        if leftovers.is_empty() {
+            return Ok(());
+        }
+        Err(TransportError::Unsupported(
+            "this transport cannot find what a lost connection left running".into(),
+        ))
+    }
+}
+
+/// What a session that lost its connection may have left on the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Markers of commands whose end was not seen (see `ssh::exec`).
+    pub commands: Vec<String>,
+    /// Commands whose end was not seen that carry no marker to find them by.
+    pub unmarked: usize,
+    /// Temporary files of uploads that did not finish.
+    pub files: Vec<String>,
+}
+
+impl Leftovers {
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty() && self.unmarked == 0 && self.files.is_empty()
+    }
 }
 
 /// `PROGRAM -NoProfile -NonInteractive -EncodedCommand <base64 of UTF-16LE>`:

@@ -20,6 +20,7 @@ mod bad_input;
 mod become_sudo;
 mod command_lines;
 mod dry_run;
+mod faults;
 mod golden_plans;
 mod includes;
 mod journal_resume;

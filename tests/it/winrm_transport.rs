@@ -549,10 +549,21 @@ async fn large_output_comes_in_several_receives() {
 }
 
 #[tokio::test]
-async fn an_upload_that_arrives_altered_fails_the_hash_check() {
+async fn an_upload_that_arrives_altered_fails_the_hash_check_and_leaves_the_old_copy() {
     let ep = http_ntlm("corrupt", &["--corrupt-uploads"]).await;
     let session = session(&ep).await;
-    let dest = session.temp_path("x.bin");
-    let err = session.upload(b"payload", &dest, 0o644).await.unwrap_err();
+    let folder = ep.root().join("C/ProgramData/msp");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("kes.msi"), "the good old copy").unwrap();
+    let err = session
+        .upload(b"payload", "C:\\ProgramData\\msp\\kes.msi", 0o644)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("SHA-256"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(folder.join("kes.msi")).unwrap(),
+        "the good old copy"
+    );
+    let names: Vec<_> = std::fs::read_dir(&folder).unwrap().collect();
+    assert_eq!(names.len(), 1, "the altered copy is not left beside it");
 }

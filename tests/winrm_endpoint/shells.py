@@ -315,11 +315,24 @@ class Shell:
             path = ps_string_var(text, "path") or ""
             mapped = sh_quote(map_path(self.root, path))
             if helper == "upload":
-                corrupt = "printf X >> %s; " % mapped if self.corrupt_uploads else ""
+                # As the PowerShell does: into `$tmp` beside `$path`, then,
+                # if its SHA-256 is `$want`, renamed over `$path`
+                # (without `$tmp`: straight into `$path`).
+                temp = ps_string_var(text, "tmp")
+                want = ps_string_var(text, "want") or ""
+                written = sh_quote(map_path(self.root, temp)) if temp else mapped
+                corrupt = "printf X >> %s; " % written if self.corrupt_uploads else ""
                 script = (
                     'set -e; mkdir -p "$(dirname %s)"; base64 -di > %s; %s'
-                    "sha256sum %s | cut -d' ' -f1" % (mapped, mapped, corrupt, mapped)
+                    "got=$(sha256sum %s | cut -d' ' -f1)" % (mapped, written, corrupt, written)
                 )
+                if temp:
+                    script += (
+                        '; if [ "$got" != %s ]; then rm -f %s; '
+                        'echo "the copy on the host has SHA-256 $got, expected %s" >&2; exit 1; fi; '
+                        "mv -f %s %s" % (sh_quote(want), written, want, written, mapped)
+                    )
+                script += '; echo "$got"'
             elif helper == "remove":
                 script = "rm -f %s" % mapped
             else:

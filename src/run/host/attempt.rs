@@ -199,6 +199,12 @@ pub(super) async fn attempt_step(
                     .map(|t| t.0)
                     .unwrap_or(crate::plan::DEFAULT_REBOOT_TIMEOUT);
                 if let Err(e) = session.reboot(timeout).await {
+                    // A host that did not come back is judged as after a
+                    // `reboot:` step: reconnect before any rollback.
+                    attempt.lost = matches!(
+                        e,
+                        TransportError::ConnectionLost(_) | TransportError::Unreachable(_)
+                    );
                     attempt.status = StepStatus::Failed;
                     attempt.detail = Some(format!(
                         "exited with {code}, which asks for a reboot, and the reboot failed: {e}"

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::plan::{HostPlan, LiveRedactor, Plan};
 use crate::run::events::{Event, Events, HostStatus};
+use crate::transport::{Connectors, Session, TransportError};
 
 /// Everything one host's run reads, lent by the scheduler.
 pub(crate) struct HostRun<'a> {
@@ -72,5 +73,24 @@ impl Gap {
     pub(super) fn end(mut self) -> Option<Duration> {
         self.on();
         self.total
+    }
+}
+
+/// Opens a session to the host (also to reconnect after a lost connection).
+pub(super) async fn connect(
+    host: &HostPlan,
+    connectors: &Connectors,
+) -> Result<Box<dyn Session>, TransportError> {
+    let connector = connectors.for_kind(host.target.kind)?;
+    // The transports bound their own handshakes; this is the backstop
+    // that keeps one silent host from holding a fork forever.
+    let limit = host.target.connect_timeout * 2 + Duration::from_secs(5);
+    match tokio::time::timeout(limit, connector.connect(&host.target)).await {
+        Ok(result) => result,
+        Err(_) => Err(TransportError::Unreachable(format!(
+            "host {}: no connection after {}s",
+            host.name,
+            limit.as_secs()
+        ))),
     }
 }

@@ -10,11 +10,13 @@
 //! Its files depend one way: [`context`] (who the host is and what it
 //! reports to) ← [`perform`] (an action over the session) ← [`attempt`]
 //! (one step's rules: codes, capture, until, retries) ← [`rollback`] ←
-//! this module, which runs the host's steps in order.
+//! [`recover`] (after a lost connection) ← this module, which runs the
+//! host's steps in order.
 
 mod attempt;
 mod context;
 mod perform;
+mod recover;
 mod rollback;
 
 use std::time::Duration;
@@ -22,13 +24,14 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use self::attempt::{Attempt, cap, resolve_action, run_with_retries, skip_reason, skipped};
-use self::context::Gap;
 pub(crate) use self::context::HostRun;
+use self::context::{Gap, connect};
+use self::recover::{LostStep, reconnect_and_roll_back};
 use self::rollback::roll_back;
 use super::events::{CaptureRecord, Event, HostStatus, StepRecord, StepStatus};
 use crate::load::Mark;
-use crate::plan::{HostPlan, PlannedStep};
-use crate::transport::{Connectors, Session, TransportError};
+use crate::plan::PlannedStep;
+use crate::transport::{Connectors, Session};
 
 pub(crate) async fn run_host(run: HostRun<'_>, connectors: &Connectors) -> HostStatus {
     let host = run.host;
@@ -39,24 +42,6 @@ pub(crate) async fn run_host(run: HostRun<'_>, connectors: &Connectors) -> HostS
     let status = run_steps(&run, session.as_ref(), connectors).await;
     session.close().await;
     status
-}
-
-async fn connect(
-    host: &HostPlan,
-    connectors: &Connectors,
-) -> Result<Box<dyn Session>, TransportError> {
-    let connector = connectors.for_kind(host.target.kind)?;
-    // The transports bound their own handshakes; this is the backstop
-    // that keeps one silent host from holding a fork forever.
-    let limit = host.target.connect_timeout * 2 + Duration::from_secs(5);
-    match tokio::time::timeout(limit, connector.connect(&host.target)).await {
-        Ok(result) => result,
-        Err(_) => Err(TransportError::Unreachable(format!(
-            "host {}: no connection after {}s",
-            host.name,
-            limit.as_secs()
-        ))),
-    }
 }
 
 async fn run_steps(
@@ -148,20 +133,12 @@ async fn run_steps(
             if attempt.lost {
                 // The connection broke mid-step: reconnect to roll back, or
                 // say plainly that nobody knows what state the host is in.
-                return match connect(run.host, connectors).await {
-                    Ok(fresh) => {
-                        let status = roll_back(run, fresh.as_ref(), &to_undo, &mut vars, error, gap).await;
-                        fresh.close().await;
-                        status
-                    }
-                    Err(e) => run.finish(
-                        HostStatus::Unreachable,
-                        Some(format!(
-                            "{error}; could not reconnect to roll back ({e}): a person must check this host"
-                        )),
-                        gap.end(),
-                    ),
+                let lost = LostStep {
+                    session,
+                    to_undo: &to_undo,
+                    error,
                 };
+                return reconnect_and_roll_back(run, lost, connectors, &mut vars, gap).await;
             }
             return roll_back(run, session, &to_undo, &mut vars, error, gap).await;
         }

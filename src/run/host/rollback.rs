@@ -25,7 +25,24 @@ pub(super) async fn roll_back(
     done: &[&PlannedStep],
     vars: &mut Map<String, Value>,
     reason: String,
+    gap: Gap,
+) -> HostStatus {
+    roll_back_as(run, session, done, vars, reason, gap, false).await
+}
+
+/// [`roll_back`], or, with `in_doubt`, a rollback when it is not known
+/// that the failed step stopped on the host (a lost connection's command
+/// could not be shown killed): the rollback is still tried, for whatever
+/// protection it restores, but the host is `rollback_failed` however it
+/// went, since the step may yet finish after it.
+pub(super) async fn roll_back_as(
+    run: &HostRun<'_>,
+    session: &dyn Session,
+    done: &[&PlannedStep],
+    vars: &mut Map<String, Value>,
+    reason: String,
     mut gap: Gap,
+    in_doubt: bool,
 ) -> HostStatus {
     run.events.emit(Event::RollbackStarted {
         client: run.client(),
@@ -59,6 +76,18 @@ pub(super) async fn roll_back(
     }
     for step in &run.host.on_failure {
         all_ok &= run_rollback_step(run, session, step, vars).await;
+    }
+    if in_doubt {
+        let how = if all_ok {
+            "the rollback ran"
+        } else {
+            "the rollback failed too"
+        };
+        return run.finish(
+            HostStatus::RollbackFailed,
+            Some(format!("{reason} ({how})")),
+            gap.end(),
+        );
     }
     if all_ok {
         // Rolled back: protection is what it was before (or on_failure

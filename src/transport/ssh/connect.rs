@@ -22,6 +22,7 @@ use russh::keys::{Algorithm, PublicKey, PublicKeyOrCertificate};
 
 use super::auth::{KeyCache, authenticate, user_of};
 use super::known_hosts::{self, KnownHosts, Verdict, fingerprint};
+use super::retry::{self, Backoff, Failure, Tally};
 use crate::transport::{HostKeyPolicy, Target, TransportError};
 
 /// Serialises appends to known_hosts files within this process.
@@ -326,25 +327,59 @@ pub fn parse_jump(spec: &str) -> Result<(Option<String>, String, u16), String> {
 
 impl Dialer {
     /// An authenticated connection to `target`, within its connect timeout.
+    /// A host that turns connections away (refused, reset, closed before
+    /// the handshake ends: a throttling sshd) is tried again until then.
     pub async fn open(&self, target: &Target) -> Result<Handle<Client>, TransportError> {
         let limit = target.connect_timeout;
-        match tokio::time::timeout(limit, self.open_untimed(target, None)).await {
+        let tally = Tally::default();
+        let result = tokio::time::timeout(limit, self.open_retrying(target, &tally)).await;
+        let address = format!("{}:{}", target.address, target.port.unwrap_or(22));
+        match result {
             Ok(result) => result,
-            Err(_) => Err(TransportError::Unreachable(format!(
-                "host {}: no SSH connection to {}:{} within the connect timeout of {:?}; \
-                 check that the host is up and the address and port are right",
-                target.name,
-                target.address,
-                target.port.unwrap_or(22),
-                limit
-            ))),
+            Err(_) => Err(TransportError::Unreachable(match tally.summary() {
+                Some(refused) => format!(
+                    "host {}: {address} {refused} within the connect timeout of {limit:?}; \
+                     the endpoint may be throttling new connections (sshd MaxStartups) or restarting",
+                    target.name
+                ),
+                None => format!(
+                    "host {}: no SSH connection to {address} within the connect timeout of {limit:?}; \
+                     check that the host is up and the address and port are right",
+                    target.name
+                ),
+            })),
+        }
+    }
+
+    /// [`Dialer::open_untimed`] again after a jittered pause, for as long as
+    /// the host turns connections away (the caller bounds the time).
+    async fn open_retrying(
+        &self,
+        target: &Target,
+        tally: &Tally,
+    ) -> Result<Handle<Client>, TransportError> {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.open_untimed(target, None).await {
+                Ok(handle) => return Ok(handle),
+                Err(Failure {
+                    turned_away: Some(reason),
+                    ..
+                }) => {
+                    tracing::debug!(host = %target.name, "connection turned away ({reason}); trying again");
+                    tally.record(&reason);
+                }
+                Err(failure) => return Err(failure.error),
+            }
+            tokio::time::sleep(backoff.next_pause()).await;
         }
     }
 
     /// Only the host key, for keyscan: the handshake stops right after it.
     pub async fn fetch_key(&self, target: &Target) -> Result<PublicKey, TransportError> {
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let fetch = self.open_untimed(target, Some(seen.clone()));
+        let fetch =
+            async { Ok::<_, TransportError>(self.open_untimed(target, Some(seen.clone())).await?) };
         let result = tokio::time::timeout(target.connect_timeout, fetch).await;
         let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(key) = seen.key.take() {
@@ -371,7 +406,7 @@ impl Dialer {
         &self,
         target: &Target,
         capture: Option<Arc<Mutex<Seen>>>,
-    ) -> Result<Handle<Client>, TransportError> {
+    ) -> Result<Handle<Client>, Failure> {
         let port = target.port.unwrap_or(22);
         let name = &target.name;
         let check = HostKeyCheck::for_target(target);
@@ -387,11 +422,15 @@ impl Dialer {
                 let tcp = tokio::net::TcpStream::connect((target.address.as_str(), port))
                     .await
                     .map_err(|e| {
-                        TransportError::Unreachable(format!(
+                        let error = TransportError::Unreachable(format!(
                             "host {name}: cannot connect to {}:{port}: {e}; \
                              check that the host is up and sshd listens there",
                             target.address
-                        ))
+                        ));
+                        match retry::io_turned_away(&e) {
+                            true => Failure::turned_away(error, e),
+                            false => error.into(),
+                        }
                     })?;
                 let _ = tcp.set_nodelay(true);
                 client::connect_stream(config, tcp, client).await
@@ -414,11 +453,17 @@ impl Dialer {
         let mut handle = connected.map_err(|e| {
             let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
             match &seen.refusal {
-                Some(refusal) if !capture_only => TransportError::HostKey(refusal.clone()),
-                _ => TransportError::Unreachable(format!(
-                    "host {name}: the SSH handshake with {}:{port} failed: {e}",
-                    target.address
-                )),
+                Some(refusal) if !capture_only => TransportError::HostKey(refusal.clone()).into(),
+                _ => {
+                    let error = TransportError::Unreachable(format!(
+                        "host {name}: the SSH handshake with {}:{port} failed: {e}",
+                        target.address
+                    ));
+                    match retry::handshake_turned_away(&e) {
+                        true => Failure::turned_away(error, format!("the handshake failed: {e}")),
+                        false => error.into(),
+                    }
+                }
             }
         })?;
         let user = user_of(target);
@@ -461,7 +506,8 @@ impl Dialer {
         jump_target.user = user.or_else(|| target.user.clone());
         jump_target.ssh.jump_host = None;
         jump_target.ssh.host_key = None;
-        let handle = Arc::new(Box::pin(self.open_untimed(&jump_target, None)).await?);
+        let tally = Tally::default();
+        let handle = Arc::new(Box::pin(self.open_retrying(&jump_target, &tally)).await?);
         *guard = Some(handle.clone());
         Ok(handle)
     }

@@ -116,30 +116,71 @@ pub fn signal_label(signal: &Sig) -> String {
 
 /// The kill marker of a command: unique per controller process and
 /// command, and ending in `-end` so that `...-1-end` never matches the
-/// marker of command 10 or 11.
+/// marker of command 10 or 11. It stands on the command line of the shell
+/// that runs the script (see `transport::wrapper`), so a new connection can
+/// find and kill what an old one left running.
 pub fn marker(pid: u32, command: u64) -> String {
     format!("orchestrate-{pid}-{command}-end")
 }
 
-/// A shell command that kills the process group of the shell marked `token`:
-/// found with `pgrep -f`, or from `/proc` where procps is missing. The
-/// pattern `o[r]chestrate-...` matches the marker but not this command itself.
-/// The group is looked up, not taken to be the shell's pid: under sudo the
-/// marked shell is not a group leader, and its group (sudo's, the SSH
-/// session's) is what must go. (`kill -KILL -PGID`: dash's `kill` takes no `--`.)
-pub fn kill_marked(token: &str) -> String {
+/// The number of the next command of this controller process, for its
+/// [`marker`]: counted over all sessions, so no two commands share one.
+pub fn next_command() -> u64 {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `o[r]chestrate-...`: matches the marker but not a command line holding
+/// this pattern itself.
+fn pattern(token: &str) -> String {
     let mut chars = token.chars();
     let first = chars.next().unwrap_or('o');
     let second = chars.next().unwrap_or('r');
     let rest: String = chars.collect();
-    let pattern = format!("{first}[{second}]{rest}");
+    format!("{first}[{second}]{rest}")
+}
+
+/// Shell that sets `$pids` to the shells marked `token`: found with
+/// `pgrep -f`, or from `/proc` where procps is missing.
+fn find_marked(token: &str) -> String {
+    let pattern = pattern(token);
     format!(
         "pids=$(pgrep -f '{pattern}' 2>/dev/null) || pids=$(for d in /proc/[0-9]*; do \
          case \"$(tr '\\000' ' ' 2>/dev/null < \"$d/cmdline\")\" in *{pattern}*) echo \"${{d#/proc/}}\";; esac; \
-         done 2>/dev/null); for p in $pids; do \
-         g=$(ps -o pgid= -p \"$p\" 2>/dev/null | tr -d ' '); [ -n \"$g\" ] || g=$(cut -d' ' -f5 \"/proc/$p/stat\" 2>/dev/null); \
-         [ -n \"$g\" ] && [ \"$g\" -gt 1 ] && kill -KILL -$g 2>/dev/null; kill -KILL $p; done 2>/dev/null; true"
+         done 2>/dev/null)"
     )
+}
+
+/// Shell that kills each of `$pids` and its process group. The group is
+/// looked up, not taken to be the shell's pid: under sudo the marked shell
+/// is not a group leader, and its group (sudo's, the SSH session's) is what
+/// must go. (`kill -KILL -PGID`: dash's `kill` takes no `--`.)
+const KILL_PIDS_AND_GROUPS: &str = "for p in $pids; do \
+     g=$(ps -o pgid= -p \"$p\" 2>/dev/null | tr -d ' '); [ -n \"$g\" ] || g=$(cut -d' ' -f5 \"/proc/$p/stat\" 2>/dev/null); \
+     [ -n \"$g\" ] && [ \"$g\" -gt 1 ] && kill -KILL -$g 2>/dev/null; kill -KILL $p; done 2>/dev/null";
+
+/// A shell command that kills the process group of the shell marked
+/// `token`: found with `pgrep -f`, or from `/proc` where procps is missing.
+pub fn kill_marked(token: &str) -> String {
+    format!("{}; {KILL_PIDS_AND_GROUPS}; true", find_marked(token))
+}
+
+/// A shell command that kills the process groups of the shells marked
+/// `tokens` and exits 0 only once none of them is left (for about 3 s;
+/// then it names what is still running and exits 1).
+pub fn kill_marked_and_check(tokens: &[String]) -> String {
+    let mut script = String::from("left=\ni=0\nwhile [ $i -lt 30 ]; do\n  left=\n");
+    for token in tokens {
+        script.push_str(&format!(
+            "  {}\n  {KILL_PIDS_AND_GROUPS}\n  left=\"$left$pids\"\n",
+            find_marked(token)
+        ));
+    }
+    script.push_str(
+        "  [ -z \"$left\" ] && exit 0\n  sleep 0.1\n  i=$((i+1))\ndone\n\
+         echo \"still running after kill -KILL: pids $left\" >&2\nexit 1\n",
+    );
+    script
 }
 
 /// Sends `signal KILL` and closes the channel if dropped while armed, so a

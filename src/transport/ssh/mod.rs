@@ -21,9 +21,10 @@ pub mod connect;
 pub mod exec;
 pub mod keyscan;
 pub mod known_hosts;
+pub mod retry;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -31,21 +32,26 @@ use russh::client::{Handle, Msg};
 use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{OnceCell, RwLock, Semaphore};
+use tokio::sync::{RwLock, Semaphore};
 
 use self::connect::{Client, Dialer};
 pub use self::keyscan::{KeyscanOutcome, KeyscanStatus, keyscan};
+use super::atomic_upload::{self, Expected};
 use super::{
-    Command, Connector, Execution, ExitStatus, Os, OutputSink, Session, Target, TransportError,
-    sudo, wrapper,
+    Command, Connector, Execution, ExitStatus, Leftovers, Os, OutputSink, Script, Session, Target,
+    TransportError, sudo, wrapper,
 };
 
 /// Command channels open at once on one connection. OpenSSH's default
 /// `MaxSessions` is 10; one more channel is used by SFTP, one is spare.
 pub const MAX_CHANNELS: usize = 8;
 
-/// How long a refused channel is retried before the step fails.
-const CHANNEL_RETRY: Duration = Duration::from_secs(3);
+/// How long a refused channel is waited for (retried with backoff) before
+/// the step fails, unless the step's own timeout is shorter.
+const CHANNEL_WAIT: Duration = Duration::from_secs(20);
+
+/// How long finding and killing what a lost connection left running may take.
+const CLEAN_UP_LIMIT: Duration = Duration::from_secs(20);
 
 /// Opens [`SshSession`]s. One connector serves a whole run: it keeps the
 /// decrypted keys and the jump host connections that hosts share.
@@ -105,27 +111,22 @@ impl Connector for SshConnector {
         Ok(Box::new(SshSession {
             target: target.clone(),
             dialer: self.dialer.clone(),
-            live: RwLock::new(Arc::new(Live::new(handle))),
+            live: RwLock::new(Arc::new(Live { handle })),
             channels: Semaphore::new(MAX_CHANNELS),
             unique: AtomicU64::new(0),
             fresh_temp: Default::default(),
+            in_flight: Mutex::new(Vec::new()),
+            partial_uploads: Mutex::new(Vec::new()),
         }))
     }
 }
 
-/// One connection and the SFTP session opened on it when first needed.
+/// One connection. SFTP sessions are opened on it per upload and closed
+/// right after: an SFTP channel left open holds one of sshd's
+/// `MaxSessions`, and under `MaxSessions 1` every later step (and the
+/// whole rollback) would be refused.
 struct Live {
     handle: Handle<Client>,
-    sftp: OnceCell<SftpSession>,
-}
-
-impl Live {
-    fn new(handle: Handle<Client>) -> Live {
-        Live {
-            handle,
-            sftp: OnceCell::new(),
-        }
-    }
 }
 
 pub struct SshSession {
@@ -138,6 +139,19 @@ pub struct SshSession {
     /// first upload to one creates it exclusively (SFTP `EXCL`), so a file
     /// or symlink someone put there first is refused, never followed.
     fresh_temp: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Markers of commands started and not seen to end.
+    in_flight: Mutex<Vec<String>>,
+    /// Temporary copies of uploads not yet renamed into place.
+    partial_uploads: Mutex<Vec<String>>,
+}
+
+/// Adds or removes `item` in a list behind a lock.
+fn note(list: &Mutex<Vec<String>>, item: &str, present: bool) {
+    let mut list = list.lock().unwrap_or_else(|e| e.into_inner());
+    list.retain(|i| i != item);
+    if present {
+        list.push(item.to_string());
+    }
 }
 
 impl SshSession {
@@ -156,11 +170,16 @@ impl SshSession {
         self.live.read().await.clone()
     }
 
-    /// Opens a session channel. A refusal on a live connection is retried for
-    /// a few seconds: sshd frees a session slot only once the previous
-    /// command's process is reaped, and a host with a lower `MaxSessions`
-    /// than [`MAX_CHANNELS`] frees slots as its other steps end.
-    async fn open_channel(&self, live: &Live) -> Result<russh::Channel<Msg>, TransportError> {
+    /// Opens a session channel. A refusal on a live connection ("administratively
+    /// prohibited", resource shortage) is retried with backoff for up to
+    /// `wait`: sshd frees a session slot only once the previous command's
+    /// process is reaped, and a host with a lower `MaxSessions` than
+    /// [`MAX_CHANNELS`] frees slots as its other steps end.
+    async fn open_channel(
+        &self,
+        live: &Live,
+        wait: Duration,
+    ) -> Result<russh::Channel<Msg>, TransportError> {
         let mut pause = Duration::from_millis(25);
         let mut waited = Duration::ZERO;
         loop {
@@ -174,13 +193,13 @@ impl SshSession {
             if live.handle.is_closed() {
                 return Err(self.lost(format!("the SSH connection broke: {e}")));
             }
-            if waited >= CHANNEL_RETRY {
+            if waited >= wait {
                 return Err(TransportError::Other(format!(
                     "host {}: the host refused to open another SSH channel ({e}) for {:?}; its \
                      sshd probably allows fewer sessions per connection (MaxSessions) than the {} \
                      this tool uses at once: raise MaxSessions on the host (OpenSSH default: 10)",
                     self.host(),
-                    CHANNEL_RETRY,
+                    wait,
                     MAX_CHANNELS + 1
                 )));
             }
@@ -210,22 +229,106 @@ impl SshSession {
         Ok(sudo::Handshake::new(&self.target))
     }
 
-    async fn sftp<'a>(&self, live: &'a Live) -> Result<&'a SftpSession, TransportError> {
-        live.sftp
-            .get_or_try_init(|| async {
-                let channel = self.open_channel(live).await?;
-                channel
-                    .request_subsystem(true, "sftp")
-                    .await
-                    .map_err(|e| self.lost(e))?;
-                SftpSession::new(channel.into_stream()).await.map_err(|e| {
-                    TransportError::Other(format!(
-                        "host {}: cannot start SFTP ({e}); check that sshd has an sftp Subsystem",
-                        self.host()
-                    ))
-                })
-            })
+    /// A fresh SFTP session; the caller closes it when done.
+    async fn sftp(&self, live: &Live) -> Result<SftpSession, TransportError> {
+        let channel = self.open_channel(live, CHANNEL_WAIT).await?;
+        channel
+            .request_subsystem(true, "sftp")
             .await
+            .map_err(|e| self.lost(e))?;
+        SftpSession::new(channel.into_stream()).await.map_err(|e| {
+            TransportError::Other(format!(
+                "host {}: cannot start SFTP ({e}); check that sshd has an sftp Subsystem",
+                self.host()
+            ))
+        })
+    }
+
+    /// Writes `contents` to `path` over a fresh SFTP session, with `mode`
+    /// (POSIX), and closes the session whatever happened.
+    async fn sftp_write(
+        &self,
+        contents: &[u8],
+        path: &str,
+        shown_as: &str,
+        mode: u32,
+    ) -> Result<(), TransportError> {
+        let live = self.current().await;
+        let sftp = self.sftp(&live).await?;
+        let fail = |e: &dyn std::fmt::Display| e.to_string();
+        let attrs = FileAttributes {
+            permissions: self.target.os.is_posix().then_some(mode & 0o7777),
+            ..Default::default()
+        };
+        let path = command::sftp_path(self.target.os, path);
+        let written = async {
+            let mut file = sftp
+                .open_with_flags_and_attributes(
+                    path.clone(),
+                    // Every path written here is new (a fresh temporary
+                    // path, or a unique one beside the destination): created
+                    // exclusively, never through a planted file or link.
+                    OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE,
+                    attrs.clone(),
+                )
+                .await
+                .map_err(|e| fail(&e))?;
+            file.write_all(contents).await.map_err(|e| fail(&e))?;
+            file.shutdown().await.map_err(|e| fail(&e))?;
+            if self.target.os.is_posix() {
+                // The umask applied at creation; set the mode exactly.
+                sftp.set_metadata(path, attrs).await.map_err(|e| fail(&e))?;
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        let _ = sftp.close().await;
+        match written {
+            Ok(()) => Ok(()),
+            Err(e) if self.broke(&live).await => {
+                Err(self.lost(format!("uploading {shown_as}: {e}")))
+            }
+            Err(e) => Err(TransportError::Other(format!(
+                "host {}: cannot write {shown_as}: {e}",
+                self.host()
+            ))),
+        }
+    }
+
+    /// Whether the connection is gone, or goes within a moment: a channel
+    /// can fail a little before its connection is seen closed.
+    async fn broke(&self, live: &Live) -> bool {
+        for _ in 0..10 {
+            if live.handle.is_closed() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        live.handle.is_closed()
+    }
+
+    /// Runs the check-and-rename of an upload's temporary copy on the host.
+    async fn check_and_replace(
+        &self,
+        temp: &str,
+        dest: &str,
+        expected: &Expected,
+    ) -> Result<(), TransportError> {
+        let script = match self.target.os {
+            Os::Windows => Script::PowerShell(atomic_upload::powershell_check_and_replace(
+                temp, dest, expected,
+            )),
+            _ => Script::Sh(atomic_upload::sh_check_and_replace(temp, dest, expected)),
+        };
+        let done = self.execute(&Command::new(script), None).await?;
+        if done.status == ExitStatus::Code(0) {
+            return Ok(());
+        }
+        Err(TransportError::Other(format!(
+            "host {}: the upload to {dest} did not check out, so {dest} was left as it was: {}",
+            self.host(),
+            String::from_utf8_lossy(&done.stderr).trim()
+        )))
     }
 
     /// Waits until the old connection is gone, then reconnects, within `timeout`.
@@ -252,7 +355,12 @@ impl SshSession {
             target.connect_timeout = target.connect_timeout.min(left);
             match self.dialer.open(&target).await {
                 Ok(handle) => {
-                    *self.live.write().await = Arc::new(Live::new(handle));
+                    *self.live.write().await = Arc::new(Live { handle });
+                    // Nothing the host ran before its reboot still runs.
+                    self.in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clear();
                     return Ok(());
                 }
                 // A different key after a reboot is a reinstalled (or spoofed) host: stop.
@@ -275,10 +383,9 @@ impl Session for SshSession {
         command: &Command,
         sink: Option<OutputSink>,
     ) -> Result<Execution, TransportError> {
-        let token = exec::marker(
-            std::process::id(),
-            self.unique.fetch_add(1, Ordering::Relaxed),
-        );
+        // Unique in this controller process, not only on this session:
+        // the markers of two hosts on one machine must never match.
+        let token = exec::marker(std::process::id(), exec::next_command());
         let mut wire = command::wire(&self.target, &command.script, &token)?;
         let posix = self.target.os.is_posix();
         let handshake = if command.r#become {
@@ -296,7 +403,11 @@ impl Session for SshSession {
         };
         let _permit = self.channels.acquire().await.expect("never closed");
         let live = self.current().await;
-        let channel = self.open_channel(&live).await?;
+        let wait = command.timeout.unwrap_or(CHANNEL_WAIT).min(CHANNEL_WAIT);
+        let channel = self.open_channel(&live, wait).await?;
+        // Until its end is seen, the command may be running on the host.
+        note(&self.in_flight, &token, true);
+        let ended = || note(&self.in_flight, &token, false);
         let fallback = posix.then(|| {
             let live = live.clone();
             let token = token.clone();
@@ -339,6 +450,7 @@ impl Session for SshSession {
         {
             exec::Ended::Finished(out) => out,
             exec::Ended::TimedOut(out) => {
+                ended();
                 return Ok(Execution {
                     status: ExitStatus::TimedOut,
                     stdout: out.stdout,
@@ -355,14 +467,18 @@ impl Session for SshSession {
             }
         };
         if out.refused {
+            ended();
             return Err(TransportError::Other(format!(
                 "host {}: sshd refused to run the command (exec request denied)",
                 self.host()
             )));
         }
         match exec::execution(out) {
-            Some(done) => Ok(done),
-            None if live.handle.is_closed() => {
+            Some(done) => {
+                ended();
+                Ok(done)
+            }
+            None if self.broke(&live).await => {
                 Err(self.lost("the SSH connection broke while the command ran"))
             }
             None => Err(self
@@ -371,47 +487,38 @@ impl Session for SshSession {
     }
 
     async fn upload(&self, contents: &[u8], dest: &str, mode: u32) -> Result<(), TransportError> {
-        let live = self.current().await;
-        let sftp = self.sftp(&live).await?;
-        let path = command::sftp_path(self.target.os, dest);
-        let fail = |e: &dyn std::fmt::Display| {
-            if live.handle.is_closed() {
-                self.lost(format!("uploading {dest}: {e}"))
-            } else {
-                TransportError::Other(format!("host {}: cannot write {dest}: {e}", self.host()))
-            }
-        };
-        let attrs = FileAttributes {
-            permissions: self.target.os.is_posix().then_some(mode & 0o7777),
-            ..Default::default()
-        };
         let fresh = self.fresh_temp.lock().expect("not poisoned").remove(dest);
-        let flags = if fresh {
-            OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE
-        } else {
-            OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE
-        };
-        let mut file = sftp
-            .open_with_flags_and_attributes(path.clone(), flags, attrs.clone())
-            .await
-            .map_err(|e| fail(&e))?;
-        file.write_all(contents).await.map_err(|e| fail(&e))?;
-        file.shutdown().await.map_err(|e| fail(&e))?;
-        if self.target.os.is_posix() {
-            // The umask applied at creation; set the mode exactly.
-            sftp.set_metadata(path, attrs).await.map_err(|e| fail(&e))?;
+        if fresh {
+            // One of this session's unguessable temporary paths: created
+            // exclusively, so a file or link planted there is refused.
+            return self.sftp_write(contents, dest, dest, mode).await;
         }
+        // Beside the destination, checked, then renamed over it: a cut
+        // upload leaves the good old copy (see `atomic_upload`).
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            self.unique.fetch_add(1, Ordering::Relaxed)
+        );
+        let temp = atomic_upload::temp_beside(self.target.os, dest, &unique);
+        note(&self.partial_uploads, &temp, true);
+        self.sftp_write(contents, &temp, dest, mode).await?;
+        self.check_and_replace(&temp, dest, &Expected::of(contents))
+            .await?;
+        note(&self.partial_uploads, &temp, false);
         Ok(())
     }
 
     async fn remove(&self, path: &str) -> Result<(), TransportError> {
         let live = self.current().await;
         let sftp = self.sftp(&live).await?;
-        sftp.remove_file(command::sftp_path(self.target.os, path))
-            .await
-            .map_err(|e| {
-                TransportError::Other(format!("host {}: cannot remove {path}: {e}", self.host()))
-            })
+        let removed = sftp
+            .remove_file(command::sftp_path(self.target.os, path))
+            .await;
+        let _ = sftp.close().await;
+        removed.map_err(|e| {
+            TransportError::Other(format!("host {}: cannot remove {path}: {e}", self.host()))
+        })
     }
 
     fn temp_path(&self, name: &str) -> String {
@@ -432,7 +539,7 @@ impl Session for SshSession {
             .to_string()
         });
         let live = self.current().await;
-        let channel = self.open_channel(&live).await?;
+        let channel = self.open_channel(&live, CHANNEL_WAIT).await?;
         // The connection is about to go: wait for the command only a little.
         // It runs in a task of its own, never killed: it ends with the connection.
         let running = {
@@ -460,12 +567,65 @@ impl Session for SshSession {
 
     async fn close(&self) {
         let live = self.current().await;
-        if let Some(sftp) = live.sftp.get() {
-            let _ = sftp.close().await;
-        }
         let _ = live
             .handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
+    }
+
+    fn leftovers(&self) -> Leftovers {
+        let commands = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let files = self
+            .partial_uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match self.target.os {
+            // Windows commands carry no marker (yet): nothing to find them by.
+            Os::Windows => Leftovers {
+                unmarked: commands.len(),
+                commands: Vec::new(),
+                files,
+            },
+            _ => Leftovers {
+                commands,
+                unmarked: 0,
+                files,
+            },
+        }
+    }
+
+    async fn clean_up(&self, leftovers: &Leftovers) -> Result<(), TransportError> {
+        for file in &leftovers.files {
+            // A truncated temporary copy; the destination was never touched.
+            let _ = self.remove(file).await;
+        }
+        if leftovers.unmarked > 0 {
+            return Err(TransportError::Unsupported(format!(
+                "host {}: {} command(s) of the lost connection cannot be found on a Windows host \
+                 to make sure they ended",
+                self.host(),
+                leftovers.unmarked
+            )));
+        }
+        if leftovers.commands.is_empty() {
+            return Ok(());
+        }
+        let mut kill = Command::new(Script::Sh(exec::kill_marked_and_check(&leftovers.commands)));
+        kill.timeout = Some(CLEAN_UP_LIMIT);
+        let done = self.execute(&kill, None).await?;
+        match done.status {
+            ExitStatus::Code(0) => Ok(()),
+            other => Err(TransportError::Other(format!(
+                "host {}: the command the lost connection left running could not be shown \
+                 killed ({other:?}): {}",
+                self.host(),
+                String::from_utf8_lossy(&done.stderr).trim()
+            ))),
+        }
     }
 }

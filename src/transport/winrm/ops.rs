@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
 use super::{CallError, RECEIVE_WAIT, REQUEST_WAIT, State, WinrmSession, clixml, wsman};
 use crate::transport::{Execution, ExitStatus, OutputChunk, OutputSink, Stream, TransportError};
@@ -30,18 +29,22 @@ fn ps_quote(text: &str) -> String {
     crate::quote::ps_quote(text)
 }
 
-/// Writes base64 lines from stdin to `path` and prints the file's SHA-256.
+/// Writes base64 lines from stdin to `temp` beside `path`, and, if the
+/// copy's SHA-256 is `want`, moves it over `path` and prints the hash (see
+/// `atomic_upload`: a cut or altered upload leaves `path` as it was).
 /// (The first line names the helper for the test endpoint, which has no
 /// PowerShell; to PowerShell it is a comment.)
-fn upload_script(path: &str) -> String {
+fn upload_script(path: &str, temp: &str, want: &str) -> String {
     format!(
         r#"#orchestrate-helper: upload
 $ErrorActionPreference = 'Stop'
 $path = {}
+$tmp = {}
+$want = '{want}'
 $dir = [System.IO.Path]::GetDirectoryName($path)
 if ($dir) {{ [void][System.IO.Directory]::CreateDirectory($dir) }}
 $sha = [System.Security.Cryptography.SHA256]::Create()
-$fs = [System.IO.File]::Create($path)
+$fs = [System.IO.File]::Create($tmp)
 try {{
     foreach ($line in $input) {{
         if ($line) {{
@@ -52,9 +55,16 @@ try {{
     }}
 }} finally {{ $fs.Close() }}
 [void]$sha.TransformFinalBlock([byte[]]@(), 0, 0)
-[System.BitConverter]::ToString($sha.Hash).Replace('-', '').ToLowerInvariant()
+$got = [System.BitConverter]::ToString($sha.Hash).Replace('-', '').ToLowerInvariant()
+if ($got -ne $want) {{
+    Remove-Item -LiteralPath $tmp -Force
+    throw "the copy on the host has SHA-256 $got, expected $want"
+}}
+Move-Item -LiteralPath $tmp -Destination $path -Force
+$got
 "#,
-        ps_quote(path)
+        ps_quote(path),
+        ps_quote(temp)
     )
 }
 
@@ -251,7 +261,14 @@ impl WinrmSession {
             lines.extend_from_slice(B64.encode(piece).as_bytes());
             lines.push(b'\n');
         }
-        let line = encoded_powershell(&upload_script(dest));
+        let want = crate::transport::atomic_upload::Expected::of(contents).sha256;
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let temp = crate::transport::atomic_upload::temp_beside(
+            crate::transport::Os::Windows,
+            dest,
+            &unique,
+        );
+        let line = encoded_powershell(&upload_script(dest, &temp, &want));
         let done = self.run(st, &line, Some(&lines), None, None, true).await?;
         let fail = |why: String| {
             TransportError::Other(format!(
@@ -266,7 +283,6 @@ impl WinrmSession {
                 String::from_utf8_lossy(&done.stderr).trim()
             )));
         }
-        let want = hex::encode(Sha256::digest(contents));
         let got = String::from_utf8_lossy(&done.stdout).trim().to_lowercase();
         if got != want {
             return Err(fail(format!(

@@ -234,18 +234,23 @@ impl SshdEnv {
 
     /// Like [`SshdEnv::server`], with sshd's `MaxSessions`.
     pub fn server_with(&self, hosts: usize, max_sessions: u32) -> Sshd {
+        self.server_configured(hosts, &format!("MaxSessions {max_sessions}"))
+    }
+
+    /// Like [`SshdEnv::server`], with sshd_config lines of its own (e.g.
+    /// `MaxStartups 2`), in place of the harness's defaults for the same
+    /// keywords.
+    pub fn server_configured(&self, hosts: usize, lines: &str) -> Sshd {
         assert!(
             (1..=16).contains(&hosts),
             "sshd listens on at most 16 addresses"
         );
-        Sshd::start_new(self.inner.clone(), hosts, max_sessions, &[], &|_, _| {
-            String::new()
-        })
+        Sshd::start_new(self.inner.clone(), hosts, lines, &[], &|_, _| String::new())
     }
 
     /// One sshd with more host keys besides ed25519 (`"rsa"`, `"ecdsa"`).
     pub fn server_with_host_keys(&self, hosts: usize, extra: &[&str]) -> Sshd {
-        Sshd::start_new(self.inner.clone(), hosts, 100, extra, &|_, _| String::new())
+        Sshd::start_new(self.inner.clone(), hosts, "", extra, &|_, _| String::new())
     }
 
     /// `count` hosts over as few sshd processes as sshd allows.
@@ -388,7 +393,7 @@ impl Sshd {
     fn start_new(
         env: Arc<EnvInner>,
         hosts: usize,
-        max_sessions: u32,
+        global: &str,
         extra: &[&str],
         per_host: &dyn Fn(usize, &str) -> String,
     ) -> Sshd {
@@ -399,6 +404,10 @@ impl Sshd {
         let host_key_path = dir.join("host_ed25519");
         keygen(&host_key_path, "ed25519", "");
         let mut config = String::new();
+        if !global.trim().is_empty() {
+            config.push_str(global.trim_end());
+            config.push('\n');
+        }
         for kind in extra {
             let path = dir.join(format!("host_{kind}"));
             keygen(&path, kind, "");
@@ -410,17 +419,25 @@ impl Sshd {
         for address in &addresses {
             config.push_str(&format!("ListenAddress {address}:{port}\n"));
         }
-        config.push_str(&format!(
+        let defaults = format!(
             "HostKey {hk}\nPidFile {dir}/sshd.pid\nAuthorizedKeysFile {ak}\n\
              StrictModes no\nUsePAM no\nPubkeyAuthentication yes\nPasswordAuthentication yes\n\
              KbdInteractiveAuthentication no\nPermitEmptyPasswords no\nMaxStartups 1000:90:2000\n\
-             MaxSessions {max_sessions}\nMaxAuthTries 30\nAllowTcpForwarding yes\n\
+             MaxSessions 100\nMaxAuthTries 30\nAllowTcpForwarding yes\n\
              AllowAgentForwarding no\nX11Forwarding no\nPrintMotd no\nPrintLastLog no\nUseDNS no\n\
              LoginGraceTime 60\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n",
             hk = host_key_path.display(),
             dir = dir.display(),
             ak = env.dir.join("authorized_keys").display(),
-        ));
+        );
+        // A keyword the caller set replaces the default (sshd keeps the
+        // first value of most keywords but the last of some, MaxStartups).
+        let keyword = |line: &str| line.split_whitespace().next().unwrap_or("").to_lowercase();
+        let set: Vec<String> = global.lines().map(keyword).collect();
+        for line in defaults.lines().filter(|l| !set.contains(&keyword(l))) {
+            config.push_str(line);
+            config.push('\n');
+        }
         // Match blocks last: every line after a Match belongs to it.
         for (i, address) in addresses.iter().enumerate() {
             let lines = per_host(i, &address.to_string());

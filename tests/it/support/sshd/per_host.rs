@@ -24,7 +24,7 @@ impl SshdEnv {
         while left > 0 {
             let n = left.min(16);
             let offset = hosts.len();
-            let server = Sshd::start_new(self.inner.clone(), n, 100, &[], &|i, address| {
+            let server = Sshd::start_new(self.inner.clone(), n, "", &[], &|i, address| {
                 per_host(offset + i, address)
             });
             hosts.extend(server.hosts());
