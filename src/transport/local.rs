@@ -9,12 +9,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    Command, Connector, Execution, ExitStatus, OutputChunk, OutputSink, Script, Session, Stream,
-    Target, TransportError,
+    BoundedOutput, Command, Connector, Execution, ExitStatus, OutputBuffer, OutputCollector,
+    OutputSink, Script, Session, Stream, Target, TransportError, UploadSource,
 };
 
 /// Opens [`LocalSession`]s; there is nothing to connect to.
@@ -62,29 +61,26 @@ impl LocalSession {
     }
 }
 
-/// Reads a pipe to its end, forwarding each piece to the sink as it comes.
+/// Reads a pipe to its end, keeping its head and tail and forwarding each
+/// piece to the sink as it comes.
 async fn drain(
     mut pipe: impl AsyncRead + Unpin,
     stream: Stream,
     sink: Option<OutputSink>,
-) -> Vec<u8> {
-    let mut all = Vec::new();
+) -> BoundedOutput {
+    let mut kept = OutputCollector::new(sink);
     let mut buf = vec![0u8; 8192];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => {
-                all.extend_from_slice(&buf[..n]);
-                if let Some(sink) = &sink {
-                    let _ = sink.send(OutputChunk {
-                        stream,
-                        data: Bytes::copy_from_slice(&buf[..n]),
-                    });
-                }
-            }
+            Ok(n) => kept.push(stream, &buf[..n], true),
         }
     }
-    all
+    let kept: OutputBuffer = match stream {
+        Stream::Stdout => kept.stdout,
+        Stream::Stderr => kept.stderr,
+    };
+    kept.finish()
 }
 
 fn kill_group(pid: Option<u32>) {
@@ -170,12 +166,20 @@ impl Session for LocalSession {
         })
     }
 
-    async fn upload(&self, contents: &[u8], dest: &str, mode: u32) -> Result<(), TransportError> {
+    async fn upload(
+        &self,
+        source: &UploadSource,
+        dest: &str,
+        mode: u32,
+    ) -> Result<(), TransportError> {
         use std::os::unix::fs::PermissionsExt;
         let fail = |e: std::io::Error| {
             TransportError::Other(format!("host {}: cannot write {dest}: {e}", self.host))
         };
-        tokio::fs::write(dest, contents).await.map_err(fail)?;
+        let mut file = tokio::fs::File::create(dest).await.map_err(fail)?;
+        source.copy_to(&mut file).await.map_err(fail)?;
+        file.shutdown().await.map_err(fail)?;
+        drop(file);
         tokio::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
             .await
             .map_err(fail)

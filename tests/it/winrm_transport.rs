@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use orchestrate::transport::winrm::WinrmConnector;
 use orchestrate::transport::{
-    Command, Connector, ExitStatus, HostKeyPolicy, Os, Script, Secret, Session, SshSettings,
+    Command, Connector, ExitStatus, HostKeyPolicy, Os, OutputSink, Script, Secret, Session, SshSettings,
     Stream, Target, TransportError, TransportKind, WinrmAuth, WinrmSettings,
 };
+use crate::support::upload_source;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 struct Endpoint {
@@ -327,7 +328,7 @@ async fn untrusted_certificate_is_refused_then_accepted_with_ca_file() {
 async fn long_command_needs_several_receive_polls_and_streams() {
     let ep = http_ntlm("long", &["--max-operation-timeout", "0.4"]).await;
     let session = session(&ep).await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = OutputSink::channel();
     let started = Instant::now();
     let done = session
         .execute(&ps("echo first; sleep 2; echo second"), Some(tx))
@@ -409,7 +410,7 @@ async fn large_upload_is_checked_by_hash_and_long_scripts_go_as_files() {
         dest.starts_with("C:\\Windows\\Temp\\orchestrate-"),
         "{dest}"
     );
-    session.upload(&contents, &dest, 0o644).await.unwrap();
+    session.upload(&upload_source(&contents), &dest, 0o644).await.unwrap();
     let local = ep
         .root()
         .join("C")
@@ -552,6 +553,6 @@ async fn an_upload_that_arrives_altered_fails_the_hash_check() {
     let ep = http_ntlm("corrupt", &["--corrupt-uploads"]).await;
     let session = session(&ep).await;
     let dest = session.temp_path("x.bin");
-    let err = session.upload(b"payload", &dest, 0o644).await.unwrap_err();
+    let err = session.upload(&upload_source(b"payload"), &dest, 0o644).await.unwrap_err();
     assert!(err.to_string().contains("SHA-256"), "{err}");
 }

@@ -37,6 +37,7 @@ use self::connect::{Client, Dialer};
 pub use self::keyscan::{KeyscanOutcome, KeyscanStatus, keyscan};
 use super::{
     Command, Connector, Execution, ExitStatus, Os, OutputSink, Session, Target, TransportError,
+    UploadSource,
 };
 
 /// Command channels open at once on one connection. OpenSSH's default
@@ -276,11 +277,7 @@ impl Session for SshSession {
         let out = match exec::run(channel, wire, command, sink, fallback).await {
             exec::Ended::Finished(out) => out,
             exec::Ended::TimedOut(out) => {
-                return Ok(Execution {
-                    status: ExitStatus::TimedOut,
-                    stdout: out.stdout,
-                    stderr: out.stderr,
-                });
+                return Ok(Execution::collected(ExitStatus::TimedOut, out.output));
             }
             exec::Ended::SendFailed(e) => return Err(self.lost(e)),
             exec::Ended::ReaderFailed(e) => {
@@ -306,7 +303,12 @@ impl Session for SshSession {
         }
     }
 
-    async fn upload(&self, contents: &[u8], dest: &str, mode: u32) -> Result<(), TransportError> {
+    async fn upload(
+        &self,
+        source: &UploadSource,
+        dest: &str,
+        mode: u32,
+    ) -> Result<(), TransportError> {
         let live = self.current().await;
         let sftp = self.sftp(&live).await?;
         let path = command::sftp_path(self.target.os, dest);
@@ -329,7 +331,7 @@ impl Session for SshSession {
             )
             .await
             .map_err(|e| fail(&e))?;
-        file.write_all(contents).await.map_err(|e| fail(&e))?;
+        source.copy_to(&mut file).await.map_err(|e| fail(&e))?;
         file.shutdown().await.map_err(|e| fail(&e))?;
         if self.target.os.is_posix() {
             // The umask applied at creation; set the mode exactly.
@@ -387,7 +389,7 @@ impl Session for SshSession {
             return Err(TransportError::Other(format!(
                 "host {}: the reboot command `{reboot}` failed with exit code {code}: {}",
                 self.host(),
-                String::from_utf8_lossy(&out.stderr).trim()
+                String::from_utf8_lossy(&out.output.stderr.finish()).trim()
             )));
         }
         self.come_back(&live, timeout).await
