@@ -14,6 +14,7 @@
 //! journal with `sqlite3`. Nothing secret is written: events are redacted
 //! before they are emitted.
 
+pub mod lease;
 mod replay;
 
 use std::path::{Path, PathBuf};
@@ -155,6 +156,11 @@ impl Journal {
             });
         }
         Journal::open(path)
+    }
+
+    /// The journal's file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn error(&self, e: impl std::fmt::Display) -> JournalError {

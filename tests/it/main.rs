@@ -19,6 +19,7 @@ mod windows_fleet;
 mod bad_input;
 mod dry_run;
 mod journal_resume;
+mod leases;
 mod linux_playbooks;
 mod linux_playbooks_plan;
 mod report_render;
