@@ -18,10 +18,7 @@ use super::perform::perform;
 use super::rollback::roll_back;
 use crate::load::{Mark, Step};
 use crate::plan::{HostPlan, LiveRedactor, Plan, PlannedStep, RenderedAction};
-use crate::transport::{Connectors, ExitStatus, Session, TransportError};
-
-/// Output kept per step in records: the last 64 KiB.
-const OUTPUT_CAP: usize = 64 * 1024;
+use crate::transport::{BoundedOutput, Connectors, ExitStatus, Session, TransportError};
 
 pub(crate) struct HostRun<'a> {
     pub plan: &'a Plan,
@@ -43,8 +40,9 @@ pub(super) struct Attempt {
     pub(super) status: StepStatus,
     pub(super) exit_code: Option<i32>,
     pub(super) detail: Option<String>,
-    pub(super) stdout: String,
-    pub(super) stderr: String,
+    /// What the transport kept: bounded, whatever the host sent.
+    pub(super) stdout: BoundedOutput,
+    pub(super) stderr: BoundedOutput,
 }
 
 impl HostRun<'_> {
@@ -249,8 +247,8 @@ pub(super) fn skipped(detail: String) -> Attempt {
         status: StepStatus::Skipped,
         exit_code: None,
         detail: Some(detail),
-        stdout: String::new(),
-        stderr: String::new(),
+        stdout: BoundedOutput::default(),
+        stderr: BoundedOutput::default(),
     }
 }
 
@@ -371,15 +369,13 @@ pub(super) async fn attempt_step(
             };
         }
     };
-    let stdout = String::from_utf8_lossy(&execution.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&execution.stderr).into_owned();
     let mut attempt = Attempt {
         lost: false,
         status: StepStatus::Ok,
         exit_code: None,
         detail: None,
-        stdout,
-        stderr,
+        stdout: execution.stdout,
+        stderr: execution.stderr,
     };
     match execution.status {
         ExitStatus::Code(code) => {
@@ -390,7 +386,7 @@ pub(super) async fn attempt_step(
                 attempt.detail = Some(format!(
                     "exited with {code} (ok: {:?}){}",
                     def.ok_codes,
-                    last_line(&attempt.stderr)
+                    last_line(&attempt.stderr.to_text())
                 ));
                 return attempt;
             }
@@ -427,7 +423,7 @@ pub(super) async fn attempt_step(
         }
     }
     if let Some(capture) = &def.capture {
-        match capture::parse(capture.parse, &attempt.stdout) {
+        match capture::parse_output(capture.parse, &attempt.stdout) {
             Ok(value) => {
                 vars.insert(capture.name.clone(), value);
             }
@@ -445,7 +441,11 @@ pub(super) async fn attempt_step(
         let mut with_result = vars.clone();
         with_result.insert(
             "result".into(),
-            json!({ "exit_code": attempt.exit_code, "stdout": attempt.stdout, "stderr": attempt.stderr }),
+            json!({
+                "exit_code": attempt.exit_code,
+                "stdout": attempt.stdout.to_text(),
+                "stderr": attempt.stderr.to_text(),
+            }),
         );
         match condition(run, &format!("{}.until", step.def.key), &with_result) {
             Ok(true) => {}
@@ -478,20 +478,14 @@ fn failed(exit_code: Option<i32>, detail: String) -> Attempt {
         status: StepStatus::Failed,
         exit_code,
         detail: Some(detail),
-        stdout: String::new(),
-        stderr: String::new(),
+        stdout: BoundedOutput::default(),
+        stderr: BoundedOutput::default(),
     }
 }
 
-pub(super) fn cap(text: &str) -> String {
-    if text.len() <= OUTPUT_CAP {
-        return text.to_string();
-    }
-    let mut start = text.len() - OUTPUT_CAP;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("[... {} bytes cut ...]\n{}", start, &text[start..])
+/// What a record keeps of a stream: its head and tail, redacted.
+pub(super) fn kept(run: &HostRun<'_>, output: &BoundedOutput) -> String {
+    output.excerpt(|text| run.redactor.redact(text))
 }
 
 fn emit_step(run: &HostRun<'_>, step: &PlannedStep, index: usize, attempt: Attempt) {
@@ -526,7 +520,7 @@ fn emit_record(
                 value,
             }
         });
-    let keep = |text: &str| (!def.sensitive).then(|| cap(&run.redactor.redact(text)));
+    let keep = |output: &BoundedOutput| (!def.sensitive).then(|| kept(run, output));
     run.events.emit(Event::StepFinished {
         client: run.client(),
         host: run.host.name.clone(),

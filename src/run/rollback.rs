@@ -8,9 +8,9 @@
 use serde_json::{Map, Value};
 
 use super::events::{Event, HostStatus, RollbackRecord, StepStatus};
-use super::host::{Attempt, Gap, HostRun, attempt_step, cap, skip_reason, skipped};
+use super::host::{Attempt, Gap, HostRun, attempt_step, kept, skip_reason, skipped};
 use crate::plan::PlannedStep;
-use crate::transport::Session;
+use crate::transport::{BoundedOutput, Session};
 
 /// Undoes `done` (the failed step last) in reverse order, then runs the
 /// playbook's `on_failure` steps. Every rollback step is tried even when
@@ -80,7 +80,7 @@ async fn run_rollback_step(
 ) -> bool {
     let def = &step.def.step;
     let record = |attempt: &Attempt| {
-        let keep = |text: &str| (!def.sensitive).then(|| cap(&run.redactor.redact(text)));
+        let keep = |output: &BoundedOutput| (!def.sensitive).then(|| kept(run, output));
         run.events.emit(Event::RollbackStepFinished {
             client: run.client(),
             host: run.host.name.clone(),

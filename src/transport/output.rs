@@ -25,8 +25,11 @@ use tokio::sync::mpsc;
 
 use super::Stream;
 
-/// Bytes kept from the start of each stream: what a capture can parse.
-pub const HEAD_KEPT: usize = 1024 * 1024;
+/// Bytes kept from the start of each stream.
+pub const HEAD_KEPT: usize = CAPTURE_LIMIT - TAIL_KEPT;
+/// The most output a capture can parse: up to this much, a stream is kept
+/// whole (head and tail meet).
+pub const CAPTURE_LIMIT: usize = 1024 * 1024;
 /// Bytes kept from the end of each stream (the journal's cap per record).
 pub const TAIL_KEPT: usize = 64 * 1024;
 /// Bytes kept from the start of stderr, which no capture reads.
@@ -148,6 +151,46 @@ impl BoundedOutput {
             String::from_utf8_lossy(self.head()),
             cut_note(self.cut_len()),
             String::from_utf8_lossy(self.tail())
+        )
+    }
+}
+
+/// What a step record (journal, reports) keeps of a stream: its first
+/// [`RECORD_HEAD`] and last [`RECORD_TAIL`] bytes, 64 KiB in all.
+pub const RECORD_HEAD: usize = 16 * 1024;
+pub const RECORD_TAIL: usize = 48 * 1024;
+/// Text redacted beyond each cut, so a secret lying across it is masked
+/// before it is cut (secrets are far shorter than this).
+const REDACT_MARGIN: usize = 4 * 1024;
+
+impl BoundedOutput {
+    /// The output as a step record keeps it, passed through `redact`: whole
+    /// if it fits, else its head and tail around a note saying how many
+    /// bytes are left out.
+    pub fn excerpt(&self, redact: impl Fn(&str) -> String) -> String {
+        if self.total_len <= (RECORD_HEAD + RECORD_TAIL) as u64 && !self.is_truncated() {
+            return redact(&String::from_utf8_lossy(&self.kept));
+        }
+        let head_end = (RECORD_HEAD + REDACT_MARGIN).min(self.kept.len());
+        let head = redact(&String::from_utf8_lossy(&self.kept[..head_end]));
+        let tail_start = self.kept.len().saturating_sub(RECORD_TAIL + REDACT_MARGIN);
+        let tail = redact(&String::from_utf8_lossy(&self.kept[tail_start..]));
+        let mut head_cut = RECORD_HEAD.min(head.len());
+        while !head.is_char_boundary(head_cut) {
+            head_cut -= 1;
+        }
+        let mut tail_cut = tail.len().saturating_sub(RECORD_TAIL);
+        while !tail.is_char_boundary(tail_cut) {
+            tail_cut += 1;
+        }
+        let left_out = self
+            .total_len
+            .saturating_sub((head_cut + tail.len() - tail_cut) as u64);
+        format!(
+            "{}\n{}\n{}",
+            &head[..head_cut],
+            cut_note(left_out),
+            &tail[tail_cut..]
         )
     }
 }
@@ -299,6 +342,30 @@ mod tests {
             out.to_text(),
             "0123\n[... 13 bytes of output not kept ...]\nhij"
         );
+    }
+
+    #[test]
+    fn a_record_keeps_a_head_and_a_tail_redacted_across_the_cut() {
+        let mut buffer = OutputBuffer::default();
+        buffer.push(b"first line\n");
+        let secret = "hunter2-secret";
+        // The secret straddles where the record's head ends.
+        let filler = "x".repeat(RECORD_HEAD - 11 - 5);
+        buffer.push(format!("{filler}{secret}\n").as_bytes());
+        for _ in 0..100 {
+            buffer.push(&[b'y'; 100_000]);
+        }
+        buffer.push(b"\nthe last line\n");
+        let out = buffer.finish();
+        let record = out.excerpt(|t| t.replace(secret, "***"));
+        assert!(record.starts_with("first line\n"), "{}", &record[..20]);
+        assert!(record.ends_with("y\nthe last line\n"));
+        assert!(!record.contains("hunter"), "no piece of the secret is left");
+        let note = cut_note(out.total_len() - (RECORD_HEAD + RECORD_TAIL) as u64);
+        assert!(record.contains(&format!("\n{note}\n")), "{note}");
+        assert!(record.len() < RECORD_HEAD + RECORD_TAIL + 100);
+        let small = BoundedOutput::whole(b"short".to_vec());
+        assert_eq!(small.excerpt(|t| t.to_uppercase()), "SHORT");
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod support;
 mod windows_fleet;
 
 mod bad_input;
+mod bounded_memory;
 mod dry_run;
 mod journal_resume;
 mod leases;
