@@ -5,9 +5,9 @@
 //! SSH hosts at once intact.
 
 use crate::harness::Scratch;
-use crate::support::sshd::{ClientKey, SshdEnv};
+use crate::support::sshd::SshdEnv;
+use crate::support::wait_measured;
 
-use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
@@ -23,13 +23,8 @@ fn run_measured(scratch: &Scratch, args: &[&str]) -> (i32, u64) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32, "wait4");
-    let code = std::process::ExitStatus::from_raw(status).code().unwrap_or(-1);
-    (code, usage.ru_maxrss as u64 / 1024)
+    let (status, usage) = wait_measured(child);
+    (status.code().unwrap_or(-1), usage.ru_maxrss as u64 / 1024)
 }
 
 fn report_of(scratch: &Scratch) -> Value {
@@ -149,19 +144,7 @@ fn an_upload_larger_than_a_chunk_reaches_several_ssh_hosts_intact() {
         .collect();
     std::fs::write(scratch.path().join("installer.bin"), &body).unwrap();
     let unique = format!("orchestrate-upload-test-{}", std::process::id());
-    let mut inventory = format!(
-        "defaults:\n  transport: ssh\n  user: {}\n  ssh: {{ identity_file: '{}', known_hosts: '{}' }}\nclients:\n  acme:\n    hosts:\n",
-        env.user(),
-        env.key(ClientKey::Ed25519).display(),
-        env.known_hosts.display()
-    );
-    for (i, host) in hosts.iter().enumerate() {
-        inventory.push_str(&format!(
-            "      - {{ name: u{i}, address: {}, port: {}, os: linux }}\n",
-            host.address, host.port
-        ));
-    }
-    scratch.write("inventory.yml", &inventory);
+    scratch.write("inventory.yml", &env.inventory(&hosts, |i| format!("u{i}")));
     scratch.write(
         "playbook.yml",
         &format!(
