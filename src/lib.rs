@@ -15,6 +15,7 @@ pub mod cli;
 pub mod journal;
 pub mod load;
 pub mod plan;
+pub mod quote;
 pub mod report;
 pub mod run;
 pub mod transport;

@@ -1,6 +1,6 @@
 //! `orchestrate run` (and `--check`) and `orchestrate resume`: wire a plan
-//! to the runner, the journal, the observers and Ctrl-C, then turn the
-//! report into an exit code.
+//! to the runner, the journal, the observers and Ctrl-C, then render the
+//! report and exit with the code the run's outcome gives.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -340,6 +340,8 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         Some((hosts, report)) => (Some(hosts), report),
         None => (None, Report::default()),
     };
+    // Where the run's earlier processes left each host: part of its outcome.
+    let earlier = seed.hosts().map(|h| (h.name.clone(), h.status)).collect();
     let report = ReportBuilder {
         report: Arc::new(std::sync::Mutex::new(seed)),
     };
@@ -397,8 +399,9 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         check,
         confirm,
         resume,
+        earlier,
     };
-    run::execute(
+    let outcome = run::execute(
         Arc::new(plan),
         connectors(),
         options,
@@ -418,7 +421,7 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         Format::Json => println!("{}", run_json::render(&report)),
     }
     drop(lease);
-    report.exit_code()
+    outcome.exit_code()
 }
 
 fn init_tracing(bars: bool, verbose: u8) {

@@ -267,8 +267,13 @@ impl Journal {
         })
     }
 
-    fn record(&mut self, run_id: &str, seq: i64, event: &Event) -> Result<(), rusqlite::Error> {
-        let time = crate::run::now();
+    fn record(
+        &mut self,
+        run_id: &str,
+        seq: i64,
+        time: &str,
+        event: &Event,
+    ) -> Result<(), rusqlite::Error> {
         let data = serde_json::to_string(event).unwrap_or_default();
         let kind = serde_json::to_value(event)
             .ok()
@@ -290,7 +295,7 @@ impl Journal {
                     "running",
                     None,
                     None,
-                    &time,
+                    time,
                 )?;
             }
             Event::HostFinished {
@@ -309,7 +314,7 @@ impl Journal {
                     status.as_str(),
                     error.as_deref(),
                     *protection_gap_ms,
-                    &time,
+                    time,
                 )?;
             }
             Event::HostNotStarted {
@@ -326,7 +331,7 @@ impl Journal {
                     "not_started",
                     Some(reason),
                     None,
-                    &time,
+                    time,
                 )?;
             }
             Event::StepFinished { host, step, .. } => {
@@ -425,8 +430,9 @@ pub struct JournalWriter {
 }
 
 impl Observer for JournalWriter {
-    fn on_event(&mut self, event: &Event) {
-        match self.journal.record(&self.run_id, self.seq, event) {
+    fn on_event(&mut self, at: chrono::DateTime<chrono::Utc>, event: &Event) {
+        let time = crate::run::timestamp(at);
+        match self.journal.record(&self.run_id, self.seq, &time, event) {
             Ok(()) => self.seq += 1,
             Err(e) => {
                 if !self.failed {

@@ -7,7 +7,6 @@
 //! can be rendered then), so a typo fails the whole run up front instead of
 //! on host 312 of 400. `--dry-run` prints a plan; the runner executes one.
 
-pub mod quote;
 pub mod secrets;
 pub mod syntax;
 pub mod templates;

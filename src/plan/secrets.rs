@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::quote::{ps_quote, sh_quote};
+use crate::quote::{ps_quote, sh_quote};
 use crate::transport::Secret;
 
 /// What to do when a secret is not set.

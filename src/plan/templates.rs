@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use tera::{Context, Kwargs, State, Tera, Value};
 
-use super::quote::{ps_quote, regex_escape, sh_quote};
 use super::secrets::SecretStore;
 use crate::load::{InputError, Place, SourceFile, Template};
+use crate::quote::{ps_quote, regex_escape, sh_quote};
 
 /// How a condition is wrapped into a template that renders `true` or `false`.
 const CONDITION_PREFIX: &str = "{% if ";

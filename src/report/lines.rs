@@ -28,7 +28,7 @@ fn label(status: HostStatus) -> &'static str {
 }
 
 impl<W: Write + Send> Observer for Lines<W> {
-    fn on_event(&mut self, event: &Event) {
+    fn on_event(&mut self, _at: chrono::DateTime<chrono::Utc>, event: &Event) {
         let line = match event {
             Event::WaveStarted { client, wave, hosts } => Some(format!(
                 "{client}: wave {wave} ({} host{})",

@@ -23,7 +23,7 @@ impl JsonLines {
 }
 
 impl Observer for JsonLines {
-    fn on_event(&mut self, event: &Event) {
+    fn on_event(&mut self, at: chrono::DateTime<chrono::Utc>, event: &Event) {
         #[derive(serde::Serialize)]
         struct Line<'a> {
             time: String,
@@ -31,7 +31,7 @@ impl Observer for JsonLines {
             event: &'a Event,
         }
         let line = Line {
-            time: crate::run::now(),
+            time: crate::run::timestamp(at),
             event,
         };
         if let Ok(text) = serde_json::to_string(&line) {

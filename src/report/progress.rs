@@ -43,7 +43,7 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 impl Observer for Progress {
-    fn on_event(&mut self, event: &Event) {
+    fn on_event(&mut self, _at: chrono::DateTime<chrono::Utc>, event: &Event) {
         match event {
             Event::RunStarted { clients, .. } => {
                 let overall = info_span!("run");

@@ -255,14 +255,8 @@ impl Report {
                 finished_at,
             } => {
                 self.finished_at = Some(finished_at.clone());
-                // A rollback that failed anywhere outranks every other outcome.
-                self.status = Some(
-                    if self.hosts().any(|h| h.status == HostStatus::RollbackFailed) {
-                        RunStatus::RollbackFailed
-                    } else {
-                        *status
-                    },
-                );
+                // As the runner decided it (`run::RunOutcome`).
+                self.status = Some(*status);
                 for client in &mut self.clients {
                     if client.status.is_none() {
                         client.status = Some(ClientStatus::Interrupted);
@@ -286,16 +280,6 @@ impl Report {
             _ => {}
         }
     }
-
-    /// The process exit code for this run (DESIGN.md).
-    pub fn exit_code(&self) -> i32 {
-        match self.status {
-            Some(RunStatus::Succeeded) => 0,
-            Some(RunStatus::RollbackFailed) => 3,
-            Some(RunStatus::Interrupted) | None => 130,
-            Some(RunStatus::Failed) | Some(RunStatus::Halted) => 1,
-        }
-    }
 }
 
 /// Builds a [`Report`] from events; read it through the shared handle.
@@ -314,8 +298,8 @@ impl ReportBuilder {
 }
 
 impl Observer for ReportBuilder {
-    fn on_event(&mut self, event: &Event) {
-        let time = crate::run::now();
+    fn on_event(&mut self, at: chrono::DateTime<chrono::Utc>, event: &Event) {
+        let time = crate::run::timestamp(at);
         self.report
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -7,11 +7,16 @@
 //! so an observer that writes to disk (the journal) has recorded a step's
 //! end before the next step starts: a crash loses nothing that finished.
 //!
+//! Each event is stamped once, as it is emitted: every observer (the log,
+//! the report, the journal) records that one time for it, so they agree to
+//! the millisecond whatever each spends on the events before it.
+//!
 //! Events carry no secret values: commands and output are redacted before
 //! they are put in an event, and `sensitive` steps carry no output at all.
 
 use std::sync::Mutex;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::Wave;
@@ -240,7 +245,15 @@ pub fn name_of<T: Serialize>(value: &T) -> String {
 /// Something that watches a run. Called in order, on the runner's task:
 /// keep it quick (write a line, update a bar, insert a row).
 pub trait Observer: Send {
-    fn on_event(&mut self, event: &Event);
+    /// `at` is when the event was emitted: the one time every observer
+    /// records for it.
+    fn on_event(&mut self, at: DateTime<Utc>, event: &Event);
+}
+
+/// A time as reports, the log and the journal write it: RFC 3339, UTC,
+/// milliseconds.
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Delivers events to every observer.
@@ -256,10 +269,23 @@ impl Events {
         }
     }
 
+    /// Stamps `event` with the time now and delivers it.
     pub fn emit(&self, event: Event) {
+        self.deliver(None, event);
+    }
+
+    /// Delivers `event` stamped `at`: for an event that carries its own
+    /// time (`started_at`, `finished_at`), so that both are the same.
+    pub fn emit_at(&self, at: DateTime<Utc>, event: Event) {
+        self.deliver(Some(at), event);
+    }
+
+    fn deliver(&self, at: Option<DateTime<Utc>>, event: Event) {
         let mut observers = self.observers.lock().unwrap_or_else(|p| p.into_inner());
+        // Stamped under the lock: times rise in the order observers see.
+        let at = at.unwrap_or_else(Utc::now);
         for observer in observers.iter_mut() {
-            observer.on_event(&event);
+            observer.on_event(at, &event);
         }
     }
 
@@ -278,7 +304,7 @@ pub struct Recorder {
 }
 
 impl Observer for Recorder {
-    fn on_event(&mut self, event: &Event) {
+    fn on_event(&mut self, _at: DateTime<Utc>, event: &Event) {
         self.events
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -4,21 +4,24 @@
 //! parallelism); [`host`] runs one host's steps and rollback; [`capture`]
 //! turns output into values. Nothing here prints: everything a person or
 //! a file sees is drawn by an observer of [`events`].
+//!
+//! The run decides its own outcome ([`RunOutcome`]), and with it the exit
+//! code: reporters render the status the `RunFinished` event carries and
+//! decide nothing.
 
 pub mod capture;
 pub mod events;
 mod host;
-mod perform;
-mod rollback;
 pub mod scheduler;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
 
 pub use events::{
     CaptureRecord, ClientStatus, Event, Events, HostStatus, Observer, Recorder, RunStatus,
-    StepRecord, StepStatus, name_of,
+    StepRecord, StepStatus, name_of, timestamp,
 };
 pub use scheduler::{AlwaysYes, Confirm, Interrupt};
 
@@ -62,12 +65,28 @@ pub struct RunOptions {
     pub confirm: Arc<dyn Confirm>,
     /// `Some` when this continues an earlier run (`orchestrate resume`).
     pub resume: Option<Resume>,
+    /// Resuming: each host's status as the run's earlier processes left
+    /// it. A host left `rollback_failed` keeps the whole run so.
+    pub earlier: HashMap<String, HostStatus>,
 }
 
-/// How a run ended, for the exit code.
+/// How a run ended: the status its `RunFinished` event carries, and the
+/// exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunOutcome {
     pub status: RunStatus,
+}
+
+impl RunOutcome {
+    /// The process exit code (README, "Exit codes").
+    pub fn exit_code(self) -> i32 {
+        match self.status {
+            RunStatus::Succeeded => 0,
+            RunStatus::Failed | RunStatus::Halted => 1,
+            RunStatus::RollbackFailed => 3,
+            RunStatus::Interrupted => 130,
+        }
+    }
 }
 
 /// Runs `plan` to its end (or its interruption) and emits every event.
@@ -78,37 +97,44 @@ pub async fn execute(
     events: Arc<Events>,
     interrupt: Interrupt,
 ) -> RunOutcome {
+    let started = chrono::Utc::now();
     if options.resume.is_some() {
-        events.emit(Event::RunResumed {
-            run_id: options.run_id.clone(),
-            resumed_at: now(),
-        });
+        events.emit_at(
+            started,
+            Event::RunResumed {
+                run_id: options.run_id.clone(),
+                resumed_at: timestamp(started),
+            },
+        );
     } else {
-        events.emit(Event::RunStarted {
-            run_id: options.run_id.clone(),
-            playbook: plan.playbook_path.display().to_string(),
-            inventory: plan.inventory_path.display().to_string(),
-            started_at: now(),
-            check: options.check,
-            clients: plan
-                .clients
-                .iter()
-                .map(|c| events::ClientInfo {
-                    name: c.name.clone(),
-                    waves: c.waves.clone(),
-                    allowed_failures: c.allowed_failures,
-                    hosts: c
-                        .hosts
-                        .iter()
-                        .map(|h| events::HostInfo {
-                            name: h.name.clone(),
-                            wave: h.wave,
-                            skipped: h.skipped.clone(),
-                        })
-                        .collect(),
-                })
-                .collect(),
-        });
+        events.emit_at(
+            started,
+            Event::RunStarted {
+                run_id: options.run_id.clone(),
+                playbook: plan.playbook_path.display().to_string(),
+                inventory: plan.inventory_path.display().to_string(),
+                started_at: timestamp(started),
+                check: options.check,
+                clients: plan
+                    .clients
+                    .iter()
+                    .map(|c| events::ClientInfo {
+                        name: c.name.clone(),
+                        waves: c.waves.clone(),
+                        allowed_failures: c.allowed_failures,
+                        hosts: c
+                            .hosts
+                            .iter()
+                            .map(|h| events::HostInfo {
+                                name: h.name.clone(),
+                                wave: h.wave,
+                                skipped: h.skipped.clone(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            },
+        );
     }
     let scheduler = Arc::new(scheduler::Scheduler {
         resume: options.resume.map(Arc::new),
@@ -120,9 +146,10 @@ pub async fn execute(
         confirm: options.confirm,
         interrupt: interrupt.clone(),
         check: options.check,
+        hosts: Mutex::new(options.earlier),
     });
     let clients = tokio::select! {
-        clients = scheduler.run() => clients,
+        clients = Arc::clone(&scheduler).run() => clients,
         _ = interrupt.hard.cancelled() => Vec::new(),
     };
     let status = if interrupt.hard.is_cancelled() {
@@ -130,10 +157,23 @@ pub async fn execute(
     } else {
         run_status(&clients)
     };
-    events.emit(Event::RunFinished {
-        status,
-        finished_at: now(),
-    });
+    // A rollback that failed anywhere, in this process or an earlier one
+    // of the same run, outranks every other outcome: a person must look.
+    let hosts = scheduler.hosts.lock().unwrap_or_else(|p| p.into_inner());
+    let status = if hosts.values().any(|s| *s == HostStatus::RollbackFailed) {
+        RunStatus::RollbackFailed
+    } else {
+        status
+    };
+    drop(hosts);
+    let finished = chrono::Utc::now();
+    events.emit_at(
+        finished,
+        Event::RunFinished {
+            status,
+            finished_at: timestamp(finished),
+        },
+    );
     RunOutcome { status }
 }
 
@@ -151,7 +191,7 @@ fn run_status(clients: &[(String, ClientStatus)]) -> RunStatus {
 }
 
 pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    timestamp(chrono::Utc::now())
 }
 
 /// A run id: sortable by time, unique enough for one MSP's journal.

@@ -63,6 +63,9 @@ pub struct Scheduler {
     pub redactor: Arc<LiveRedactor>,
     /// Where each host picks up, when resuming.
     pub resume: Option<Arc<super::Resume>>,
+    /// Each host's latest status (seeded, on resume, with where earlier
+    /// processes left them): what the run's outcome is decided from.
+    pub hosts: Mutex<std::collections::HashMap<String, HostStatus>>,
 }
 
 /// Where a client stands while its waves run.
@@ -249,6 +252,10 @@ impl Scheduler {
             check: self.check,
         };
         let status = run_host(run, &self.connectors).await;
+        self.hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), status);
         // A host rolled back because of Ctrl-C did not fail on its own: it
         // does not count against the budget (the client stops anyway).
         let interrupted = self.interrupt.soft.is_cancelled() && status == HostStatus::Failed;

@@ -53,7 +53,7 @@ pub fn encoded_powershell(script: &str) -> String {
 
 /// A PowerShell single-quoted string (curly quotes doubled too).
 fn ps_quote(text: &str) -> String {
-    crate::plan::quote::ps_quote(text)
+    crate::quote::ps_quote(text)
 }
 
 /// Writes base64 lines from stdin to `path` and prints the file's SHA-256.

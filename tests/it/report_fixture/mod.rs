@@ -396,7 +396,9 @@ pub fn dreaded_run() -> Report {
     });
     let finished_at = f.time();
     f.emit(Event::RunFinished {
-        status: RunStatus::Halted,
+        // As the runner decides it: a rollback failed (acme-fs01), which
+        // outranks the halt.
+        status: RunStatus::RollbackFailed,
         finished_at,
     });
     f.report

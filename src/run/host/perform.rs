@@ -1,15 +1,16 @@
 //! Carrying out one rendered action over a session: a shell command, a
 //! script (uploaded, run, removed), an upload, a reboot or a wait.
 //!
-//! Kept apart from the step logic in [`super::host`] because this is the
-//! one place that knows how each action maps onto the transport's four
-//! verbs; the host's run only sees an [`Execution`].
+//! Kept apart from the step's rules in [`super::attempt`] because this is
+//! the one place that knows how each action maps onto the transport's four
+//! verbs; an attempt only sees an [`Execution`]. It reads the host's
+//! context and nothing else of the host's run.
 
 use std::time::Duration;
 
-use super::events::Event;
-use super::host::HostRun;
+use super::context::HostRun;
 use crate::plan::RenderedAction;
+use crate::run::events::Event;
 use crate::transport::upload::UploadSources;
 use crate::transport::{
     BoundedOutput, Command, Execution, ExitStatus, Script, Session, TransportError, UploadSource,
@@ -87,7 +88,7 @@ async fn local_source(src: &std::path::Path) -> Result<UploadSource, TransportEr
 /// How an uploaded script is started: by its interpreter on Windows, as an
 /// executable elsewhere.
 fn script_command(run: &HostRun<'_>, remote: &str, name: &str, args: &[String]) -> Script {
-    use crate::plan::quote::{ps_quote, sh_quote};
+    use crate::quote::{ps_quote, sh_quote};
     if run.host.os.is_posix() {
         let mut line = sh_quote(remote);
         for arg in args {

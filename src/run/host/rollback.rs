@@ -4,12 +4,16 @@
 //! Every rollback step is tried even when one fails (each may restore a
 //! different part of the protection), and a host whose rollback did not
 //! fully succeed is `rollback_failed`: a person must look at it.
+//!
+//! It attempts steps by the same rules as the run ([`super::attempt`]) and
+//! is called by the host's run ([`super`]), never the other way round.
 
 use serde_json::{Map, Value};
 
-use super::events::{Event, HostStatus, RollbackRecord, StepStatus};
-use super::host::{Attempt, Gap, HostRun, attempt_step, kept, skip_reason, skipped};
+use super::attempt::{Attempt, attempt_step, kept, skip_reason, skipped};
+use super::context::{Gap, HostRun};
 use crate::plan::PlannedStep;
+use crate::run::events::{Event, HostStatus, RollbackRecord, StepStatus};
 use crate::transport::{BoundedOutput, Session};
 
 /// Undoes `done` (the failed step last) in reverse order, then runs the

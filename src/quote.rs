@@ -7,6 +7,12 @@
 //! single literal that the target shell cannot reinterpret, whatever the
 //! input. Single-quoted forms are used in both shells because they are the
 //! only forms with no expansion inside at all.
+//!
+//! At the crate root, not under `plan`, because two layers that must not
+//! depend on each other both quote: the plan's template filters, and the
+//! transports and runner, which build their own command lines (the WinRM
+//! upload script, an uploaded script's invocation). Neither reaches into
+//! the other for it.
 
 /// A POSIX shell word that stands for exactly `value`: `'...'`, with each
 /// `'` written as `'\''` (close, escaped quote, reopen).
