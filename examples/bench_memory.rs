@@ -34,7 +34,9 @@ fn main() {
     // ORCHESTRATE_BIN: another build (a debug one, to try the benchmark out).
     let binary = std::env::var_os("ORCHESTRATE_BIN")
         .map(|p| std::fs::canonicalize(p).expect("ORCHESTRATE_BIN exists"))
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/orchestrate"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/orchestrate")
+        });
     assert!(
         binary.exists(),
         "build the release binary first: cargo build --release"
@@ -63,7 +65,12 @@ fn output_flood(binary: &Path, mb: u64) {
         ),
     )
     .unwrap();
-    measure(binary, dir.path(), &format!("{mb} MB of output from one step"), 1);
+    measure(
+        binary,
+        dir.path(),
+        &format!("{mb} MB of output from one step"),
+        1,
+    );
 }
 
 fn upload_to_many(binary: &Path, mb: u64, hosts: usize) {
@@ -134,7 +141,11 @@ fn measure(binary: &Path, dir: &Path, what: &str, hosts: usize) {
         wall.as_secs_f64(),
         cpu.as_secs_f64(),
         usage.ru_maxrss / 1024,
-        if status.success() { "all succeeded" } else { "FAILED" }
+        if status.success() {
+            "all succeeded"
+        } else {
+            "FAILED"
+        }
     );
     if !status.success() {
         let report = std::fs::read_to_string(dir.join("report.json")).unwrap_or_default();

@@ -21,10 +21,10 @@ use crate::report::{lines::Lines, log::JsonLines, progress::Progress, run_json, 
 use crate::run::{
     self, AlwaysYes, Confirm, Event, Events, HostResume, Interrupt, Observer, Resume, RunOptions,
 };
-use tokio_util::sync::CancellationToken;
 use crate::transport::{
     Connectors, local::LocalConnector, ssh::SshConnector, winrm::WinrmConnector,
 };
+use tokio_util::sync::CancellationToken;
 
 /// The transports this build has. One connector per kind serves the whole
 /// run, so hosts share what they can (a decrypted key, a jump connection).
@@ -379,7 +379,8 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
     {
         // Leases lost mid-run (taken over, or the journal unreachable):
         // stop as after Ctrl-C, since another process may take the hosts.
-        let (interrupt, events, lost) = (interrupt.clone(), Arc::clone(&events), lease.lost.clone());
+        let (interrupt, events, lost) =
+            (interrupt.clone(), Arc::clone(&events), lease.lost.clone());
         tokio::spawn(async move {
             lost.cancelled().await;
             interrupt.soft.cancel();

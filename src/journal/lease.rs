@@ -311,8 +311,7 @@ impl LeaseGuard {
             .name("lease-heartbeat".into())
             .spawn(move || {
                 let mut lost = Some(lost);
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(RENEW_EVERY)
-                {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(RENEW_EVERY) {
                     let why = match store.renew(&holder) {
                         Ok(held) if held == expected => continue,
                         Ok(held) => format!(
@@ -390,7 +389,10 @@ mod tests {
     }
 
     fn hosts(names: &[&str]) -> Vec<Resource> {
-        names.iter().map(|n| Resource::Host(n.to_string())).collect()
+        names
+            .iter()
+            .map(|n| Resource::Host(n.to_string()))
+            .collect()
     }
 
     #[test]
@@ -399,15 +401,26 @@ mod tests {
         let path = dir.path().join("state.db");
         let mut store = SqliteLeases::open(&path).unwrap();
         let me = holder("a", std::process::id(), &machine_name());
-        assert!(store.acquire(&me, &hosts(&["h1", "h2"])).unwrap().is_empty());
+        assert!(
+            store
+                .acquire(&me, &hosts(&["h1", "h2"]))
+                .unwrap()
+                .is_empty()
+        );
         let other = holder("b", std::process::id(), &machine_name());
         let Err(LeaseError::Busy(busy)) = store.acquire(&other, &hosts(&["h3", "h2"])) else {
             panic!("the second holder got the lease");
         };
         assert_eq!(busy.held.len(), 1);
         let text = busy.to_string();
-        assert!(text.contains("host h2 is being worked on by orchestrate run of run a"), "{text}");
-        assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+        assert!(
+            text.contains("host h2 is being worked on by orchestrate run of run a"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
         // All or nothing: h3 was not taken either.
         let third = holder("c", std::process::id(), &machine_name());
         assert!(store.acquire(&third, &hosts(&["h3"])).unwrap().is_empty());
@@ -431,7 +444,10 @@ mod tests {
         assert!(err.to_string().contains("on another-machine"), "{err}");
         store
             .conn
-            .execute("UPDATE leases SET expires_at = 0 WHERE resource = 'host:h9'", [])
+            .execute(
+                "UPDATE leases SET expires_at = 0 WHERE resource = 'host:h9'",
+                [],
+            )
             .unwrap();
         assert_eq!(store.acquire(&me, &hosts(&["h9"])).unwrap().len(), 1);
         assert_eq!(store.renew(&me).unwrap(), 2);

@@ -162,10 +162,16 @@ AreaMask.item_0001=*.tmp
         buffer.push(&vec![b'x'; CAPTURE_LIMIT]);
         buffer.push(b"\"}");
         let err = parse_output(CaptureFormat::Json, &buffer.finish()).unwrap_err();
-        let want = format!("the output is {} bytes, more than the 1024 KiB", CAPTURE_LIMIT + 9);
+        let want = format!(
+            "the output is {} bytes, more than the 1024 KiB",
+            CAPTURE_LIMIT + 9
+        );
         assert!(err.starts_with(&want), "{}", &err[..err.len().min(200)]);
         let whole = BoundedOutput::whole(b"{\"a\": 1}".to_vec());
-        assert_eq!(parse_output(CaptureFormat::Json, &whole).unwrap(), json!({"a": 1}));
+        assert_eq!(
+            parse_output(CaptureFormat::Json, &whole).unwrap(),
+            json!({"a": 1})
+        );
     }
 
     #[test]

@@ -65,24 +65,54 @@ phases:
         timeout: 2s
 "#,
     );
-    let args = ["run", "playbook.yml", "-i", "inventory.yml", "--format", "json"];
+    let args = [
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--format",
+        "json",
+    ];
     let (code, peak_mib) = run_measured(&scratch, &args);
     assert_eq!(code, 1, "the endless step timed out");
     assert!(peak_mib < 150, "peak RSS {peak_mib} MiB");
     let steps = steps_of(&scratch);
     let stdout = steps[0]["stdout"].as_str().unwrap();
-    assert!(stdout.starts_with("the first line\ny\ny\n"), "{}", &stdout[..40]);
-    assert!(stdout.ends_with("y\ny\n\nthe last line\n"), "{}", &stdout[stdout.len() - 40..]);
+    assert!(
+        stdout.starts_with("the first line\ny\ny\n"),
+        "{}",
+        &stdout[..40]
+    );
+    assert!(
+        stdout.ends_with("y\ny\n\nthe last line\n"),
+        "{}",
+        &stdout[stdout.len() - 40..]
+    );
     assert!(stdout.len() < 70 * 1024, "{} bytes kept", stdout.len());
     let note = regex_free_note(stdout);
-    assert!(note > 29_000_000, "the note counts what is left out: {note}");
+    assert!(
+        note > 29_000_000,
+        "the note counts what is left out: {note}"
+    );
     assert_eq!(steps[1]["status"], "timed_out");
-    assert!(steps[1]["stdout"].as_str().unwrap().contains("bytes of output not kept"));
+    assert!(
+        steps[1]["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("bytes of output not kept")
+    );
 
     // The journal keeps the same.
     let run_id = report_of(&scratch)["run_id"].as_str().unwrap().to_string();
     let journal = scratch
-        .orchestrate(&["report", &run_id, "--format", "json", "--state", ".orchestrate/state.db"])
+        .orchestrate(&[
+            "report",
+            &run_id,
+            "--format",
+            "json",
+            "--state",
+            ".orchestrate/state.db",
+        ])
         .expect_code(0)
         .json();
     let journaled = &journal["clients"][0]["hosts"][0]["steps"][0]["stdout"];
@@ -93,7 +123,9 @@ phases:
 fn regex_free_note(text: &str) -> u64 {
     let start = text.find("[... ").expect("a truncation note") + 5;
     let rest = &text[start..];
-    let end = rest.find(" bytes of output not kept ...]").expect("the note's end");
+    let end = rest
+        .find(" bytes of output not kept ...]")
+        .expect("the note's end");
     rest[..end].parse().unwrap()
 }
 
@@ -125,7 +157,8 @@ phases:
         said.contains("flood01")
             && said.contains("step `export settings` (precheck)")
             && said.contains("output could not be captured as `settings`")
-            && said.contains("the output is 3000009 bytes, more than the 1024 KiB a capture can read"),
+            && said
+                .contains("the output is 3000009 bytes, more than the 1024 KiB a capture can read"),
         "{}",
         &said[..said.len().min(2000)]
     );

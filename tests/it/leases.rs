@@ -77,7 +77,10 @@ fn assert_refused_by(refused: &harness::Run, pid: u32) {
     let machine = orchestrate::journal::lease::machine_name();
     let said = &refused.stderr;
     assert!(said.contains("is being worked on by orchestrate"), "{said}");
-    assert!(said.contains(&format!("pid {pid} on {machine}, since 20")), "{said}");
+    assert!(
+        said.contains(&format!("pid {pid} on {machine}, since 20")),
+        "{said}"
+    );
     assert!(said.contains("nothing was started"), "{said}");
 }
 
@@ -90,7 +93,11 @@ fn a_second_run_on_the_same_hosts_is_refused_while_the_first_works() {
     assert_refused_by(&second, first.id());
     assert_eq!(first.wait().unwrap().code(), Some(0));
     assert_eq!(executions(&scratch), vec![1; HOSTS], "each host ran once");
-    assert_eq!(run_ids(&scratch).len(), 1, "the refused run left no run behind");
+    assert_eq!(
+        run_ids(&scratch).len(),
+        1,
+        "the refused run left no run behind"
+    );
     // Once the first has ended, its leases are gone.
     scratch
         .orchestrate(&["run", "playbook.yml", "-i", "inventory.yml"])
@@ -113,7 +120,11 @@ fn a_second_resume_of_the_same_run_is_refused_while_the_first_works() {
     wait_for("the first resume to start a host", || started(&scratch, 2));
     let second = scratch.orchestrate(&["resume", &run_id, "--state", STATE]);
     assert_refused_by(&second, first.id());
-    assert!(second.stderr.contains(&format!("resume of run {run_id}")), "{}", second.stderr);
+    assert!(
+        second.stderr.contains(&format!("resume of run {run_id}")),
+        "{}",
+        second.stderr
+    );
     assert_eq!(first.wait().unwrap().code(), Some(0));
     assert_eq!(executions(&scratch), vec![1; HOSTS], "each host ran once");
 }
@@ -134,7 +145,9 @@ fn a_lease_left_by_a_killed_run_is_taken_over_with_a_warning() {
     resumed.expect_code(0);
     let warning = format!("pid {} on ", killed.id());
     assert!(
-        resumed.stderr.contains("warning: host h1 was left leased by orchestrate run")
+        resumed
+            .stderr
+            .contains("warning: host h1 was left leased by orchestrate run")
             && resumed.stderr.contains(&warning)
             && resumed.stderr.contains("which is gone; taking it over"),
         "{}",

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use orchestrate::transport::ssh::{KeyscanStatus, SshConnector};
 use orchestrate::transport::{
-    Command, Connector, ExitStatus, HostKeyPolicy, OutputSink, Script, Secret, Session, Target, TransportError,
+    Command, Connector, ExitStatus, HostKeyPolicy, OutputSink, Script, Secret, Session, Target,
+    TransportError,
 };
 use support::sshd::{ClientKey, PASSPHRASE, SshdEnv, process_alive};
 use support::upload_source;
@@ -90,7 +91,10 @@ async fn upload_keeps_the_mode_and_remove_deletes() {
     let path = session.temp_path("script.sh");
     assert!(path.starts_with("/tmp/orchestrate-"), "{path}");
     let body = b"#!/bin/sh\necho uploaded \"$@\"\n".to_vec();
-    session.upload(&upload_source(&body), &path, 0o750).await.expect("upload");
+    session
+        .upload(&upload_source(&body), &path, 0o750)
+        .await
+        .expect("upload");
     let (status, out) = run(&*session, &format!("stat -c %a {path}; {path} ok")).await;
     assert_eq!(status, ExitStatus::Code(0));
     assert_eq!(out, "750\nuploaded ok\n");
@@ -394,7 +398,10 @@ async fn reboot_waits_for_the_host_and_reconnects() {
     let session = no_agent().connect(&target).await.unwrap();
     let (_, before) = run(&*session, "echo $PPID").await;
     let file = env.dir().join("before-reboot").display().to_string();
-    session.upload(&upload_source(b"x"), &file, 0o644).await.unwrap();
+    session
+        .upload(&upload_source(b"x"), &file, 0o644)
+        .await
+        .unwrap();
     let started = Instant::now();
     session
         .reboot(Duration::from_secs(20))
@@ -405,7 +412,10 @@ async fn reboot_waits_for_the_host_and_reconnects() {
     assert_eq!(status, ExitStatus::Code(0));
     assert_ne!(before, after, "a new connection after the reboot");
     // SFTP reopens on the new connection too.
-    session.upload(&upload_source(b"y"), &file, 0o644).await.unwrap();
+    session
+        .upload(&upload_source(b"y"), &file, 0o644)
+        .await
+        .unwrap();
     session.remove(&file).await.unwrap();
 }
 
@@ -510,7 +520,10 @@ async fn a_dropped_session_closes_its_connection() {
         run(&*session, "true").await;
         if with_sftp {
             let file = env.dir().join("dropped").display().to_string();
-            session.upload(&upload_source(b"x"), &file, 0o600).await.unwrap();
+            session
+                .upload(&upload_source(b"x"), &file, 0o600)
+                .await
+                .unwrap();
         }
         drop(session);
         let deadline = Instant::now() + Duration::from_secs(5);

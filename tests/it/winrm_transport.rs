@@ -11,12 +11,12 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::upload_source;
 use orchestrate::transport::winrm::WinrmConnector;
 use orchestrate::transport::{
-    Command, Connector, ExitStatus, HostKeyPolicy, Os, OutputSink, Script, Secret, Session, SshSettings,
-    Stream, Target, TransportError, TransportKind, WinrmAuth, WinrmSettings,
+    Command, Connector, ExitStatus, HostKeyPolicy, Os, OutputSink, Script, Secret, Session,
+    SshSettings, Stream, Target, TransportError, TransportKind, WinrmAuth, WinrmSettings,
 };
-use crate::support::upload_source;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 struct Endpoint {
@@ -410,7 +410,10 @@ async fn large_upload_is_checked_by_hash_and_long_scripts_go_as_files() {
         dest.starts_with("C:\\Windows\\Temp\\orchestrate-"),
         "{dest}"
     );
-    session.upload(&upload_source(&contents), &dest, 0o644).await.unwrap();
+    session
+        .upload(&upload_source(&contents), &dest, 0o644)
+        .await
+        .unwrap();
     let local = ep
         .root()
         .join("C")
@@ -553,6 +556,9 @@ async fn an_upload_that_arrives_altered_fails_the_hash_check() {
     let ep = http_ntlm("corrupt", &["--corrupt-uploads"]).await;
     let session = session(&ep).await;
     let dest = session.temp_path("x.bin");
-    let err = session.upload(&upload_source(b"payload"), &dest, 0o644).await.unwrap_err();
+    let err = session
+        .upload(&upload_source(b"payload"), &dest, 0o644)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("SHA-256"), "{err}");
 }

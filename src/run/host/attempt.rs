@@ -20,7 +20,6 @@ use crate::run::capture;
 use crate::run::events::{Event, StepStatus};
 use crate::transport::{BoundedOutput, ExitStatus, Session, TransportError};
 
-
 /// What a step attempt came to.
 pub(super) struct Attempt {
     /// The connection broke: the step's outcome on the host is unknown.

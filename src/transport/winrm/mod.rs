@@ -35,8 +35,7 @@ use tokio::sync::Mutex;
 
 use super::{
     Command, Connector, Execution, OutputSink, Script, Secret, Session, Target, TransportError,
-    UploadSource,
-    WinrmAuth,
+    UploadSource, WinrmAuth,
 };
 use http::{Connection, HttpError};
 use ntlm::NtlmContext;

@@ -168,7 +168,10 @@ impl WinrmSession {
             }
             Stdin::Base64Lines(UploadContents::Memory(data)) => {
                 for piece in data.chunks(UPLOAD_LINE) {
-                    if !self.send(st, &shell, &id, &base64_line(piece), false).await? {
+                    if !self
+                        .send(st, &shell, &id, &base64_line(piece), false)
+                        .await?
+                    {
                         break;
                     }
                 }
@@ -183,7 +186,11 @@ impl WinrmSession {
                     ))
                 };
                 let mut reader = source.open().await.map_err(unreadable)?;
-                while let Some(piece) = reader.next_chunk_of(UPLOAD_LINE).await.map_err(unreadable)? {
+                while let Some(piece) = reader
+                    .next_chunk_of(UPLOAD_LINE)
+                    .await
+                    .map_err(unreadable)?
+                {
                     let line = base64_line(piece);
                     if !self.send(st, &shell, &id, &line, false).await? {
                         break;
@@ -262,7 +269,14 @@ impl WinrmSession {
         piece: &[u8],
         last: bool,
     ) -> Result<bool, TransportError> {
-        let request = wsman::send(&self.ep.url, shell, id, piece, last, REQUEST_WAIT.as_secs_f64());
+        let request = wsman::send(
+            &self.ep.url,
+            shell,
+            id,
+            piece,
+            last,
+            REQUEST_WAIT.as_secs_f64(),
+        );
         match self.call(st, request, REQUEST_WAIT, false).await {
             Ok(_) => Ok(true),
             // The command may have ended without reading it all:
@@ -352,7 +366,10 @@ impl WinrmSession {
         let limit = Some(timeout.min(Duration::from_secs(60)));
         // A command killed by the shutdown it started may end with any code
         // (or not at all): what counts is whether the host goes down.
-        let said = match self.run(&mut st, &line, Stdin::Closed, limit, None, true).await {
+        let said = match self
+            .run(&mut st, &line, Stdin::Closed, limit, None, true)
+            .await
+        {
             Ok(done) if done.status == ExitStatus::Code(0) => String::new(),
             Ok(done) => format!(
                 "; the reboot command ended with {:?}: {}",
