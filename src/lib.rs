@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod journal;
 pub mod load;
+pub mod owner_only;
 pub mod plan;
 pub mod quote;
 pub mod report;

@@ -1,6 +1,11 @@
 //! `orchestrate run` (and `--check`) and `orchestrate resume`: wire a plan
-//! to the runner, the journal, the observers and Ctrl-C, then render the
-//! report and exit with the code the run's outcome gives.
+//! to the runner, the journal, the observers and the signals, then render
+//! the report and exit with the code the run's outcome gives.
+//!
+//! Every file the run writes (`--report-json`, `--log`) is opened before
+//! the journal records the run and before any host is touched: a report
+//! that cannot be written must stop the run while nothing has happened, not
+//! after every host was migrated.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -12,6 +17,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use super::args::{ExecutionArgs, Format, ResumeArgs, RunArgs};
+use super::output;
 use super::{EXIT_INVALID, plan_from};
 use crate::journal::lease::{Holder, LeaseError, LeaseGuard, Resource, SqliteLeases};
 use crate::journal::{self, Journal, RunRow};
@@ -46,6 +52,7 @@ struct Launch {
     resume: Option<(Resume, Report)>,
     /// This process's leases on the run and its hosts, held until it ends.
     lease: Leases,
+    outputs: Outputs,
 }
 
 /// Leases held, and the token cancelled if they are lost mid-run.
@@ -109,6 +116,34 @@ fn take_leases(
     }
 }
 
+/// The files a run writes, opened (created 0600) before it starts.
+struct Outputs {
+    log: Option<JsonLines>,
+    report_json: Option<(PathBuf, std::fs::File)>,
+}
+
+impl Outputs {
+    /// Opens every output file of `args`; an error names the file.
+    fn open(args: &ExecutionArgs) -> Result<Outputs, String> {
+        let log = match &args.log {
+            Some(path) => Some(
+                JsonLines::create(path)
+                    .map_err(|e| format!("cannot write the log {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let report_json = match &args.report_json {
+            Some(path) => Some((
+                path.clone(),
+                crate::owner_only::create(path)
+                    .map_err(|e| format!("cannot write the report {}: {e}", path.display()))?,
+            )),
+            None => None,
+        };
+        Ok(Outputs { log, report_json })
+    }
+}
+
 pub fn run(plan: Plan, args: &RunArgs) -> i32 {
     let run_id = run::new_run_id();
     let state = args
@@ -122,13 +157,29 @@ pub fn run(plan: Plan, args: &RunArgs) -> i32 {
             return EXIT_INVALID;
         }
     };
-    let hashes = (
-        journal::file_sha256(&args.target.playbook),
-        journal::file_sha256(&args.target.inventory),
-    );
-    let (Ok(playbook_sha256), Ok(inventory_sha256)) = hashes else {
-        eprintln!("error: cannot read the playbook or inventory again to record them");
-        return EXIT_INVALID;
+    // Every file the plan was made from, hashed now, so that `resume`
+    // can refuse a plan made from changed files.
+    let files = match journal::RecordedFile::hash_all(&plan.files_read) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("error: {e}, to record it in the journal");
+            return EXIT_INVALID;
+        }
+    };
+    let hash_of = |what: &str| {
+        files
+            .iter()
+            .find(|f| f.what == what)
+            .map(|f| f.sha256.clone())
+            .unwrap_or_default()
+    };
+    let (playbook_sha256, inventory_sha256) = (hash_of("playbook"), hash_of("inventory"));
+    let outputs = match Outputs::open(&args.execution) {
+        Ok(outputs) => outputs,
+        Err(e) => {
+            eprintln!("error: {e}; nothing was run");
+            return EXIT_INVALID;
+        }
     };
     let row = RunRow {
         run_id: run_id.clone(),
@@ -155,7 +206,10 @@ pub fn run(plan: Plan, args: &RunArgs) -> i32 {
         Ok(lease) => lease,
         Err(code) => return code,
     };
-    if let Err(e) = journal.start_run(&row) {
+    if let Err(e) = journal
+        .start_run(&row)
+        .and_then(|()| journal.record_files(&row.run_id, &files))
+    {
         eprintln!("error: {e}");
         return EXIT_INVALID;
     }
@@ -166,6 +220,7 @@ pub fn run(plan: Plan, args: &RunArgs) -> i32 {
         check: args.check,
         resume: None,
         lease,
+        outputs,
     };
     block_on(drive(launch, &args.execution))
 }
@@ -192,30 +247,13 @@ pub fn resume(args: &ResumeArgs) -> i32 {
     };
     let playbook = PathBuf::from(&row.playbook);
     let inventory = PathBuf::from(&row.inventory);
-    let mut changed = Vec::new();
-    for (what, path, recorded) in [
-        ("playbook", &playbook, &row.playbook_sha256),
-        ("inventory", &inventory, &row.inventory_sha256),
-    ] {
-        match journal::file_sha256(path) {
-            Ok(now) if &now == recorded => {}
-            Ok(now) => changed.push(format!(
-                "the {what} {} changed since run {} started (sha256 {} → {})",
-                path.display(),
-                row.run_id,
-                recorded.get(..12).unwrap_or(recorded),
-                now.get(..12).unwrap_or(&now)
-            )),
-            Err(e) => {
-                eprintln!(
-                    "error: cannot read the {what} {} of run {}: {e}",
-                    path.display(),
-                    row.run_id
-                );
-                return EXIT_INVALID;
-            }
+    let changed = match journal.files(&row) {
+        Ok(recorded) => journal::changes(&row.run_id, &recorded),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
         }
-    }
+    };
     if !changed.is_empty() {
         if !args.force {
             for c in &changed {
@@ -281,6 +319,13 @@ pub fn resume(args: &ResumeArgs) -> i32 {
         Ok(lease) => lease,
         Err(code) => return code,
     };
+    let outputs = match Outputs::open(&args.execution) {
+        Ok(outputs) => outputs,
+        Err(e) => {
+            eprintln!("error: {e}; nothing was resumed");
+            return EXIT_INVALID;
+        }
+    };
     let check = row
         .options
         .get("check")
@@ -293,6 +338,7 @@ pub fn resume(args: &ResumeArgs) -> i32 {
         check,
         resume: Some((replay.hosts, replay.report)),
         lease,
+        outputs,
     };
     block_on(drive(launch, &args.execution))
 }
@@ -325,6 +371,7 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         check,
         resume,
         lease,
+        outputs,
     } = launch;
     let bars = args.format == Format::Human
         && std::io::stderr().is_terminal()
@@ -332,8 +379,8 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
     init_tracing(bars, args.verbose);
     let resumed = if resume.is_some() { " (resumed)" } else { "" };
     match args.format {
-        Format::Human => println!("run id: {run_id}{resumed}"),
-        Format::Json => eprintln!("run id: {run_id}{resumed}"),
+        Format::Human => output::println(&format!("run id: {run_id}{resumed}")),
+        Format::Json => output::eprintln(&format!("run id: {run_id}{resumed}")),
     }
 
     let (resume, seed) = match resume {
@@ -346,6 +393,15 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         report: Arc::new(std::sync::Mutex::new(seed)),
     };
     let interrupt = Interrupt::default();
+    // Watched from here on: a signal while the journal opens still stops
+    // the run the soft way.
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("error: cannot watch for signals: {e}");
+            return EXIT_INVALID;
+        }
+    };
     let writer = match journal.writer(&run_id, interrupt.soft.clone()) {
         Ok(w) => w,
         Err(e) => {
@@ -355,19 +411,13 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
     };
     // The journal first: what it has recorded, the run has done.
     let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(writer), Box::new(report.clone())];
-    if let Some(path) = &args.log {
-        match JsonLines::create(path) {
-            Ok(log) => observers.push(Box::new(log)),
-            Err(e) => {
-                eprintln!("error: cannot write the log {}: {e}", path.display());
-                return EXIT_INVALID;
-            }
-        }
+    if let Some(log) = outputs.log {
+        observers.push(Box::new(log));
     }
     match (args.format, bars) {
         (Format::Human, true) => observers.push(Box::new(Progress::default())),
         (Format::Human, false) => {
-            observers.push(Box::new(Lines::new(std::io::stdout(), args.verbose > 0)))
+            observers.push(Box::new(Lines::new(output::Stdout, args.verbose > 0)))
         }
         (Format::Json, _) => {
             observers.push(Box::new(Lines::new(std::io::stderr(), args.verbose > 0)))
@@ -375,7 +425,7 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
     }
     let events = Arc::new(Events::new(observers));
 
-    watch_ctrl_c(interrupt.clone(), Arc::clone(&events));
+    signals.watch(interrupt.clone(), Arc::clone(&events));
     {
         // Leases lost mid-run (taken over, or the journal unreachable):
         // stop as after Ctrl-C, since another process may take the hosts.
@@ -412,14 +462,18 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
     .await;
 
     let report = report.snapshot();
-    if let Some(path) = &args.report_json
-        && let Err(e) = std::fs::write(path, run_json::render(&report))
-    {
-        eprintln!("error: cannot write the report {}: {e}", path.display());
+    if let Some((path, mut file)) = outputs.report_json {
+        use std::io::Write as _;
+        if let Err(e) = file.write_all(run_json::render(&report).as_bytes()) {
+            output::eprintln(&format!(
+                "error: cannot write the report {}: {e}",
+                path.display()
+            ));
+        }
     }
     match args.format {
-        Format::Human => print!("{}", summary::render(&report)),
-        Format::Json => println!("{}", run_json::render(&report)),
+        Format::Human => output::print(&summary::render(&report)),
+        Format::Json => output::println(&run_json::render(&report)),
     }
     drop(lease);
     outcome.exit_code()
@@ -451,18 +505,49 @@ fn init_tracing(bars: bool, verbose: u8) {
     }
 }
 
-/// First Ctrl-C: finish gracefully. Second: stop at once.
-fn watch_ctrl_c(interrupt: Interrupt, events: Arc<Events>) {
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
-            return;
+/// The signals that stop a run: SIGINT (Ctrl-C), SIGTERM (`kill`,
+/// `timeout`, systemd, `docker stop`, a CI cancel) and SIGHUP (the
+/// operator's session to the controller dropped). All three mean the same:
+/// the first stops the run the soft way (no new host or step, running
+/// steps finish, half-done hosts are rolled back, the journal and the
+/// report are closed properly); the second, of any kind, stops at once.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Takes the signals over from their default (which kills the process
+    /// with no rollback and no record). Must run inside the runtime.
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for any of the three.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+            _ = self.hangup.recv() => {}
         }
-        interrupt.soft.cancel();
-        events.emit(Event::Interrupting);
-        if tokio::signal::ctrl_c().await.is_ok() {
+    }
+
+    /// First signal: finish gracefully. Second: stop at once.
+    fn watch(mut self, interrupt: Interrupt, events: Arc<Events>) {
+        tokio::spawn(async move {
+            self.next().await;
+            interrupt.soft.cancel();
+            events.emit(Event::Interrupting);
+            self.next().await;
             interrupt.hard.cancel();
-        }
-    });
+        });
+    }
 }
 
 /// `pause_between_waves: confirm` on a terminal.
@@ -501,7 +586,10 @@ impl AskOnTerminal {
 impl Confirm for AskOnTerminal {
     async fn confirm(&self, client: &str, next_wave: usize, so_far: &str) -> Result<(), String> {
         let mut answers = self.answers.lock().await;
-        let question = format!("{client}: start wave {next_wave}? ({so_far}) [y/N] ");
+        let question = format!(
+            "{}: start wave {next_wave}? ({so_far}) [y/N] ",
+            crate::report::terminal::inert(client)
+        );
         if self.bars {
             tracing::warn!("{question}");
         } else {

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 
 use super::EXIT_INVALID;
 use super::args::{Format, ReportArgs, ReportFormat, StatusArgs};
+use super::output;
 use crate::journal::{self, Journal};
 use crate::report::run_json::{self, ClientReport, Report, counts};
+use crate::report::terminal::inert;
 use crate::run::{HostStatus, name_of};
 
 fn journal_at(state: &Option<PathBuf>) -> Result<Journal, i32> {
@@ -45,25 +47,26 @@ pub fn status(args: &StatusArgs) -> i32 {
             }
         };
         match args.format {
-            Format::Json => println!(
-                "{}",
-                serde_json::to_string_pretty(&runs).unwrap_or_default()
-            ),
+            Format::Json => {
+                output::println(&serde_json::to_string_pretty(&runs).unwrap_or_default())
+            }
             Format::Human => {
-                println!(
-                    "{:24}  {:16}  {:24}  {:24}  playbook",
+                let mut out = format!(
+                    "{:24}  {:16}  {:24}  {:24}  playbook\n",
                     "run", "status", "started", "finished"
                 );
                 for run in &runs {
-                    println!(
+                    let _ = writeln!(
+                        out,
                         "{:24}  {:16}  {:24}  {:24}  {}",
-                        run.run_id,
+                        inert(&run.run_id),
                         run.status.as_deref().unwrap_or("unfinished"),
                         run.started_at,
                         run.finished_at.as_deref().unwrap_or("-"),
-                        run.playbook
+                        inert(&run.playbook)
                     );
                 }
+                output::print(&out);
             }
         }
         return 0;
@@ -94,9 +97,9 @@ pub fn status(args: &StatusArgs) -> i32 {
                 "clients": clients,
                 "needs_a_person": attention,
             });
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            output::println(&serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
-        Format::Human => print!("{}", human_status(&report, &clients)),
+        Format::Human => output::print(&human_status(&report, &clients)),
     }
     0
 }
@@ -153,17 +156,18 @@ fn human_status(report: &Report, clients: &[ClientStatusView]) -> String {
     let status = report.status.map(|s| name_of(&s)).unwrap_or_else(|| {
         "unfinished (interrupted hard, crashed or still running): resume it".into()
     });
-    let _ = writeln!(out, "run {}: {status}", report.run_id);
+    let _ = writeln!(out, "run {}: {status}", inert(&report.run_id));
     let _ = writeln!(
         out,
         "playbook {}, started {}",
-        report.playbook, report.started_at
+        inert(&report.playbook),
+        report.started_at
     );
     for c in clients {
         let _ = writeln!(
             out,
             "\n{}: {}, wave {} of {}{}",
-            c.name,
+            inert(&c.name),
             c.status,
             c.current_wave
                 .map(|w| w.to_string())
@@ -171,7 +175,7 @@ fn human_status(report: &Report, clients: &[ClientStatusView]) -> String {
             c.waves,
             c.halted
                 .as_ref()
-                .map(|h| format!(", halted: {h}"))
+                .map(|h| format!(", halted: {}", inert(h)))
                 .unwrap_or_default()
         );
         let counts: Vec<String> = c
@@ -207,8 +211,8 @@ fn human_status(report: &Report, clients: &[ClientStatusView]) -> String {
                 out,
                 "  {} {}: {}",
                 h.status.as_str(),
-                h.name,
-                h.error.as_deref().unwrap_or("")
+                inert(&h.name),
+                inert(h.error.as_deref().unwrap_or(""))
             );
         }
     }
@@ -224,19 +228,32 @@ pub fn report(args: &ReportArgs) -> i32 {
         Ok(r) => r,
         Err(code) => return code,
     };
+    // Opened (created 0600) before the report is drawn; a file that cannot
+    // be written is an error about that file, exit 2.
+    let file = match &args.output {
+        Some(path) => match crate::owner_only::create(path) {
+            Ok(file) => Some((path, file)),
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                return EXIT_INVALID;
+            }
+        },
+        None => None,
+    };
     let text = match args.format {
         ReportFormat::Json => run_json::render(&report),
         ReportFormat::Html => crate::report::html::render(&report),
         ReportFormat::Junit => crate::report::junit::render(&report),
     };
-    match &args.output {
-        Some(path) => {
-            if let Err(e) = std::fs::write(path, text) {
+    match file {
+        Some((path, mut file)) => {
+            use std::io::Write as _;
+            if let Err(e) = file.write_all(text.as_bytes()) {
                 eprintln!("error: cannot write {}: {e}", path.display());
-                return 1;
+                return EXIT_INVALID;
             }
         }
-        None => println!("{text}"),
+        None => output::println(&text),
     }
     0
 }

@@ -3,9 +3,11 @@
 //! changed, so the operator reviews only what moved.
 
 use super::args::KeyscanArgs;
+use super::output;
 use super::{EXIT_INVALID, report_input_errors};
 use crate::load::load_inventory;
 use crate::plan::{MissingSecrets, PlanOptions, Selection, targets};
+use crate::report::terminal::inert;
 use crate::transport::TransportKind;
 use crate::transport::ssh::{KeyscanStatus, keyscan as scan};
 
@@ -45,7 +47,9 @@ pub fn keyscan(args: &KeyscanArgs) -> i32 {
     let outcomes = runtime.block_on(scan(&ssh, args.forks as usize));
     let (mut new, mut same, mut changed, mut down) = (0, 0, 0, 0);
     for outcome in &outcomes {
-        let key = outcome.key_type.as_deref().unwrap_or("");
+        let key = inert(outcome.key_type.as_deref().unwrap_or(""));
+        // The name is the inventory's, the key type the host's: both inert.
+        let host = inert(&outcome.host);
         match &outcome.status {
             KeyscanStatus::New {
                 fingerprint,
@@ -56,32 +60,36 @@ pub fn keyscan(args: &KeyscanArgs) -> i32 {
                     Ok(()) => "recorded".to_string(),
                     Err(e) => format!("not recorded: {e}"),
                 };
-                println!("new        {} {key} {fingerprint} ({note})", outcome.host);
+                output::println(&format!(
+                    "new        {host} {key} {fingerprint} ({})",
+                    inert(&note)
+                ));
             }
             KeyscanStatus::Unchanged { fingerprint } => {
                 same += 1;
-                println!("unchanged  {} {key} {fingerprint}", outcome.host);
+                output::println(&format!("unchanged  {host} {key} {fingerprint}"));
             }
             KeyscanStatus::Changed { presented, known } => {
                 changed += 1;
-                println!(
-                    "CHANGED    {} {key} presents {presented}, known as {known}: not recorded; find out why before trusting it",
-                    outcome.host
-                );
+                output::println(&format!(
+                    "CHANGED    {host} {key} presents {presented}, known as {known}: not recorded; find out why before trusting it"
+                ));
             }
             KeyscanStatus::Unreachable(reason) => {
                 down += 1;
-                println!("unreachable {}: {reason}", outcome.host);
+                output::println(&format!("unreachable {host}: {}", inert(reason)));
             }
         }
     }
     if !other.is_empty() {
-        println!(
+        output::println(&format!(
             "({} host{} not on ssh, not scanned)",
             other.len(),
             if other.len() == 1 { "" } else { "s" }
-        );
+        ));
     }
-    println!("{new} new, {same} unchanged, {changed} changed, {down} unreachable");
+    output::println(&format!(
+        "{new} new, {same} unchanged, {changed} changed, {down} unreachable"
+    ));
     if changed > 0 || down > 0 { 1 } else { 0 }
 }

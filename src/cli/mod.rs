@@ -9,6 +9,7 @@ mod args;
 mod execute;
 mod inspect;
 mod keyscan;
+mod output;
 
 use std::io::IsTerminal;
 
@@ -74,7 +75,7 @@ pub fn main() -> i32 {
                     Format::Human => crate::report::plan_text::render(&plan),
                     Format::Json => crate::report::plan_json::render(&plan),
                 };
-                println!("{}", text.trim_end());
+                output::println(text.trim_end());
                 return EXIT_OK;
             }
             execute::run(plan, &a)

@@ -15,12 +15,14 @@
 //! before they are emitted.
 
 pub mod lease;
+mod files;
 mod replay;
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use files::{RecordedFile, changes};
 pub use replay::{Replay, replay};
 
 use crate::run::{Event, Observer, name_of};
@@ -129,9 +131,12 @@ impl Journal {
             message,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            crate::owner_only::create_dir_all(dir)
                 .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
         }
+        // Created 0600 before SQLite opens it: the journal holds endpoint
+        // output, and its -wal and -shm files take this file's mode.
+        crate::owner_only::touch(path).map_err(|e| fail(e.to_string()))?;
         let conn = Connection::open(path).map_err(|e| fail(e.to_string()))?;
         // WAL + NORMAL: every commit survives the process being killed;
         // busy_timeout lets `status` read while a run writes.
@@ -140,6 +145,8 @@ impl Journal {
         )
         .map_err(|e| fail(e.to_string()))?;
         conn.execute_batch(SCHEMA)
+            .map_err(|e| fail(e.to_string()))?;
+        conn.execute_batch(files::SCHEMA)
             .map_err(|e| fail(e.to_string()))?;
         Ok(Journal {
             conn,

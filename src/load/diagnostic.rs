@@ -17,6 +17,10 @@ use serde_saphyr::Location;
 pub struct SourceFile {
     pub path: PathBuf,
     pub text: Arc<String>,
+    /// Where this file was included from, innermost first
+    /// (`playbooks/windows-kes-to-mde.yml:40:7`); empty for a file named
+    /// on the command line. Every error in the file says so.
+    pub included_from: Arc<Vec<String>>,
 }
 
 impl SourceFile {
@@ -25,21 +29,40 @@ impl SourceFile {
             InputError::plain(format!("cannot read {}: {e}", path.display()))
                 .with_help("check the path; relative paths are taken from the current directory")
         })?;
-        Ok(SourceFile {
-            path: path.to_path_buf(),
-            text: Arc::new(text),
-        })
+        Ok(SourceFile::from_text(path, text))
     }
 
     pub fn from_text(path: impl Into<PathBuf>, text: impl Into<String>) -> SourceFile {
         SourceFile {
             path: path.into(),
             text: Arc::new(text.into()),
+            included_from: Arc::default(),
         }
+    }
+
+    /// The folder relative paths written in this file are taken from.
+    pub fn dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 
     pub fn name(&self) -> String {
         self.path.display().to_string()
+    }
+
+    /// `\n  included from a.yml:40:7` for each include on the way here.
+    fn chain(&self) -> String {
+        self.included_from
+            .iter()
+            .map(|site| format!("\n  included from {site}"))
+            .collect()
+    }
+
+    /// An error about this file as a whole, with its include chain.
+    pub fn error(&self, message: impl std::fmt::Display) -> InputError {
+        InputError::plain(format!("{}: {message}{}", self.name(), self.chain()))
     }
 
     /// Byte offset of a 1-based line and column (columns count characters).
@@ -101,7 +124,7 @@ impl SourceFile {
         let (offset, len) = self.culprit(self.offset_of(line, column));
         let message = message.into();
         InputError {
-            message: format!("{}:{line}:{column}: {message}", self.name()),
+            message: format!("{}:{line}:{column}: {message}{}", self.name(), self.chain()),
             label: short_label(&message),
             help: None,
             code: Some(NamedSource::new(self.name(), Arc::clone(&self.text))),
@@ -114,7 +137,7 @@ impl SourceFile {
     /// An error at a location serde-saphyr recorded for a node of this file.
     pub fn error_at_location(&self, location: &Location, message: impl Into<String>) -> InputError {
         if location.line() == 0 {
-            return InputError::plain(format!("{}: {}", self.name(), message.into()));
+            return self.error(message.into());
         }
         self.error_at(
             location.line() as usize,
@@ -130,7 +153,7 @@ impl SourceFile {
             Some(location) if location.line() > 0 => self
                 .error_at_location(&location, message)
                 .with_help(help_for(&error.to_string())),
-            _ => InputError::plain(format!("{}: {message}", self.name())),
+            _ => self.error(message),
         }
     }
 }
@@ -157,7 +180,7 @@ fn first_line_of(message: &str) -> String {
 
 fn help_for(message: &str) -> &'static str {
     if message.contains("unknown field") {
-        "remove the key or fix its spelling; DESIGN.md and the README list every key"
+        "remove the key or fix its spelling; docs/reference.md lists every key"
     } else if message.contains("invalid type") {
         "this value has the wrong type for this key"
     } else {

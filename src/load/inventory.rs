@@ -150,11 +150,7 @@ impl Connection {
 impl Inventory {
     /// The folder relative paths in the inventory are taken from.
     pub fn dir(&self) -> PathBuf {
-        self.source
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
+        self.source.dir()
     }
 
     /// A host's connection settings with client and defaults filled in.

@@ -4,10 +4,13 @@
 //! names the file, line and column (see [`diagnostic`]). All problems of a
 //! file are collected before giving up, so one run shows every typo.
 
+mod convert;
 pub mod diagnostic;
+mod include;
 pub mod inventory;
 pub mod playbook;
 mod playbook_doc;
+pub mod step_values;
 pub mod values;
 
 pub use diagnostic::{InputError, InputErrors, SourceFile};

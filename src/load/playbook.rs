@@ -12,8 +12,10 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
+use super::convert::{Loader, Scope};
 use super::diagnostic::{InputError, InputErrors, SourceFile};
-use super::playbook_doc::{PlaybookDoc, StepDoc};
+use super::include::Includes;
+use super::playbook_doc::PlaybookDoc;
 use super::values::{HumanDuration, Pause, Size};
 use crate::transport::Os;
 
@@ -41,7 +43,7 @@ pub struct Template {
 }
 
 impl Template {
-    fn of(spanned: Spanned<String>) -> Template {
+    pub(super) fn of(spanned: Spanned<String>) -> Template {
         Template {
             at: Place::of(&spanned.referenced),
             text: spanned.value,
@@ -68,23 +70,18 @@ pub struct Playbook {
     pub concurrency: Option<usize>,
     pub on_failure: Vec<Step>,
     pub phases: Vec<Phase>,
-}
-
-impl Playbook {
-    /// The folder `script` and `upload` sources are taken from.
-    pub fn dir(&self) -> PathBuf {
-        self.source
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
-    }
+    /// Every file the playbook was read from: itself, then each included
+    /// file once, in the order first read.
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Phase {
     pub name: String,
     pub steps: Vec<Step>,
+    /// Where the phase's name is written.
+    pub at: Place,
+    pub source: SourceFile,
 }
 
 #[derive(Debug, Clone)]
@@ -104,7 +101,23 @@ pub struct Step {
     pub check_safe: bool,
     pub sensitive: bool,
     pub marks: Option<Mark>,
+    /// Where the step is written, in [`Step::source`].
     pub at: Place,
+    /// The file the step is written in: the playbook, or an included file
+    /// (its templates' places are in it; `script:` and `upload:` sources
+    /// are beside it).
+    pub source: SourceFile,
+    /// Variables bound by the `include:`s that brought the step in; they
+    /// win over every other level, for this step only.
+    pub include_vars: Vars,
+}
+
+impl Step {
+    /// The folder `script` and `upload` sources are taken from: the one of
+    /// the file the step is written in.
+    pub fn dir(&self) -> PathBuf {
+        self.source.dir()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -179,38 +192,39 @@ pub fn load_playbook(path: &Path) -> Result<Playbook, InputErrors> {
 /// Checks a playbook already read into memory.
 pub fn parse_playbook(source: SourceFile) -> Result<Playbook, InputErrors> {
     let doc: PlaybookDoc = super::parse_yaml(&source)?;
-    let mut errors = Vec::new();
-    let convert = |docs: Vec<Spanned<StepDoc>>, errors: &mut Vec<InputError>| {
-        docs.into_iter()
-            .filter_map(|d| convert_step(&source, d, errors))
-            .collect::<Vec<_>>()
+    let mut loader = Loader {
+        includes: Includes::new(&source),
+        errors: Vec::new(),
     };
-
-    let on_failure = convert(doc.on_failure, &mut errors);
+    let root = Scope {
+        source: source.clone(),
+        vars: Vars::new(),
+    };
+    let on_failure = loader.steps(&root, doc.on_failure);
     if doc.phases.value.is_empty() {
-        errors.push(source.error_at_location(
+        loader.errors.push(source.error_at_location(
             &doc.phases.referenced,
             "a playbook needs at least one phase",
         ));
     }
-    let mut phases: Vec<Phase> = Vec::new();
-    for phase in doc.phases.value {
-        if phases.iter().any(|p| p.name == phase.name.value) {
-            errors.push(source.error_at_location(
-                &phase.name.referenced,
+    let phases = loader.phases(&root, doc.phases.value);
+    let Loader {
+        includes,
+        mut errors,
+    } = loader;
+    for (i, phase) in phases.iter().enumerate() {
+        if phases[..i].iter().any(|p| p.name == phase.name) {
+            errors.push(phase.source.error_at(
+                phase.at.line,
+                phase.at.column,
                 format!(
                     "a second phase named `{}`; phase names must differ",
-                    phase.name.value
+                    phase.name
                 ),
             ));
         }
-        let steps = convert(phase.steps, &mut errors);
-        phases.push(Phase {
-            name: phase.name.value,
-            steps,
-        });
     }
-    check_captures(&source, &phases, &mut errors);
+    check_captures(&phases, &mut errors);
     if let Some(waves) = &doc.waves {
         check_wave_list(&source, waves, &mut errors);
     }
@@ -245,6 +259,7 @@ pub fn parse_playbook(source: SourceFile) -> Result<Playbook, InputErrors> {
         concurrency,
         on_failure,
         phases,
+        files: includes.files,
         source,
     })
 }
@@ -273,159 +288,6 @@ pub(crate) fn check_wave_list(
     }
 }
 
-fn convert_step(
-    source: &SourceFile,
-    doc: Spanned<StepDoc>,
-    errors: &mut Vec<InputError>,
-) -> Option<Step> {
-    let at = Place::of(&doc.referenced);
-    let d = doc.value;
-    let mut actions: Vec<Action> = Vec::new();
-    if let Some(t) = d.run {
-        actions.push(Action::Run(Template::of(t)));
-    }
-    if let Some(t) = d.sh {
-        actions.push(Action::Sh(Template::of(t)));
-    }
-    if let Some(t) = d.powershell {
-        actions.push(Action::PowerShell(Template::of(t)));
-    }
-    if let Some(t) = d.cmd {
-        actions.push(Action::Cmd(Template::of(t)));
-    }
-    if let Some(s) = d.script {
-        actions.push(Action::Script {
-            src: Template::of(s.src),
-            args: s.args.into_iter().map(Template::of).collect(),
-        });
-    }
-    if let Some(u) = d.upload {
-        let mode = match u.mode {
-            None => None,
-            Some(m) => match u32::from_str_radix(m.value.trim_start_matches("0o"), 8) {
-                Ok(mode) => Some(mode),
-                Err(_) => {
-                    errors.push(source.error_at_location(
-                        &m.referenced,
-                        format!(
-                            "`{}` is not a file mode; write it in octal, e.g. \"0644\"",
-                            m.value
-                        ),
-                    ));
-                    None
-                }
-            },
-        };
-        actions.push(Action::Upload {
-            src: Template::of(u.src),
-            dest: Template::of(u.dest),
-            mode,
-        });
-    }
-    if let Some(r) = d.reboot {
-        actions.push(Action::Reboot { timeout: r.timeout });
-    }
-    if let Some(w) = d.wait {
-        actions.push(Action::Wait(w));
-    }
-    let label = d
-        .name
-        .as_deref()
-        .map(|n| format!("step `{n}`"))
-        .unwrap_or_else(|| "this step".into());
-    let action = match actions.len() {
-        1 => actions.pop().expect("one action"),
-        0 => {
-            errors.push(
-                source
-                    .error_at(at.line, at.column, format!("{label} has no action"))
-                    .with_help(
-                        "give it exactly one of: run, sh, powershell, cmd, script, upload, reboot, wait",
-                    ),
-            );
-            return None;
-        }
-        _ => {
-            let names: Vec<_> = actions.iter().map(Action::keyword).collect();
-            errors.push(
-                source
-                    .error_at(
-                        at.line,
-                        at.column,
-                        format!(
-                            "{label} has {} actions ({}); a step does one thing",
-                            names.len(),
-                            names.join(", ")
-                        ),
-                    )
-                    .with_help("split it into one step per action"),
-            );
-            return None;
-        }
-    };
-    let capture = d.capture.and_then(|c| {
-        if is_identifier(&c.name.value) {
-            Some(Capture {
-                name: c.name.value,
-                parse: c.parse,
-            })
-        } else {
-            errors.push(source.error_at_location(
-                &c.name.referenced,
-                format!(
-                    "`{}` cannot be a variable name; use letters, digits and _ (not first a digit)",
-                    c.name.value
-                ),
-            ));
-            None
-        }
-    });
-    let rollback = d
-        .rollback
-        .into_iter()
-        .filter_map(|r| convert_step(source, r, errors))
-        .collect();
-    Some(Step {
-        name: d.name.unwrap_or_else(|| default_name(&action)),
-        action,
-        os: d.os.map(|o| o.0),
-        when: d.when.map(Template::of),
-        timeout: d.timeout,
-        retries: d.retries.unwrap_or(0),
-        retry_delay: d
-            .retry_delay
-            .unwrap_or(HumanDuration(std::time::Duration::from_secs(5))),
-        until: d.until.map(Template::of),
-        ok_codes: d.ok_codes.unwrap_or_else(|| vec![0]),
-        reboot_codes: d.reboot_codes.unwrap_or_default(),
-        capture,
-        rollback,
-        check_safe: d.check_safe,
-        sensitive: d.sensitive,
-        marks: d.marks,
-        at,
-    })
-}
-
-/// A step without a name is named after what it does, so the plan and the
-/// report still say something a person recognises.
-fn default_name(action: &Action) -> String {
-    let text = match action {
-        Action::Run(t) | Action::Sh(t) | Action::PowerShell(t) | Action::Cmd(t) => {
-            t.text.lines().next().unwrap_or("").trim().to_string()
-        }
-        Action::Script { src, .. } => src.text.clone(),
-        Action::Upload { src, dest, .. } => format!("{} -> {}", src.text, dest.text),
-        Action::Reboot { .. } => String::new(),
-        Action::Wait(d) => d.to_string(),
-    };
-    let mut name = format!("{} {}", action.keyword(), text).trim().to_string();
-    if name.chars().count() > 60 {
-        name = name.chars().take(57).collect::<String>() + "...";
-    }
-    name
-}
-
 pub(crate) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -434,21 +296,26 @@ pub(crate) fn is_identifier(name: &str) -> bool {
 
 /// Two steps capturing into the same name would make later templates
 /// ambiguous; refuse it up front.
-fn check_captures(source: &SourceFile, phases: &[Phase], errors: &mut Vec<InputError>) {
-    let mut seen: IndexMap<&str, Place> = IndexMap::new();
+fn check_captures(phases: &[Phase], errors: &mut Vec<InputError>) {
+    let mut seen: IndexMap<&str, &Step> = IndexMap::new();
     for step in phases.iter().flat_map(|p| &p.steps) {
         if let Some(capture) = &step.capture {
             if let Some(first) = seen.get(capture.name.as_str()) {
-                errors.push(source.error_at(
+                let place = if first.source.path == step.source.path {
+                    format!("line {}", first.at.line)
+                } else {
+                    format!("{}:{}", first.source.name(), first.at.line)
+                };
+                errors.push(step.source.error_at(
                     step.at.line,
                     step.at.column,
                     format!(
-                        "`{}` is already captured by the step at line {}; choose another name",
-                        capture.name, first.line
+                        "`{}` is already captured by the step at {place}; choose another name",
+                        capture.name
                     ),
                 ));
             } else {
-                seen.insert(&capture.name, step.at);
+                seen.insert(&capture.name, step);
             }
         }
     }

@@ -34,20 +34,34 @@ pub(super) struct PlaybookDoc {
     pub(super) concurrency: Option<Spanned<u32>>,
     #[serde(default)]
     pub(super) on_failure: Vec<Spanned<StepDoc>>,
-    pub(super) phases: Spanned<Vec<PhaseDoc>>,
+    pub(super) phases: Spanned<Vec<Spanned<PhaseDoc>>>,
 }
 
+/// A phase, or `include:` of a file of phases (then only `vars` may be
+/// beside it). One struct for both, not an untagged enum, so that a typo
+/// in either is still an "unknown field" at its own line and column.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PhaseDoc {
-    pub(super) name: Spanned<String>,
     #[serde(default)]
-    pub(super) steps: Vec<Spanned<StepDoc>>,
+    pub(super) name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) steps: Option<Vec<Spanned<StepDoc>>>,
+    #[serde(default)]
+    pub(super) include: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) vars: Option<Spanned<Vars>>,
 }
 
+/// A step, or `include:` of a file of steps (then only `vars` may be
+/// beside it): one struct for both, as for [`PhaseDoc`].
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct StepDoc {
+    #[serde(default)]
+    pub(super) include: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) vars: Option<Spanned<Vars>>,
     #[serde(default)]
     pub(super) name: Option<String>,
     #[serde(default)]
@@ -71,17 +85,17 @@ pub(super) struct StepDoc {
     #[serde(default)]
     pub(super) when: Option<Spanned<String>>,
     #[serde(default)]
-    pub(super) timeout: Option<HumanDuration>,
+    pub(super) timeout: Option<Spanned<HumanDuration>>,
     #[serde(default)]
-    pub(super) retries: Option<u32>,
+    pub(super) retries: Option<Spanned<u32>>,
     #[serde(default)]
     pub(super) retry_delay: Option<HumanDuration>,
     #[serde(default)]
     pub(super) until: Option<Spanned<String>>,
     #[serde(default)]
-    pub(super) ok_codes: Option<Vec<i32>>,
+    pub(super) ok_codes: Option<Spanned<Vec<i32>>>,
     #[serde(default)]
-    pub(super) reboot_codes: Option<Vec<i32>>,
+    pub(super) reboot_codes: Option<Spanned<Vec<i32>>>,
     #[serde(default)]
     pub(super) capture: Option<CaptureDoc>,
     #[serde(default)]
@@ -92,6 +106,41 @@ pub(super) struct StepDoc {
     pub(super) sensitive: bool,
     #[serde(default)]
     pub(super) marks: Option<Mark>,
+}
+
+impl StepDoc {
+    /// The keys written besides `include` and `vars`, for "an include
+    /// takes no other keys" errors.
+    pub(super) fn step_keys(&self) -> Vec<&'static str> {
+        let set = [
+            ("name", self.name.is_some()),
+            ("run", self.run.is_some()),
+            ("sh", self.sh.is_some()),
+            ("powershell", self.powershell.is_some()),
+            ("cmd", self.cmd.is_some()),
+            ("script", self.script.is_some()),
+            ("upload", self.upload.is_some()),
+            ("reboot", self.reboot.is_some()),
+            ("wait", self.wait.is_some()),
+            ("os", self.os.is_some()),
+            ("when", self.when.is_some()),
+            ("timeout", self.timeout.is_some()),
+            ("retries", self.retries.is_some()),
+            ("retry_delay", self.retry_delay.is_some()),
+            ("until", self.until.is_some()),
+            ("ok_codes", self.ok_codes.is_some()),
+            ("reboot_codes", self.reboot_codes.is_some()),
+            ("capture", self.capture.is_some()),
+            ("rollback", !self.rollback.is_empty()),
+            ("check_safe", self.check_safe),
+            ("sensitive", self.sensitive),
+            ("marks", self.marks.is_some()),
+        ];
+        set.into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(k, _)| k)
+            .collect()
+    }
 }
 
 #[derive(Deserialize)]

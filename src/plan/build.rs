@@ -55,7 +55,6 @@ pub fn build_plan(
 ) -> Result<Plan, InputErrors> {
     let secrets = SecretStore::new(inventory.secrets_dir.clone(), options.missing_secrets);
     let mut templates = Templates::new(Arc::clone(&secrets));
-    let source = playbook.source.clone();
     let mut errors: Vec<InputError> = Vec::new();
 
     // Step definitions, compiled once for all hosts.
@@ -63,14 +62,7 @@ pub fn build_plan(
     for (p, phase) in playbook.phases.iter().enumerate() {
         for (s, step) in phase.steps.iter().enumerate() {
             let key = format!("phases[{p}].steps[{s}]");
-            defs.push(define(
-                &key,
-                &phase.name,
-                step,
-                &mut templates,
-                &source,
-                &mut errors,
-            ));
+            defs.push(define(&key, &phase.name, step, &mut templates, &mut errors));
         }
     }
     let on_failure: Vec<Arc<StepDef>> = playbook
@@ -83,7 +75,6 @@ pub fn build_plan(
                 "on_failure",
                 step,
                 &mut templates,
-                &source,
                 &mut errors,
             )
         })
@@ -112,11 +103,12 @@ pub fn build_plan(
             Err(e) => errors.push(e),
         }
     }
-    errors.extend(failures.into_errors(&source));
+    errors.extend(failures.into_errors());
     if !errors.is_empty() {
         return Err(InputErrors(errors));
     }
     Ok(Plan {
+        files_read: super::files::files_read(&playbook, inventory, &clients),
         playbook_path: playbook.source.path.clone(),
         inventory_path: inventory.source.path.clone(),
         playbook: Arc::new(playbook),
@@ -264,8 +256,6 @@ fn plan_client(
             let context = tera::Context::from_serialize(&vars).expect("a JSON map is a context");
             let mut planner = HostPlanner {
                 templates,
-                source: &playbook.source,
-                playbook_dir: playbook.dir(),
                 context,
                 var_names: vars.keys().cloned().collect(),
                 host: &host.name,

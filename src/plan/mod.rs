@@ -7,12 +7,15 @@
 //! can be rendered then), so a typo fails the whole run up front instead of
 //! on host 312 of 400. `--dry-run` prints a plan; the runner executes one.
 
+pub mod redact;
 pub mod secrets;
 pub mod syntax;
+mod template_secrets;
 pub mod templates;
 pub mod waves;
 
 mod build;
+mod files;
 mod steps;
 mod targets;
 
@@ -21,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use build::{PlanOptions, Selection, build_plan};
+pub use files::FileRead;
 pub use secrets::{LiveRedactor, MissingSecrets, Redactor, SecretStore};
 pub use steps::render_action;
 pub use targets::targets;
@@ -34,6 +38,8 @@ pub struct Plan {
     pub playbook_path: PathBuf,
     pub inventory_path: PathBuf,
     pub clients: Vec<ClientPlan>,
+    /// Every file the plan was made from (secrets excluded), for `resume`.
+    pub files_read: Vec<FileRead>,
     pub templates: Arc<Templates>,
     pub secrets: Arc<SecretStore>,
 }
@@ -43,7 +49,7 @@ impl Plan {
         self.clients.iter().flat_map(|c| c.hosts.iter())
     }
 
-    pub fn redactor(&self) -> Redactor {
+    pub fn redactor(&self) -> Arc<Redactor> {
         self.secrets.redactor()
     }
 }
@@ -187,7 +193,8 @@ impl RenderedAction {
 /// The default timeout of a `reboot` step.
 pub const DEFAULT_REBOOT_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Relative script and upload sources are relative to the playbook.
+/// Relative script and upload sources are relative to the file the step
+/// is written in.
 pub(crate) fn resolve_source(playbook_dir: &Path, src: &str) -> PathBuf {
     let path = PathBuf::from(src);
     if path.is_absolute() {

@@ -8,11 +8,11 @@
 //! command's output is shown, logged, journaled or reported, including in
 //! the quoted forms the templates' filters give it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::quote::{ps_quote, sh_quote};
+pub use super::redact::{MASK, MIN_SECRET_CHARS, Redactor};
 use crate::transport::Secret;
 
 /// What to do when a secret is not set.
@@ -20,12 +20,11 @@ use crate::transport::Secret;
 pub enum MissingSecrets {
     /// A real run: a missing secret is an error.
     Fail,
-    /// Dry runs and validation: stand in `***` and remember the name, so a
-    /// plan can be shown on a machine that holds no secrets.
+    /// Dry runs and validation: stand in a placeholder (shown as `***`) and
+    /// remember the name, so a plan can be shown on a machine that holds no
+    /// secrets.
     Placeholder,
 }
-
-pub const MASK: &str = "***";
 
 #[derive(Debug)]
 pub struct SecretStore {
@@ -38,6 +37,13 @@ pub struct SecretStore {
 struct State {
     values: BTreeMap<String, Secret>,
     not_found: BTreeMap<String, ()>,
+    /// Forms that filters made of a secret while templates rendered (a
+    /// chain such as `regex_escape | sh_quote`), masked like the values.
+    derived: BTreeSet<String>,
+    /// Bumped whenever a value or form is added: the cached redactor is
+    /// rebuilt only then.
+    generation: u64,
+    redactor: Option<(u64, Arc<Redactor>)>,
 }
 
 impl SecretStore {
@@ -49,23 +55,39 @@ impl SecretStore {
         })
     }
 
-    /// The value of secret `name`, or an error that says where it was looked for.
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The value of secret `name`, or an error that says where it was
+    /// looked for (or why it cannot be used). No error holds the value.
     pub fn get(&self, name: &str) -> Result<Secret, String> {
-        let mut state = self.state.lock().expect("secret store lock");
+        let mut state = self.state();
         if let Some(value) = state.values.get(name) {
             return Ok(value.clone());
         }
-        if let Some(value) = self.lookup(name) {
-            state.values.insert(name.to_string(), value.clone());
-            return Ok(value);
-        }
-        match self.missing {
-            MissingSecrets::Placeholder => {
-                state.not_found.insert(name.to_string(), ());
-                Ok(Secret::new(MASK))
+        let value = match self.lookup(name) {
+            Some(value) => {
+                let chars = value.expose().chars().count();
+                if chars < MIN_SECRET_CHARS {
+                    return Err(too_short(name, chars));
+                }
+                value
             }
-            MissingSecrets::Fail => Err(self.not_set(name)),
-        }
+            None => match self.missing {
+                MissingSecrets::Placeholder => {
+                    state.not_found.insert(name.to_string(), ());
+                    // A stand-in of its own per name, masked like a value:
+                    // the checks that follow a secret through templates
+                    // work on a machine that holds none.
+                    Secret::new(format!("orchestrate-unset-secret-{name}"))
+                }
+                MissingSecrets::Fail => return Err(self.not_set(name)),
+            },
+        };
+        state.values.insert(name.to_string(), value.clone());
+        state.generation += 1;
+        Ok(value)
     }
 
     fn lookup(&self, name: &str) -> Option<Secret> {
@@ -94,19 +116,44 @@ impl SecretStore {
 
     /// Names of secrets that a dry run could not find (worth a warning).
     pub fn missing(&self) -> Vec<String> {
-        let state = self.state.lock().expect("secret store lock");
-        state.not_found.keys().cloned().collect()
+        self.state().not_found.keys().cloned().collect()
     }
 
-    /// A redactor for every secret handed out so far.
-    pub fn redactor(&self) -> Redactor {
-        let state = self.state.lock().expect("secret store lock");
-        Redactor::new(state.values.values().map(|s| s.expose().to_string()))
+    /// Remembers forms a filter made of a secret, so they are masked too.
+    pub fn add_forms(&self, forms: impl IntoIterator<Item = String>) {
+        let mut state = self.state();
+        for form in forms {
+            if form.chars().count() >= MIN_SECRET_CHARS && state.derived.insert(form) {
+                state.generation += 1;
+            }
+        }
     }
 
-    fn count(&self) -> usize {
-        self.state.lock().expect("secret store lock").values.len()
+    /// A redactor for every secret handed out so far, and every form made
+    /// of one. Built again only when one was added since.
+    pub fn redactor(&self) -> Arc<Redactor> {
+        let mut state = self.state();
+        if let Some((generation, redactor)) = &state.redactor
+            && *generation == state.generation
+        {
+            return Arc::clone(redactor);
+        }
+        let redactor = Arc::new(Redactor::with_forms(
+            state.values.values().map(|s| s.expose().to_string()),
+            state.derived.iter().cloned(),
+        ));
+        state.redactor = Some((state.generation, Arc::clone(&redactor)));
+        redactor
     }
+}
+
+/// Why a short secret is refused (its length, never its value).
+fn too_short(name: &str, chars: usize) -> String {
+    format!(
+        "secret `{name}` is {chars} character{} long; secrets shorter than {MIN_SECRET_CHARS} characters are refused, \
+         since masking one in output gives it away (masking `e` turns `hello` into `h***llo`)",
+        if chars == 1 { "" } else { "s" }
+    )
 }
 
 /// A redactor that also knows the secrets fetched after it was made: a
@@ -114,26 +161,25 @@ impl SecretStore {
 /// read, and its value must be masked all the same.
 pub struct LiveRedactor {
     store: Arc<SecretStore>,
-    cache: Mutex<(usize, Redactor)>,
 }
 
 impl LiveRedactor {
     pub fn new(store: Arc<SecretStore>) -> LiveRedactor {
-        let redactor = store.redactor();
-        let count = store.count();
-        LiveRedactor {
-            store,
-            cache: Mutex::new((count, redactor)),
-        }
+        LiveRedactor { store }
+    }
+
+    /// The redactor as of now.
+    pub fn current(&self) -> Arc<Redactor> {
+        self.store.redactor()
     }
 
     pub fn redact(&self, text: &str) -> String {
-        let count = self.store.count();
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.0 != count {
-            *cache = (count, self.store.redactor());
-        }
-        cache.1.redact(text)
+        self.current().redact(text)
+    }
+
+    /// Output bytes masked, then decoded: see [`Redactor::redact_to_text`].
+    pub fn redact_to_text(&self, bytes: &[u8]) -> String {
+        self.current().redact_to_text(bytes)
     }
 }
 
@@ -179,52 +225,6 @@ pub fn secret_refs(template: &str) -> Vec<SecretRef> {
     refs
 }
 
-/// Replaces secret values in text with `***`.
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    /// Longest first, so a value containing another is replaced whole.
-    needles: Vec<String>,
-}
-
-impl Redactor {
-    pub fn new(values: impl IntoIterator<Item = String>) -> Redactor {
-        let mut needles: Vec<String> = Vec::new();
-        for value in values {
-            if value.is_empty() || value == MASK {
-                continue;
-            }
-            // The value as the filters write it inside quotes, too: a secret
-            // holding a quote would otherwise show through its quoted form.
-            let quoted_inner = |q: String| q[1..q.len() - 1].to_string();
-            for form in [
-                value.clone(),
-                quoted_inner(sh_quote(&value)),
-                quoted_inner(ps_quote(&value)),
-            ] {
-                if !needles.contains(&form) {
-                    needles.push(form);
-                }
-            }
-        }
-        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
-        Redactor { needles }
-    }
-
-    pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for needle in &self.needles {
-            if out.contains(needle.as_str()) {
-                out = out.replace(needle.as_str(), MASK);
-            }
-        }
-        out
-    }
-
-    pub fn redact_bytes(&self, bytes: &[u8]) -> String {
-        self.redact(&String::from_utf8_lossy(bytes))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,22 +255,6 @@ mod tests {
     }
 
     #[test]
-    fn redacts_values_and_their_quoted_forms() {
-        let r = Redactor::new(["s3cr'et".to_string(), "pa$$".to_string()]);
-        assert_eq!(r.redact("KLPASSWD=s3cr'et /qn"), "KLPASSWD=*** /qn");
-        assert_eq!(r.redact("KLPASSWD='s3cr''et'"), "KLPASSWD='***'");
-        assert_eq!(r.redact("echo 's3cr'\\''et'"), "echo '***'");
-        assert_eq!(r.redact("x pa$$ y pa$$"), "x *** y ***");
-        assert_eq!(r.redact("nothing here"), "nothing here");
-    }
-
-    #[test]
-    fn a_longer_secret_is_redacted_whole() {
-        let r = Redactor::new(["abc".to_string(), "abcdef".to_string()]);
-        assert_eq!(r.redact("abcdef abc"), "*** ***");
-    }
-
-    #[test]
     fn secrets_come_from_the_environment_then_the_folder() {
         let dir = std::env::temp_dir().join(format!("orchestrate-secrets-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -293,7 +277,45 @@ mod tests {
     #[test]
     fn dry_runs_stand_in_a_mask_and_remember_the_name() {
         let store = SecretStore::new(None, MissingSecrets::Placeholder);
-        assert_eq!(store.get("NOT_SET_ANYWHERE_8Q").unwrap().expose(), MASK);
+        let stand_in = store.get("NOT_SET_ANYWHERE_8Q").unwrap();
         assert_eq!(store.missing(), vec!["NOT_SET_ANYWHERE_8Q".to_string()]);
+        assert_eq!(
+            store
+                .redactor()
+                .redact(&format!("pw={}", stand_in.expose())),
+            "pw=***"
+        );
+    }
+
+    #[test]
+    fn a_secret_shorter_than_four_characters_is_refused_without_its_value() {
+        // SAFETY: the variables are unique to this test.
+        unsafe {
+            std::env::set_var("SHORT_SECRET_3C", "xq7");
+            std::env::set_var("LONG_ENOUGH_4C", "xq7z");
+        }
+        for missing in [MissingSecrets::Fail, MissingSecrets::Placeholder] {
+            let store = SecretStore::new(None, missing);
+            let err = store.get("SHORT_SECRET_3C").unwrap_err();
+            assert!(
+                err.contains("`SHORT_SECRET_3C` is 3 characters long"),
+                "{err}"
+            );
+            assert!(!err.contains("xq7"), "{err}");
+            assert_eq!(store.get("LONG_ENOUGH_4C").unwrap().expose(), "xq7z");
+        }
+    }
+
+    #[test]
+    fn forms_added_by_filters_are_masked_from_then_on() {
+        let store = SecretStore::new(None, MissingSecrets::Fail);
+        let live = LiveRedactor::new(Arc::clone(&store));
+        assert_eq!(live.redact("a\\.b\\.c9"), "a\\.b\\.c9");
+        store.add_forms(["a\\.b\\.c9".to_string(), "ab".to_string()]);
+        assert_eq!(
+            live.redact("x a\\.b\\.c9 ab"),
+            "x *** ab",
+            "too short to mask alone"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::secrets::{SecretRef, SecretStore, secret_refs};
 use super::templates::{RenderError, Templates};
 use super::{DEFAULT_REBOOT_TIMEOUT, PlannedStep, RenderedAction, StepDef, resolve_source};
-use crate::load::{Action, InputError, SourceFile, Step, Template};
+use crate::load::{Action, InputError, Step, Template};
 use crate::transport::Script;
 
 /// Compiles one step's templates (and its rollback's) under `key`.
@@ -19,14 +19,14 @@ pub(super) fn define(
     phase: &str,
     step: &Step,
     templates: &mut Templates,
-    source: &SourceFile,
     errors: &mut Vec<InputError>,
 ) -> Arc<StepDef> {
+    let (source, bound) = (&step.source, &step.include_vars);
     let mut add = |name: String, t: &Template, condition: bool| {
         let result = if condition {
-            templates.add_condition(&name, t, source)
+            templates.add_condition(&name, t, source, bound)
         } else {
-            templates.add(&name, t, source)
+            templates.add(&name, t, source, bound)
         };
         if let Err(e) = result {
             errors.push(e);
@@ -45,16 +45,7 @@ pub(super) fn define(
         .rollback
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            define(
-                &format!("{key}.rollback[{i}]"),
-                phase,
-                r,
-                templates,
-                source,
-                errors,
-            )
-        })
+        .map(|(i, r)| define(&format!("{key}.rollback[{i}]"), phase, r, templates, errors))
         .collect();
     Arc::new(StepDef {
         key: key.to_string(),
@@ -88,16 +79,16 @@ fn action_templates<'a>(key: &str, action: &'a Action) -> Vec<(String, &'a Templ
 
 /// Renders a step's action for a host, given its variables and whatever
 /// has been captured so far. Used by the planner and, for deferred steps,
-/// by the runner.
+/// by the runner. `script:` and `upload:` sources are beside the file the
+/// step is written in.
 pub fn render_action(
     plan_templates: &Templates,
-    source: &SourceFile,
-    playbook_dir: &std::path::Path,
     def: &StepDef,
     context: &tera::Context,
 ) -> Result<RenderedAction, RenderError> {
     let key = &def.key;
-    let render = |field: &str| plan_templates.render(&format!("{key}.{field}"), context, source);
+    let playbook_dir = &def.step.dir();
+    let render = |field: &str| plan_templates.render(&format!("{key}.{field}"), context);
     Ok(match &def.step.action {
         Action::Run(_) => RenderedAction::Shell(Script::Default(render("command")?)),
         Action::Sh(_) => RenderedAction::Shell(Script::Sh(render("command")?)),
@@ -135,8 +126,6 @@ pub(super) fn all_captures(defs: &[Arc<StepDef>]) -> BTreeMap<String, String> {
 /// Plans the steps of one host.
 pub(super) struct HostPlanner<'a> {
     pub(super) templates: &'a Templates,
-    pub(super) source: &'a SourceFile,
-    pub(super) playbook_dir: std::path::PathBuf,
     pub(super) context: tera::Context,
     pub(super) var_names: Vec<String>,
     pub(super) host: &'a str,
@@ -185,12 +174,25 @@ impl HostPlanner<'_> {
             planned.skip = Some(format!("only for {}", list.join(", ")));
             return planned;
         }
+        if self.os.is_posix()
+            && let Some(message) = crate::load::step_values::posix_exit_code_problem(step)
+        {
+            self.failures.add(
+                def,
+                self.host,
+                RenderError {
+                    message: format!("{message} (this host's os is {})", self.os),
+                    at: step.at,
+                    source: step.source.clone(),
+                },
+            );
+        }
         let before = self.captures_before.clone();
         if let Some(when) = &step.when {
             let key = format!("{}.when", def.key);
             match self.check_names(def, &key, &when.text, &before, &[]) {
                 Some(true) => planned.when_deferred = true,
-                Some(false) => match self.templates.condition(&key, &self.context, self.source) {
+                Some(false) => match self.templates.condition(&key, &self.context) {
                     Ok(true) => {}
                     Ok(false) => {
                         planned.skip = Some(format!("when `{}` is false", when.text.trim()))
@@ -222,13 +224,7 @@ impl HostPlanner<'_> {
             }
         }
         if !deferred && planned.skip.is_none() {
-            match render_action(
-                self.templates,
-                self.source,
-                &self.playbook_dir,
-                def,
-                &self.context,
-            ) {
+            match render_action(self.templates, def, &self.context) {
                 Ok(action) => {
                     if let RenderedAction::Script { src, .. } | RenderedAction::Upload { src, .. } =
                         &action
@@ -243,6 +239,7 @@ impl HostPlanner<'_> {
                                     src.display()
                                 ),
                                 at: step.at,
+                                source: step.source.clone(),
                             },
                         );
                     }
@@ -285,10 +282,8 @@ impl HostPlanner<'_> {
                 self.host,
                 RenderError {
                     message,
-                    at: self
-                        .templates
-                        .place_of(key, &name, self.source)
-                        .unwrap_or(def.step.at),
+                    at: self.templates.place_of(key, &name).unwrap_or(def.step.at),
+                    source: def.step.source.clone(),
                 },
             );
             return None;
@@ -314,10 +309,18 @@ impl HostPlanner<'_> {
                 {
                     let at = self
                         .templates
-                        .place_of(key, "secret", self.source)
+                        .place_of(key, "secret")
                         .unwrap_or(def.step.at);
-                    self.failures
-                        .add(def, self.host, RenderError { message, at });
+                    let source = def.step.source.clone();
+                    self.failures.add(
+                        def,
+                        self.host,
+                        RenderError {
+                            message,
+                            at,
+                            source,
+                        },
+                    );
                     return None;
                 }
             }
@@ -382,7 +385,7 @@ impl Failures {
         entry.2.push(host.to_string());
     }
 
-    pub(super) fn into_errors(self, source: &SourceFile) -> Vec<InputError> {
+    pub(super) fn into_errors(self) -> Vec<InputError> {
         self.seen
             .into_values()
             .map(|(error, step, hosts)| {
@@ -394,11 +397,9 @@ impl Failures {
                         if n == 2 { "" } else { "s" }
                     ),
                 };
-                source.error_at(
-                    error.at.line.max(1),
-                    error.at.column.max(1),
-                    format!("host {}{more}, {step}: {}", hosts[0], error.message),
-                )
+                error.into_input_error(|message| {
+                    format!("host {}{more}, {step}: {message}", hosts[0])
+                })
             })
             .collect()
     }

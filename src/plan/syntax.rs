@@ -132,7 +132,12 @@ fn first_error(node: Node<'_>) -> Option<Node<'_>> {
 }
 
 /// Where an error is in the playbook, what it says, and the hosts it hits.
-type Finding = (crate::load::Place, String, Vec<String>);
+type Finding = (
+    crate::load::SourceFile,
+    crate::load::Place,
+    String,
+    Vec<String>,
+);
 
 /// Checks every rendered script of the plan; one error per step and
 /// problem, naming the first host and how many more it hits.
@@ -140,7 +145,6 @@ pub fn check_scripts(plan: &Plan) -> Vec<InputError> {
     let mut parsers = Parsers::new();
     // (step key, script line, message) -> (place in the playbook, message, hosts)
     let mut found: BTreeMap<(String, usize, String), Finding> = BTreeMap::new();
-    let source = &plan.playbook.source;
     for host in plan.hosts() {
         let mut steps: Vec<&PlannedStep> = Vec::new();
         for step in host.steps.iter().chain(&host.on_failure) {
@@ -162,6 +166,7 @@ pub fn check_scripts(plan: &Plan) -> Vec<InputError> {
             };
             let key = (step.def.key.clone(), error.line, error.what.clone());
             let entry = found.entry(key).or_insert_with(|| {
+                let source = &step.def.step.source;
                 let at = place_in_file(source, template.at, error.line, error.column.saturating_sub(1));
                 let line_text = script.text().lines().nth(error.line - 1).unwrap_or("").trim().to_string();
                 let message = format!(
@@ -174,14 +179,18 @@ pub fn check_scripts(plan: &Plan) -> Vec<InputError> {
                     error.what,
                     line_text
                 );
-                (at, message, Vec::new())
+                (source.clone(), at, message, Vec::new())
             });
-            entry.2.push(host.name.clone());
+            entry.3.push(host.name.clone());
         }
     }
+    // The snippet and the line quoted come from the rendered script: a
+    // secret in them is masked like anywhere else.
+    let redactor = plan.redactor();
     found
         .into_values()
-        .map(|(at, message, hosts)| {
+        .map(|(source, at, message, hosts)| {
+            let message = redactor.redact(&message);
             let who = match hosts.len() {
                 1 => format!("host {}", hosts[0]),
                 n => format!("host {} (and {} more)", hosts[0], n - 1),

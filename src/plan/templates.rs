@@ -15,8 +15,12 @@ use std::sync::Arc;
 
 use tera::{Context, Kwargs, State, Tera, Value};
 
+use super::redact::SecretFilter;
 use super::secrets::SecretStore;
-use crate::load::{InputError, Place, SourceFile, Template};
+use super::template_secrets::{
+    guard_builtin_filters, misused_filter, note_filtered, refusal, unguarded,
+};
+use crate::load::{InputError, Place, SourceFile, Template, Vars};
 use crate::quote::{ps_quote, regex_escape, sh_quote};
 
 /// How a condition is wrapped into a template that renders `true` or `false`.
@@ -24,68 +28,118 @@ const CONDITION_PREFIX: &str = "{% if ";
 
 pub struct Templates {
     tera: Tera,
-    /// Where each template was written, and its text as written.
-    places: HashMap<String, (Place, String)>,
+    /// Where each template was written, as written.
+    written: HashMap<String, Written>,
+    /// Templates that ran past a bound once, and why: they fail at once
+    /// for the next host instead of costing every host the time limit.
+    runaway: std::sync::Mutex<HashMap<String, String>>,
+    /// Error messages are masked with it: Tera quotes values in them
+    /// ("The string `...` cannot be converted").
+    secrets: Arc<SecretStore>,
 }
 
-/// A template failed to render; `line`/`column` are in the playbook.
+/// A template as written: its place, text, file, and the variables its
+/// `include:` bound (rendered into every context it is rendered in, so
+/// neither the planner nor the runner needs to know about includes).
+struct Written {
+    at: Place,
+    text: String,
+    source: SourceFile,
+    bound: Vars,
+}
+
+/// A template failed to render, at `at` in the file `source`.
 #[derive(Debug, Clone)]
 pub struct RenderError {
     pub message: String,
     pub at: Place,
+    pub source: SourceFile,
+}
+
+impl RenderError {
+    pub fn into_input_error(self, message: impl FnOnce(&str) -> String) -> InputError {
+        self.source.error_at(
+            self.at.line.max(1),
+            self.at.column.max(1),
+            message(&self.message),
+        )
+    }
 }
 
 impl Templates {
     pub fn new(secrets: Arc<SecretStore>) -> Templates {
         let mut tera = Tera::new();
         tera.autoescape_on(Vec::<&'static str>::new());
-        tera.register_filter("sh_quote", |v: Value, _: Kwargs, _: &State| {
+        guard_builtin_filters(&mut tera, Arc::clone(&secrets));
+        let store = Arc::clone(&secrets);
+        tera.register_filter("sh_quote", move |v: Value, _: Kwargs, _: &State| {
+            note_filtered(&store, SecretFilter::ShQuote, &v);
             quote_each(&v, sh_quote, " ")
         });
-        tera.register_filter("ps_quote", |v: Value, _: Kwargs, _: &State| {
+        let store = Arc::clone(&secrets);
+        tera.register_filter("ps_quote", move |v: Value, _: Kwargs, _: &State| {
+            note_filtered(&store, SecretFilter::PsQuote, &v);
             quote_each(&v, ps_quote, ",")
         });
-        tera.register_filter("regex_escape", |v: Value, _: Kwargs, _: &State| {
+        let store = Arc::clone(&secrets);
+        tera.register_filter("regex_escape", move |v: Value, _: Kwargs, _: &State| {
+            note_filtered(&store, SecretFilter::RegexEscape, &v);
             scalar_text(&v).map(|s| regex_escape(&s))
         });
-        tera.register_filter("json", |v: Value, _: Kwargs, _: &State| {
+        let store = Arc::clone(&secrets);
+        tera.register_filter("json", move |v: Value, _: Kwargs, _: &State| {
+            note_filtered(&store, SecretFilter::Json, &v);
             serde_json::to_string(&v).map_err(|e| tera::Error::message(e.to_string()))
         });
+        let store = Arc::clone(&secrets);
         tera.register_function("secret", move |kwargs: Kwargs, _: &State| {
             let name: &str = kwargs.must_get("name")?;
-            secrets
+            store
                 .get(name)
                 .map(|s| s.expose().to_string())
                 .map_err(tera::Error::message)
         });
         Templates {
             tera,
-            places: HashMap::new(),
+            written: HashMap::new(),
+            runaway: Default::default(),
+            secrets,
         }
     }
 
-    /// Compiles `template` under `key`. A syntax error points into `source`.
+    /// Compiles `template`, written in `source` where `bound` variables
+    /// are bound, under `key`. A syntax error points into `source`.
     pub fn add(
         &mut self,
         key: &str,
         template: &Template,
         source: &SourceFile,
+        bound: &Vars,
     ) -> Result<(), InputError> {
-        self.compile(key, &template.text, template, 0, source)
+        if let Some((offset, filter)) = misused_filter(&template.text) {
+            let place = offset_in_file(source, template.at, &template.text, offset);
+            return Err(source
+                .error_at(place.line, place.column, refusal(&filter))
+                .with_help("quote the secret with sh_quote or ps_quote, or pass it as it is"));
+        }
+        self.compile(key, &template.text, template, 0, source, bound)
     }
 
-    /// Compiles a condition (`when`, `until`): a bare expression.
+    /// Compiles a condition (`when`, `until`): a bare expression. A
+    /// condition renders only `true` or `false`, so what it does with a
+    /// secret never shows: it may use any filter.
     pub fn add_condition(
         &mut self,
         key: &str,
         template: &Template,
         source: &SourceFile,
+        bound: &Vars,
     ) -> Result<(), InputError> {
         let text = format!(
             "{CONDITION_PREFIX}{} %}}true{{% else %}}false{{% endif %}}",
             template.text.trim()
         );
-        self.compile(key, &text, template, CONDITION_PREFIX.len(), source)
+        self.compile(key, &text, template, CONDITION_PREFIX.len(), source, bound)
     }
 
     fn compile(
@@ -95,10 +149,18 @@ impl Templates {
         written: &Template,
         shift: usize,
         source: &SourceFile,
+        bound: &Vars,
     ) -> Result<(), InputError> {
         let at = written.at;
-        self.places
-            .insert(key.to_string(), (at, written.text.clone()));
+        self.written.insert(
+            key.to_string(),
+            Written {
+                at,
+                text: written.text.clone(),
+                source: source.clone(),
+                bound: bound.clone(),
+            },
+        );
         self.tera.add_raw_template(key, text).map_err(|e| {
             let (message, mut place) = describe(&e, at, source);
             if place.line == at.line {
@@ -116,56 +178,147 @@ impl Templates {
         })
     }
 
-    /// The top-level variables `key` reads (loop variables excluded).
+    /// The top-level variables `key` reads (loop variables and those its
+    /// `include:` binds excluded).
     pub fn variables(&self, key: &str) -> Vec<String> {
+        let bound = self.written.get(key).map(|w| &w.bound);
         let mut vars: Vec<String> = self
             .tera
             .get_template_variables(key)
-            .map(|set| set.into_iter().map(str::to_string).collect())
+            .map(|set| {
+                set.into_iter()
+                    .filter(|name| bound.is_none_or(|b| !b.contains_key(*name)))
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         vars.sort();
         vars
     }
 
-    pub fn render(
-        &self,
-        key: &str,
-        context: &Context,
-        source: &SourceFile,
-    ) -> Result<String, RenderError> {
-        self.tera.render(key, context).map_err(|e| {
-            let at = self.places.get(key).map(|(at, _)| *at).unwrap_or_default();
-            let (message, at) = describe(&e, at, source);
-            RenderError { message, at }
+    /// The file template `key` is written in.
+    pub fn source_of(&self, key: &str) -> Option<&SourceFile> {
+        self.written.get(key).map(|w| &w.source)
+    }
+
+    pub fn render(&self, key: &str, context: &Context) -> Result<String, RenderError> {
+        let Some(written) = self.written.get(key) else {
+            return Err(RenderError {
+                message: format!("no template `{key}`"),
+                at: Place::default(),
+                source: SourceFile::from_text("", ""),
+            });
+        };
+        let failed = |message: String| RenderError {
+            message,
+            at: written.at,
+            source: written.source.clone(),
+        };
+        let runaway = || self.runaway.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(message) = runaway().get(key) {
+            return Err(failed(message.clone()));
+        }
+        let mut out = Bounded::new();
+        let rendered = if written.bound.is_empty() {
+            self.tera.render_to(key, context, &mut out)
+        } else {
+            let mut context = context.clone();
+            for (name, value) in &written.bound {
+                context.insert(name.clone(), value);
+            }
+            self.tera.render_to(key, &context, &mut out)
+        };
+        if let Some(message) = out.exceeded {
+            // Tera's own message would be a bare I/O error.
+            runaway().insert(key.to_string(), message.clone());
+            return Err(failed(message));
+        }
+        rendered.map_err(|e| {
+            let (message, at) = describe(&e, written.at, &written.source);
+            RenderError {
+                message: self.secrets.redactor().redact(&message),
+                at,
+                source: written.source.clone(),
+            }
+        })?;
+        String::from_utf8(out.text).map_err(|_| {
+            failed("the template rendered text that is not UTF-8".into())
         })
     }
 
-    /// Where in the file the first use of variable `name` in `key` is.
-    pub fn place_of(&self, key: &str, name: &str, source: &SourceFile) -> Option<Place> {
-        let (at, text) = self.places.get(key)?;
+    /// Where in its file the first use of variable `name` in `key` is.
+    pub fn place_of(&self, key: &str, name: &str) -> Option<Place> {
+        let Written {
+            at, text, source, ..
+        } = self.written.get(key)?;
         let mut from = 0;
         while let Some(found) = text[from..].find(name) {
             let start = from + found;
             let end = start + name.len();
             let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
             if !word(text[..start].chars().next_back()) && !word(text[end..].chars().next()) {
-                let before = &text[..start];
-                let tline = before.matches('\n').count() + 1;
-                let tcol = before.rsplit('\n').next().unwrap_or("").chars().count();
-                return Some(place_in_file(source, *at, tline, tcol));
+                return Some(offset_in_file(source, *at, text, start));
             }
             from = end;
         }
         None
     }
 
-    pub fn condition(
-        &self,
-        key: &str,
-        context: &Context,
-        source: &SourceFile,
-    ) -> Result<bool, RenderError> {
-        self.render(key, context, source).map(|s| s == "true")
+    pub fn condition(&self, key: &str, context: &Context) -> Result<bool, RenderError> {
+        unguarded(|| self.render(key, context)).map(|s| s == "true")
+    }
+}
+
+/// The most text one template may render: far more than any command or
+/// script line needs, little enough that a loop that never ends fails in
+/// a moment instead of eating the controller's memory.
+pub const MAX_RENDERED_BYTES: usize = 4 * 1024 * 1024;
+/// The longest one template may take to render (checked as it writes).
+pub const MAX_RENDER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Where a template renders to: refuses to grow past
+/// [`MAX_RENDERED_BYTES`] or to go on writing past [`MAX_RENDER_TIME`].
+/// Tera 2 bounds `range()` (100 000 items) but not loops nested in loops,
+/// so the bound is on what they produce.
+struct Bounded {
+    text: Vec<u8>,
+    started: std::time::Instant,
+    /// Why rendering was stopped, when it was.
+    exceeded: Option<String>,
+}
+
+impl Bounded {
+    fn new() -> Bounded {
+        Bounded {
+            text: Vec::new(),
+            started: std::time::Instant::now(),
+            exceeded: None,
+        }
+    }
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.exceeded = Some(format!(
+                "the template renders more than {} MiB; a loop in it runs too long (or never ends)",
+                MAX_RENDERED_BYTES / (1024 * 1024)
+            ));
+        } else if self.started.elapsed() > MAX_RENDER_TIME {
+            self.exceeded = Some(format!(
+                "the template took more than {}s to render; a loop in it runs too long (or never ends)",
+                MAX_RENDER_TIME.as_secs()
+            ));
+        }
+        if self.exceeded.is_some() {
+            return Err(std::io::Error::other("template output limit"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -227,6 +380,14 @@ fn describe(error: &tera::Error, at: Place, source: &SourceFile) -> (String, Pla
     }
 }
 
+/// Where byte `offset` of template `text`, written at `at`, is in the file.
+fn offset_in_file(source: &SourceFile, at: Place, text: &str, offset: usize) -> Place {
+    let before = &text[..offset];
+    let tline = before.matches('\n').count() + 1;
+    let tcol = before.rsplit('\n').next().unwrap_or("").chars().count();
+    place_in_file(source, at, tline, tcol)
+}
+
 /// Where line `tline` (1-based), column `tcol` (0-based) of a template
 /// written at `at` is in the file. Block scalars (`|`, `>`) start on the line
 /// after their indicator; quoted ones one column after the quote.
@@ -273,6 +434,33 @@ mod tests {
     use super::*;
     use crate::plan::secrets::{MissingSecrets, SecretStore};
 
+    /// A loop that would render gigabytes stops at the bound, with a
+    /// message, and the same template then fails at once for other hosts.
+    #[test]
+    fn rendering_stops_at_the_size_bound() {
+        let source = SourceFile::from_text("p.yml", "x");
+        let mut templates = Templates::new(SecretStore::new(None, MissingSecrets::Fail));
+        let template = Template {
+            text: "{% for i in range(end=100000) %}{% for j in range(end=100000) %}{{ big }}{% endfor %}{% endfor %}".into(),
+            at: Place { line: 1, column: 1 },
+        };
+        templates
+            .add("t", &template, &source, &Vars::new())
+            .unwrap();
+        let mut context = Context::new();
+        context.insert("big", &"x".repeat(4096));
+        let started = std::time::Instant::now();
+        let error = templates.render("t", &context).unwrap_err();
+        assert!(
+            error.message.contains("renders more than 4 MiB"),
+            "{}",
+            error.message
+        );
+        let again = templates.render("t", &context).unwrap_err();
+        assert_eq!(again.message, error.message);
+        assert!(started.elapsed() < MAX_RENDER_TIME);
+    }
+
     /// Exclusions exported as INI are applied in the order the export
     /// lists them: maps keep their order through captures and templates.
     #[test]
@@ -283,7 +471,9 @@ mod tests {
             text: "{% for name, item in settings %}{{ name }};{% endfor %}".into(),
             at: Place { line: 1, column: 1 },
         };
-        templates.add("t", &template, &source).unwrap();
+        templates
+            .add("t", &template, &source, &Vars::new())
+            .unwrap();
         let settings = crate::run::capture::parse(
             crate::load::CaptureFormat::Ini,
             "[item_0002]\nPath=/c\n[item_0000]\nPath=/a\n[item_0001]\nPath=/b\n",
@@ -292,7 +482,7 @@ mod tests {
         let mut context = Context::new();
         context.insert("settings", &settings);
         assert_eq!(
-            templates.render("t", &context, &source).unwrap(),
+            templates.render("t", &context).unwrap(),
             "item_0002;item_0000;item_0001;"
         );
     }

@@ -1,8 +1,11 @@
 //! Live output as plain lines, for logs and terminals without bars (CI,
 //! `| tee`, a cron job): one line per wave, per finished host, per halt.
+//! Names and messages are drawn through [`inert`]: they came from the
+//! inventory or the endpoints.
 
 use std::io::Write;
 
+use super::terminal::inert;
 use crate::run::{Event, HostStatus, Observer, StepStatus, name_of};
 
 pub struct Lines<W: Write + Send> {
@@ -31,30 +34,37 @@ impl<W: Write + Send> Observer for Lines<W> {
     fn on_event(&mut self, _at: chrono::DateTime<chrono::Utc>, event: &Event) {
         let line = match event {
             Event::WaveStarted { client, wave, hosts } => Some(format!(
-                "{client}: wave {wave} ({} host{})",
+                "{}: wave {wave} ({} host{})",
+                inert(client),
                 hosts.len(),
                 if hosts.len() == 1 { "" } else { "s" }
             )),
-            Event::Paused { client, reason, .. } => Some(format!("{client}: {reason}")),
-            Event::ClientHalted { client, reason } => Some(format!("{client}: HALTED: {reason}")),
+            Event::Paused { client, reason, .. } => Some(format!("{}: {}", inert(client), inert(reason))),
+            Event::ClientHalted { client, reason } => {
+                Some(format!("{}: HALTED: {}", inert(client), inert(reason)))
+            }
             Event::HostFinished { client, host, status, error, .. } if *status != HostStatus::Skipped => {
+                let (client, host) = (inert(client), inert(host));
                 Some(match error {
-                    Some(e) => format!("  {} {client}/{host}: {e}", label(*status)),
+                    Some(e) => format!("  {} {client}/{host}: {}", label(*status), inert(e)),
                     None => format!("  {} {client}/{host}", label(*status)),
                 })
             }
-            Event::RollbackStarted { client, host, .. } => Some(format!("  rolling back {client}/{host}")),
+            Event::RollbackStarted { client, host, .. } => {
+                Some(format!("  rolling back {}/{}", inert(client), inert(host)))
+            }
             Event::StepFinished { host, step, .. } if self.verbose || step.status == StepStatus::Failed => {
                 Some(format!(
-                    "    {host}: {} `{}` ({}){}",
+                    "    {}: {} `{}` ({}){}",
+                    inert(host),
                     name_of(&step.status),
-                    step.name,
-                    step.phase,
-                    step.detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
+                    inert(&step.name),
+                    inert(&step.phase),
+                    step.detail.as_ref().map(|d| format!(": {}", inert(d))).unwrap_or_default()
                 ))
             }
             Event::Interrupting => Some(
-                "interrupted: no new host or step starts; running steps finish and half-done hosts are rolled back (Ctrl-C again to stop at once)".into(),
+                "interrupted: no new host or step starts; running steps finish and half-done hosts are rolled back (a second Ctrl-C, SIGTERM or SIGHUP stops at once)".into(),
             ),
             _ => None,
         };

@@ -1,7 +1,9 @@
 //! The plan as JSON (`run --dry-run --format json`), in the shape DESIGN.md
 //! fixes: `clients[].waves[]` as in the report, and per host `name`, `wave`,
 //! `status` (`planned` | `skipped`) and `steps[]` with `phase`, `name` and
-//! `command` (secrets as `***`; `null` where rendered at run time).
+//! `command` (secrets as `***`; `null` where rendered at run time), and the
+//! `origin` of each step: the file (the playbook or one it includes) and
+//! line it is written at.
 
 use serde::Serialize;
 
@@ -49,7 +51,15 @@ pub struct StepDoc<'a> {
     pub skip: Option<&'a str>,
     pub when: Option<&'a str>,
     pub check_safe: bool,
+    pub origin: Origin,
     pub rollback: Vec<StepDoc<'a>>,
+}
+
+/// Where a step is written.
+#[derive(Serialize)]
+pub struct Origin {
+    pub file: String,
+    pub line: usize,
 }
 
 pub fn plan_doc<'a>(plan: &'a Plan, redactor: &Redactor) -> PlanDoc<'a> {
@@ -100,6 +110,10 @@ fn step_doc<'a>(step: &'a PlannedStep, redactor: &Redactor) -> StepDoc<'a> {
         skip: step.skip.as_deref(),
         when: step.def.step.when.as_ref().map(|w| w.text.as_str()),
         check_safe: step.def.step.check_safe,
+        origin: Origin {
+            file: step.def.step.source.name(),
+            line: step.def.step.at.line,
+        },
         rollback: step
             .rollback
             .iter()

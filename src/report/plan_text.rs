@@ -1,16 +1,19 @@
 //! The plan for a person (`run --dry-run`): each client, its waves with
 //! their hosts, and the exact commands each host would run, rollbacks and
-//! `on_failure` included, secrets as `***`.
+//! `on_failure` included, secrets as `***`; each step with the file and
+//! line it is written at, which may be a file the playbook includes.
 //!
 //! A client of 400 hosts must stay readable, so hosts whose rendered steps
 //! are identical are shown once, as a group; only hosts whose commands
 //! differ (because a template reads `host.name` or a host var) get sections
-//! of their own.
+//! of their own. Client and host names come from the inventory and are
+//! drawn [`inert`].
 
 use std::fmt::Write;
 
 use indexmap::IndexMap;
 
+use super::terminal::inert;
 use crate::plan::{ClientPlan, HostPlan, Plan, PlannedStep, Redactor};
 
 pub fn render(plan: &Plan) -> String {
@@ -57,14 +60,14 @@ fn plural(n: usize) -> &'static str {
 fn render_client(out: &mut String, client: &ClientPlan, redactor: &Redactor) {
     let planned = client.hosts.iter().filter(|h| h.skipped.is_none()).count();
     if planned == 0 {
-        let _ = writeln!(out, "client {}: nothing to do", client.name);
+        let _ = writeln!(out, "client {}: nothing to do", inert(&client.name));
         render_skipped(out, client);
         return;
     }
     let _ = writeln!(
         out,
         "client {}: {planned} host{} in {} wave{}",
-        client.name,
+        inert(&client.name),
         plural(planned),
         client.waves.len(),
         plural(client.waves.len())
@@ -89,7 +92,7 @@ fn render_client(out: &mut String, client: &ClientPlan, redactor: &Redactor) {
             wave.index,
             wave.hosts.len(),
             plural(wave.hosts.len()),
-            wave.hosts.join(", ")
+            inert(&wave.hosts.join(", "))
         );
     }
     render_skipped(out, client);
@@ -117,12 +120,19 @@ fn render_skipped(out: &mut String, client: &ClientPlan) {
         }
     }
     for (reason, names) in by_reason {
-        let _ = writeln!(out, "  skipped ({reason}): {}", names.join(", "));
+        let _ = writeln!(
+            out,
+            "  skipped ({}): {}",
+            inert(reason),
+            inert(&names.join(", "))
+        );
     }
 }
 
+/// The hosts a group of steps is shown for (names from the inventory,
+/// drawn [`inert`]).
 fn group_label(names: &[&str]) -> String {
-    match names.len() {
+    let label = match names.len() {
         1 => names[0].to_string(),
         n if n <= 6 => format!("{} ({n} hosts)", names.join(", ")),
         n => format!(
@@ -130,7 +140,8 @@ fn group_label(names: &[&str]) -> String {
             names[..3].join(", "),
             names[n - 1]
         ),
-    }
+    };
+    inert(&label).into_owned()
 }
 
 fn render_steps(out: &mut String, host: &HostPlan, redactor: &Redactor) {
@@ -186,7 +197,13 @@ fn render_step(
     } else {
         format!("  [{}]", flags.join(", "))
     };
-    let _ = writeln!(out, "{pad}{bullet} {}{flags}", s.name);
+    let _ = writeln!(
+        out,
+        "{pad}{bullet} {}{flags}  ({}:{})",
+        s.name,
+        s.source.name(),
+        s.at.line
+    );
     let inner = " ".repeat(indent + bullet.len() + 1);
     if let Some(reason) = &step.skip {
         let _ = writeln!(out, "{inner}skipped: {reason}");

@@ -2,6 +2,8 @@
 //! with host counts by state. The bars are tracing spans drawn by
 //! tracing-indicatif, so log lines (halts, rollbacks, failures, emitted
 //! here as tracing events) print above the bars instead of tearing them.
+//! Names and messages are drawn through [`inert`]: they came from the
+//! inventory or the endpoints.
 
 use std::collections::HashMap;
 
@@ -9,6 +11,7 @@ use indicatif::ProgressStyle;
 use tracing::{Span, info_span, warn};
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
+use super::terminal::inert;
 use crate::run::{Event, HostStatus, Observer};
 
 #[derive(Default)]
@@ -57,13 +60,13 @@ impl Observer for Progress {
                 overall.pb_set_length(planned as u64);
                 overall.pb_start();
                 for c in clients {
-                    let span = info_span!(parent: &overall, "client", name = %c.name);
+                    let span = info_span!(parent: &overall, "client", name = %inert(&c.name));
                     span.pb_set_style(&style("  [{bar:30}] {pos}/{len}  {msg}"));
                     span.pb_set_length(
                         c.hosts.iter().filter(|h| h.skipped.is_none()).count() as u64
                     );
                     span.pb_start();
-                    span.pb_set_message(&c.name);
+                    span.pb_set_message(&inert(&c.name));
                     self.clients
                         .insert(c.name.clone(), (span, Counts::default()));
                 }
@@ -83,9 +86,11 @@ impl Observer for Progress {
                 }
                 if status.is_failure() {
                     warn!(
-                        "{client}/{host}: {} {}",
+                        "{}/{}: {} {}",
+                        inert(client),
+                        inert(host),
                         status.as_str(),
-                        error.as_deref().unwrap_or("")
+                        inert(error.as_deref().unwrap_or(""))
                     );
                 }
                 self.update(
@@ -103,15 +108,24 @@ impl Observer for Progress {
                 );
             }
             Event::HostNotStarted { client, .. } => self.update(client, |c| c.not_started += 1, 1),
-            Event::ClientHalted { client, reason } => warn!("{client} halted: {reason}"),
+            Event::ClientHalted { client, reason } => {
+                warn!("{} halted: {}", inert(client), inert(reason))
+            }
             Event::RollbackStarted {
                 client,
                 host,
                 reason,
-            } => warn!("{client}/{host}: rolling back ({reason})"),
-            Event::Paused { client, reason, .. } => tracing::info!("{client}: {reason}"),
+            } => warn!(
+                "{}/{}: rolling back ({})",
+                inert(client),
+                inert(host),
+                inert(reason)
+            ),
+            Event::Paused { client, reason, .. } => {
+                tracing::info!("{}: {}", inert(client), inert(reason))
+            }
             Event::Interrupting => warn!(
-                "interrupted: finishing running steps and rolling back half-done hosts; Ctrl-C again to stop at once"
+                "interrupted: finishing running steps and rolling back half-done hosts; a second Ctrl-C, SIGTERM or SIGHUP stops at once"
             ),
             Event::RunFinished { .. } => {
                 self.clients.clear();
@@ -127,7 +141,7 @@ impl Progress {
         if let Some((span, counts)) = self.clients.get_mut(client) {
             change(counts);
             span.pb_inc(done);
-            span.pb_set_message(&format!("{client}: {}", counts.message()));
+            span.pb_set_message(&format!("{}: {}", inert(client), counts.message()));
         }
         change(&mut self.total);
         if let Some(overall) = &self.overall {

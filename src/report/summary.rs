@@ -1,9 +1,11 @@
 //! The table printed when a run ends: per client, hosts by outcome, and
-//! the hosts that need a person, with the reason.
+//! the hosts that need a person, with the reason. Names and errors are
+//! drawn through [`inert`]: they came from the inventory or the endpoints.
 
 use std::fmt::Write;
 
 use super::run_json::{Report, counts};
+use super::terminal::inert;
 use crate::run::{HostStatus, name_of};
 
 pub fn render(report: &Report) -> String {
@@ -16,7 +18,7 @@ pub fn render(report: &Report) -> String {
     let width = report
         .clients
         .iter()
-        .map(|c| c.name.len())
+        .map(|c| inert(&c.name).chars().count())
         .max()
         .unwrap_or(6)
         .max(6);
@@ -47,7 +49,7 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(
             out,
             "  {:width$}  {:11}  {:>9}  {:>6}  {:>15}  {:>11}  {:>11}  {:>7}  {:>9}",
-            client.name,
+            inert(&client.name),
             status,
             c[&HostStatus::Succeeded],
             c[&HostStatus::Failed],
@@ -60,7 +62,7 @@ pub fn render(report: &Report) -> String {
     }
     for client in &report.clients {
         if let Some(reason) = &client.halted {
-            let _ = writeln!(out, "\n{} halted: {reason}", client.name);
+            let _ = writeln!(out, "\n{} halted: {}", inert(&client.name), inert(reason));
         }
     }
     let attention: Vec<_> = report
@@ -79,8 +81,8 @@ pub fn render(report: &Report) -> String {
                 out,
                 "  {} {}: {}",
                 host.status.as_str(),
-                host.name,
-                host.error.as_deref().unwrap_or("")
+                inert(&host.name),
+                inert(host.error.as_deref().unwrap_or(""))
             );
         }
     }

@@ -9,8 +9,12 @@
 //!
 //! Parallelism has two bounds: a client's `concurrency` and `--forks` over
 //! all clients. Hosts wait for their client's permit first, then for a
-//! fork, both queues first-come first-served, so hosts start in inventory
-//! order and one large client cannot starve the others of its own permits.
+//! fork, both queues first-come first-served, so one large client cannot
+//! starve the others of its own permits. The wave takes both permits for
+//! its hosts one by one, in inventory order, before it hands each host to a
+//! task of its own: tasks spawned together run in no particular order (the
+//! runtime even runs the newest first), so a host that queued for its own
+//! permits inside its task could overtake the hosts listed before it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -169,22 +173,29 @@ impl Scheduler {
                 hosts: todo.clone(),
             });
             let mut hosts = tokio::task::JoinSet::new();
+            let client_index = self
+                .plan
+                .clients
+                .iter()
+                .position(|c| c.name == client.name)
+                .unwrap_or(0);
             for name in &todo {
+                let client_permit = Arc::clone(&permits)
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
+                let fork = Arc::clone(&self.forks)
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
                 let this = Arc::clone(self);
                 let state = Arc::clone(&state);
-                let permits = Arc::clone(&permits);
-                let client_index = self
-                    .plan
-                    .clients
-                    .iter()
-                    .position(|c| c.name == client.name)
-                    .unwrap_or(0);
                 let name = name.clone();
                 let wave_index = wave.index;
                 hosts.spawn(async move {
+                    let _permits = (client_permit, fork);
                     let client = &this.plan.clients[client_index];
-                    this.run_one(client, &name, wave_index, &state, &permits)
-                        .await
+                    this.run_one(client, &name, wave_index, &state).await
                 });
             }
             while let Some(done) = hosts.join_next().await {
@@ -221,13 +232,10 @@ impl Scheduler {
         name: &str,
         wave: usize,
         state: &ClientState,
-        permits: &Semaphore,
     ) -> HostStatus {
         let Some(host) = client.host(name) else {
             return HostStatus::NotStarted;
         };
-        let _client_permit = permits.acquire().await.expect("never closed");
-        let _fork = self.forks.acquire().await.expect("never closed");
         let resume = match self.start_of(name) {
             super::HostResume::Continue(carried) => Some(carried),
             _ => None,

@@ -164,17 +164,17 @@ pub const RECORD_TAIL: usize = 48 * 1024;
 const REDACT_MARGIN: usize = 4 * 1024;
 
 impl BoundedOutput {
-    /// The output as a step record keeps it, passed through `redact`: whole
-    /// if it fits, else its head and tail around a note saying how many
-    /// bytes are left out.
-    pub fn excerpt(&self, redact: impl Fn(&str) -> String) -> String {
+    /// The output as a step record keeps it, masked and decoded by `redact`
+    /// (bytes in, text out): whole if it fits, else its head and tail around
+    /// a note saying how many bytes are left out.
+    pub fn excerpt(&self, redact: impl Fn(&[u8]) -> String) -> String {
         if self.total_len <= (RECORD_HEAD + RECORD_TAIL) as u64 && !self.is_truncated() {
-            return redact(&String::from_utf8_lossy(&self.kept));
+            return redact(&self.kept);
         }
         let head_end = (RECORD_HEAD + REDACT_MARGIN).min(self.kept.len());
-        let head = redact(&String::from_utf8_lossy(&self.kept[..head_end]));
+        let head = redact(&self.kept[..head_end]);
         let tail_start = self.kept.len().saturating_sub(RECORD_TAIL + REDACT_MARGIN);
-        let tail = redact(&String::from_utf8_lossy(&self.kept[tail_start..]));
+        let tail = redact(&self.kept[tail_start..]);
         let mut head_cut = RECORD_HEAD.min(head.len());
         while !head.is_char_boundary(head_cut) {
             head_cut -= 1;
@@ -357,7 +357,7 @@ mod tests {
         }
         buffer.push(b"\nthe last line\n");
         let out = buffer.finish();
-        let record = out.excerpt(|t| t.replace(secret, "***"));
+        let record = out.excerpt(|b| String::from_utf8_lossy(b).replace(secret, "***"));
         assert!(record.starts_with("first line\n"), "{}", &record[..20]);
         assert!(record.ends_with("y\nthe last line\n"));
         assert!(!record.contains("hunter"), "no piece of the secret is left");
@@ -365,7 +365,7 @@ mod tests {
         assert!(record.contains(&format!("\n{note}\n")), "{note}");
         assert!(record.len() < RECORD_HEAD + RECORD_TAIL + 100);
         let small = BoundedOutput::whole(b"short".to_vec());
-        assert_eq!(small.excerpt(|t| t.to_uppercase()), "SHORT");
+        assert_eq!(small.excerpt(|b| String::from_utf8_lossy(b).to_uppercase()), "SHORT");
     }
 
     #[test]

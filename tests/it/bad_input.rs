@@ -471,3 +471,112 @@ fn a_shell_syntax_error_names_host_step_and_script_line() {
         ],
     );
 }
+
+#[test]
+fn an_exit_code_above_255_on_a_step_for_a_posix_system() {
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - run: msiexec /i new.msi\n        os: [linux, windows]\n        reboot_codes: [3010]\n",
+        ),
+        7,
+        "reboot_codes has 3010, which a POSIX host can never return: exit codes there are 0 to 255 (exit 3010 arrives as 194)",
+    );
+}
+
+#[test]
+fn an_exit_code_above_255_on_a_step_that_would_run_on_a_linux_host() {
+    // The step does not say its os: the planner knows it per host, and
+    // says which hosts and which step.
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - name: install\n        run: setup.exe /quiet\n        ok_codes: [0, 3010]\n",
+        ),
+        5,
+        "host a1 (and 2 more hosts), step `install` (p): ok_codes has 3010, which a POSIX host can never return",
+    );
+}
+
+#[test]
+fn an_exit_code_above_255_is_fine_on_windows_hosts() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "playbook.yml",
+        "name: x\nphases:\n  - name: p\n    steps:\n      - name: install\n        run: setup.exe /quiet\n        ok_codes: [0, 3010]\n",
+    );
+    scratch.write(
+        "inventory.yml",
+        "clients:\n  acme:\n    hosts:\n      - { name: w1, address: 10.0.0.1, os: windows }\n",
+    );
+    scratch
+        .orchestrate(&["validate", "playbook.yml", "-i", "inventory.yml"])
+        .expect_code(0);
+}
+
+#[test]
+fn a_timeout_of_zero() {
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - run: echo\n        timeout: 0s\n",
+        ),
+        6,
+        "`timeout: 0s` would stop the step before it starts",
+    );
+}
+
+#[test]
+fn no_ok_codes_at_all() {
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - run: echo\n        ok_codes: []\n",
+        ),
+        6,
+        "`ok_codes: []` accepts no exit code",
+    );
+}
+
+#[test]
+fn an_upload_without_a_destination() {
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - upload: { src: playbook.yml, dest: \"\" }\n",
+        ),
+        5,
+        "an upload with an empty `dest`",
+    );
+}
+
+#[test]
+fn more_retries_than_a_step_may_have() {
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - run: echo\n        retries: 1000000\n",
+        ),
+        6,
+        "`retries: 1000000` is more than the 100 a step may have",
+    );
+}
+
+#[test]
+fn a_template_whose_loops_run_for_ever_is_an_error_not_a_hang() {
+    let started = std::time::Instant::now();
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - run: echo {% for i in range(end=100000) %}{% for j in range(end=100000) %}x{% endfor %}{% endfor %}\n",
+        ),
+        5,
+        // Past the size or the time bound, whichever comes first.
+        "a loop in it runs too long",
+    );
+    rejects(
+        Bad::Playbook(
+            "name: x\nphases:\n  - name: p\n    steps:\n      - run: echo {% for i in range(end=100000000000) %}x{% endfor %}\n",
+        ),
+        5,
+        "range",
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}

@@ -353,18 +353,7 @@ vars: { extra_cleanup: false }
         "inventory.yml",
         "clients:\n  acme:\n    hosts:\n      - { name: a1, address: 10.0.0.1, os: linux }\n",
     );
-    let plan = scratch
-        .orchestrate(&[
-            "run",
-            "playbook.yml",
-            "-i",
-            "inventory.yml",
-            "--dry-run",
-            "--format",
-            "json",
-        ])
-        .expect_code(0)
-        .json();
+    let plan = scratch.plan_json("playbook.yml", "inventory.yml");
     let steps = plan["clients"][0]["hosts"][0]["steps"].as_array().unwrap();
     assert_eq!(steps[0]["command"], "dpkg -l | awk '/kesl/ {print $2}'");
     assert!(

@@ -233,51 +233,6 @@ fn hostile_exclusion_values_reach_the_powershell_as_quoted_literals() {
     }
 }
 
-/// The phases' steps of a playbook file, by name.
-fn playbook_steps(path: &str) -> Vec<(String, String, Value)> {
-    let text = std::fs::read_to_string(repo().join(path)).unwrap();
-    let doc: Value = serde_saphyr::from_str(&text).unwrap();
-    let mut steps = Vec::new();
-    for phase in doc["phases"].as_array().unwrap() {
-        for s in phase["steps"].as_array().unwrap() {
-            steps.push((
-                phase["name"].as_str().unwrap().to_string(),
-                s["name"].as_str().unwrap().to_string(),
-                s.clone(),
-            ));
-        }
-    }
-    steps
-}
-
-#[test]
-fn the_kaspersky_removal_is_the_same_in_every_windows_playbook() {
-    // Detection and removal of Kaspersky are copied into each Windows
-    // playbook; a fix made in one must be made in all.
-    let defender = playbook_steps(WINDOWS_PLAYBOOKS[0]);
-    for other in &WINDOWS_PLAYBOOKS[1..] {
-        let steps = playbook_steps(other);
-        for (phase, name, step) in defender.iter().filter(|(p, n, _)| {
-            p == "uninstall" || (p == "precheck" && n != "stop if Group Policy disables Defender")
-        }) {
-            let copy = steps
-                .iter()
-                .find(|(p, n, _)| p == phase && n == name)
-                .unwrap_or_else(|| panic!("{other}: {phase}/{name}"));
-            assert_eq!(&copy.2, step, "{other}: {phase}/{name} differs");
-        }
-        for name in [
-            "no Kaspersky left on the host",
-            "Windows Firewall profiles are on",
-        ] {
-            let find = |list: &[(String, String, Value)]| {
-                list.iter().find(|(_, n, _)| n == name).unwrap().2.clone()
-            };
-            assert_eq!(find(&steps), find(&defender), "{other}: {name} differs");
-        }
-    }
-}
-
 #[test]
 fn a_host_with_its_own_exclusions_gets_exactly_those() {
     // Host vars win over client vars as a whole: the dry run shows each host

@@ -75,7 +75,7 @@ fn context(vars: &Map<String, Value>) -> tera::Context {
 fn condition(run: &HostRun<'_>, key: &str, vars: &Map<String, Value>) -> Result<bool, String> {
     run.plan
         .templates
-        .condition(key, &context(vars), &run.plan.playbook.source)
+        .condition(key, &context(vars))
         .map_err(|e| e.message)
 }
 
@@ -87,14 +87,8 @@ pub(super) fn resolve_action(
     if let Some(action) = &step.action {
         return Ok(action.clone());
     }
-    crate::plan::render_action(
-        &run.plan.templates,
-        &run.plan.playbook.source,
-        &run.plan.playbook.dir(),
-        &step.def,
-        &context(vars),
-    )
-    .map_err(|e| format!("template at line {}: {}", e.at.line, e.message))
+    crate::plan::render_action(&run.plan.templates, &step.def, &context(vars))
+        .map_err(|e| format!("template at line {}: {}", e.at.line, e.message))
 }
 
 /// Runs a step until it succeeds (and its `until` holds) or its retries
@@ -177,7 +171,9 @@ pub(super) async fn attempt_step(
                 attempt.detail = Some(format!(
                     "exited with {code} (ok: {:?}){}",
                     def.ok_codes,
-                    last_line(&attempt.stderr.to_text())
+                    // Masked before it is cut to a line: one line of a
+                    // secret is only a part of its value.
+                    last_line(&run.redactor.redact_to_text(&attempt.stderr))
                 ));
                 return attempt;
             }
@@ -276,5 +272,5 @@ fn failed(exit_code: Option<i32>, detail: String) -> Attempt {
 
 /// What a record keeps of a stream: its head and tail, redacted.
 pub(super) fn kept(run: &HostRun<'_>, output: &BoundedOutput) -> String {
-    output.excerpt(|text| run.redactor.redact(text))
+    output.excerpt(|bytes| run.redactor.redact_to_text(bytes))
 }

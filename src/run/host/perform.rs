@@ -70,8 +70,19 @@ pub(super) async fn perform(
             Ok(done())
         }
         RenderedAction::Wait(duration) => {
-            tokio::time::sleep(*duration).await;
-            Ok(done())
+            // The one action that runs on the controller: the first signal
+            // ends it, as it would end a command's wait for a host. Cut
+            // short, the step did not do what it was for, so it fails and
+            // the host is rolled back like any host caught half-way.
+            let started = std::time::Instant::now();
+            tokio::select! {
+                _ = tokio::time::sleep(*duration) => Ok(done()),
+                _ = run.stop.cancelled() => Err(TransportError::Other(format!(
+                    "the wait of {} was cut short after {:.1}s: the run was interrupted",
+                    crate::load::HumanDuration(*duration),
+                    started.elapsed().as_secs_f64()
+                ))),
+            }
         }
     }
 }

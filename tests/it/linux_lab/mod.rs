@@ -186,18 +186,29 @@ fn playbook_path(scratch: &Scratch, playbook: &str) -> PathBuf {
 
 /// The shipped playbook with every `retry_delay` cut to 100ms: a test that
 /// makes a step fail for good need not wait out real retry delays. Nothing
-/// else changes.
+/// else changes. The parts it includes from `playbooks/common/` are copied
+/// beside it, cut the same way.
 fn fast_copy(scratch: &Scratch, name: &str) -> PathBuf {
-    let text = std::fs::read_to_string(repo().join("playbooks").join(name)).unwrap();
-    let fast: String = text
-        .lines()
-        .map(|l| match l.find("retry_delay:") {
-            Some(at) => format!("{}retry_delay: 100ms", &l[..at]),
-            None => l.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    scratch.write(&format!("fast-{name}"), &fast)
+    let fast = |path: &Path| -> String {
+        let text = std::fs::read_to_string(path).unwrap();
+        text.lines()
+            .map(|l| match l.find("retry_delay:") {
+                Some(at) => format!("{}retry_delay: 100ms", &l[..at]),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let common = repo().join("playbooks/common");
+    for entry in std::fs::read_dir(&common).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        scratch.write(&format!("common/{file}"), &fast(&path));
+    }
+    scratch.write(
+        &format!("fast-{name}"),
+        &fast(&repo().join("playbooks").join(name)),
+    )
 }
 
 /// What the fake onboarding script does that the real one does too: write
