@@ -14,8 +14,8 @@
 //! journal with `sqlite3`. Nothing secret is written: events are redacted
 //! before they are emitted.
 
-pub mod lease;
 mod files;
+pub mod lease;
 mod replay;
 
 use std::path::{Path, PathBuf};

@@ -241,9 +241,8 @@ impl Templates {
                 source: written.source.clone(),
             }
         })?;
-        String::from_utf8(out.text).map_err(|_| {
-            failed("the template rendered text that is not UTF-8".into())
-        })
+        String::from_utf8(out.text)
+            .map_err(|_| failed("the template rendered text that is not UTF-8".into()))
     }
 
     /// Where in its file the first use of variable `name` in `key` is.

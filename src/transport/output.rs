@@ -365,7 +365,10 @@ mod tests {
         assert!(record.contains(&format!("\n{note}\n")), "{note}");
         assert!(record.len() < RECORD_HEAD + RECORD_TAIL + 100);
         let small = BoundedOutput::whole(b"short".to_vec());
-        assert_eq!(small.excerpt(|b| String::from_utf8_lossy(b).to_uppercase()), "SHORT");
+        assert_eq!(
+            small.excerpt(|b| String::from_utf8_lossy(b).to_uppercase()),
+            "SHORT"
+        );
     }
 
     #[test]
