@@ -19,16 +19,18 @@ use tracing_subscriber::util::SubscriberInitExt;
 use super::args::{ExecutionArgs, Format, ResumeArgs, RunArgs};
 use super::output;
 use super::{EXIT_INVALID, plan_from};
+use crate::journal::lease::{Holder, LeaseError, LeaseGuard, Resource, SqliteLeases};
 use crate::journal::{self, Journal, RunRow};
 use crate::plan::{MissingSecrets, Plan};
 use crate::report::run_json::{Report, ReportBuilder};
 use crate::report::{lines::Lines, log::JsonLines, progress::Progress, run_json, summary};
 use crate::run::{
-    self, AlwaysYes, Confirm, Event, Events, Interrupt, Observer, Resume, RunOptions,
+    self, AlwaysYes, Confirm, Event, Events, HostResume, Interrupt, Observer, Resume, RunOptions,
 };
 use crate::transport::{
     Connectors, local::LocalConnector, ssh::SshConnector, winrm::WinrmConnector,
 };
+use tokio_util::sync::CancellationToken;
 
 /// The transports this build has. One connector per kind serves the whole
 /// run, so hosts share what they can (a decrypted key, a jump connection).
@@ -48,7 +50,70 @@ struct Launch {
     check: bool,
     /// `Some` for `resume`: where hosts stand, and the report so far.
     resume: Option<(Resume, Report)>,
+    /// This process's leases on the run and its hosts, held until it ends.
+    lease: Leases,
     outputs: Outputs,
+}
+
+/// Leases held, and the token cancelled if they are lost mid-run.
+struct Leases {
+    _guard: LeaseGuard,
+    lost: CancellationToken,
+}
+
+/// Takes the leases on run `run_id` and on `hosts` (the ones this process
+/// may touch) before any is touched. Held by a live process: the error
+/// names it, exit 2. Left by a dead one: taken over with a warning.
+fn take_leases(
+    journal: &Journal,
+    run_id: &str,
+    command: &str,
+    hosts: impl Iterator<Item = String>,
+) -> Result<Leases, i32> {
+    let mut resources = vec![Resource::Run(run_id.to_string())];
+    resources.extend(hosts.map(Resource::Host));
+    let store = match SqliteLeases::open(journal.path()) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(EXIT_INVALID);
+        }
+    };
+    let lost = CancellationToken::new();
+    let on_loss = {
+        let lost = lost.clone();
+        move |why: String| {
+            tracing::error!(
+                "{why}; stopping as after Ctrl-C (running steps finish, half-done hosts are rolled back)"
+            );
+            lost.cancel();
+        }
+    };
+    let holder = Holder::this_process(run_id, command);
+    match LeaseGuard::take(Box::new(store), holder, &resources, on_loss) {
+        Ok((guard, taken_over)) => {
+            for (resource, previous) in taken_over {
+                eprintln!(
+                    "warning: {resource} was left leased by {previous}, which is gone; taking it over"
+                );
+            }
+            Ok(Leases {
+                _guard: guard,
+                lost,
+            })
+        }
+        Err(LeaseError::Busy(busy)) => {
+            eprintln!(
+                "error: {busy}; nothing was started. Wait for it to finish (or stop it); a lease left by a process that died is taken over {}s after its last renewal, or at once on the machine it ran on",
+                crate::journal::lease::EXPIRES_AFTER.as_secs()
+            );
+            Err(EXIT_INVALID)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(EXIT_INVALID)
+        }
+    }
 }
 
 /// The files a run writes, opened (created 0600) before it starts.
@@ -133,6 +198,14 @@ pub fn run(plan: Plan, args: &RunArgs) -> i32 {
         started_at: run::now(),
         finished_at: None,
     };
+    let touched = plan
+        .hosts()
+        .filter(|h| h.skipped.is_none())
+        .map(|h| h.name.clone());
+    let lease = match take_leases(&journal, &run_id, "run", touched) {
+        Ok(lease) => lease,
+        Err(code) => return code,
+    };
     if let Err(e) = journal
         .start_run(&row)
         .and_then(|()| journal.record_files(&row.run_id, &files))
@@ -146,6 +219,7 @@ pub fn run(plan: Plan, args: &RunArgs) -> i32 {
         journal,
         check: args.check,
         resume: None,
+        lease,
         outputs,
     };
     block_on(drive(launch, &args.execution))
@@ -230,6 +304,21 @@ pub fn resume(args: &ResumeArgs) -> i32 {
         }
     };
     let replay = journal::replay(&events);
+    // Hosts this resume may touch: not those done or left for a person.
+    let touched = plan
+        .hosts()
+        .filter(|h| h.skipped.is_none())
+        .filter(|h| {
+            !matches!(
+                replay.hosts.get(&h.name),
+                Some(HostResume::Done | HostResume::Leave)
+            )
+        })
+        .map(|h| h.name.clone());
+    let lease = match take_leases(&journal, &row.run_id, "resume", touched) {
+        Ok(lease) => lease,
+        Err(code) => return code,
+    };
     let outputs = match Outputs::open(&args.execution) {
         Ok(outputs) => outputs,
         Err(e) => {
@@ -248,6 +337,7 @@ pub fn resume(args: &ResumeArgs) -> i32 {
         journal,
         check,
         resume: Some((replay.hosts, replay.report)),
+        lease,
         outputs,
     };
     block_on(drive(launch, &args.execution))
@@ -280,6 +370,7 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         journal,
         check,
         resume,
+        lease,
         outputs,
     } = launch;
     let bars = args.format == Format::Human
@@ -335,6 +426,17 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
     let events = Arc::new(Events::new(observers));
 
     signals.watch(interrupt.clone(), Arc::clone(&events));
+    {
+        // Leases lost mid-run (taken over, or the journal unreachable):
+        // stop as after Ctrl-C, since another process may take the hosts.
+        let (interrupt, events, lost) =
+            (interrupt.clone(), Arc::clone(&events), lease.lost.clone());
+        tokio::spawn(async move {
+            lost.cancelled().await;
+            interrupt.soft.cancel();
+            events.emit(Event::Interrupting);
+        });
+    }
     let confirm: Arc<dyn Confirm> = if args.yes {
         Arc::new(AlwaysYes)
     } else if std::io::stdin().is_terminal() {
@@ -373,6 +475,7 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         Format::Human => output::print(&summary::render(&report)),
         Format::Json => output::println(&run_json::render(&report)),
     }
+    drop(lease);
     outcome.exit_code()
 }
 

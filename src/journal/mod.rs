@@ -15,6 +15,7 @@
 //! before they are emitted.
 
 mod files;
+pub mod lease;
 mod replay;
 
 use std::path::{Path, PathBuf};
@@ -162,6 +163,11 @@ impl Journal {
             });
         }
         Journal::open(path)
+    }
+
+    /// The journal's file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn error(&self, e: impl std::fmt::Display) -> JournalError {

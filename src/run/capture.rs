@@ -9,6 +9,23 @@
 use serde_json::{Map, Value};
 
 use crate::load::CaptureFormat;
+use crate::transport::BoundedOutput;
+use crate::transport::output::CAPTURE_LIMIT;
+
+/// Parses a step's stdout for its capture. Output the transport did not
+/// keep whole is refused: parsing its head alone would capture a value
+/// that is not what the host said (JSON cut mid-way, INI sections lost).
+pub fn parse_output(format: CaptureFormat, stdout: &BoundedOutput) -> Result<Value, String> {
+    match stdout.complete() {
+        Some(bytes) => parse(format, &String::from_utf8_lossy(bytes)),
+        None => Err(format!(
+            "the output is {} bytes, more than the {} KiB a capture can read; make the \
+             command print only what the capture needs",
+            stdout.total_len(),
+            CAPTURE_LIMIT / 1024
+        )),
+    }
+}
 
 pub fn parse(format: CaptureFormat, output: &str) -> Result<Value, String> {
     match format {
@@ -136,6 +153,25 @@ AreaMask.item_0001=*.tmp
         )
         .unwrap();
         assert_eq!(value, json!({"a": {"x": "quoted value", "flag": ""}}));
+    }
+
+    #[test]
+    fn output_not_kept_whole_is_not_parsed() {
+        let mut buffer = crate::transport::OutputBuffer::default();
+        buffer.push(b"{\"a\": \"");
+        buffer.push(&vec![b'x'; CAPTURE_LIMIT]);
+        buffer.push(b"\"}");
+        let err = parse_output(CaptureFormat::Json, &buffer.finish()).unwrap_err();
+        let want = format!(
+            "the output is {} bytes, more than the 1024 KiB",
+            CAPTURE_LIMIT + 9
+        );
+        assert!(err.starts_with(&want), "{}", &err[..err.len().min(200)]);
+        let whole = BoundedOutput::whole(b"{\"a\": 1}".to_vec());
+        assert_eq!(
+            parse_output(CaptureFormat::Json, &whole).unwrap(),
+            json!({"a": 1})
+        );
     }
 
     #[test]

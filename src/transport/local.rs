@@ -17,12 +17,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    Command, Connector, Execution, ExitStatus, OutputChunk, OutputSink, Script, Session, Stream,
-    Target, TransportError, wrapper,
+    BoundedOutput, Command, Connector, Execution, ExitStatus, OutputBuffer, OutputCollector,
+    OutputSink, Script, Session, Stream, Target, TransportError, UploadSource, wrapper,
 };
 
 /// Opens [`LocalSession`]s; there is nothing to connect to.
@@ -85,29 +84,26 @@ impl LocalSession {
     }
 }
 
-/// Reads a pipe to its end, forwarding each piece to the sink as it comes.
+/// Reads a pipe to its end, keeping its head and tail and forwarding each
+/// piece to the sink as it comes.
 async fn drain(
     mut pipe: impl AsyncRead + Unpin,
     stream: Stream,
     sink: Option<OutputSink>,
-) -> Vec<u8> {
-    let mut all = Vec::new();
+) -> BoundedOutput {
+    let mut kept = OutputCollector::new(sink);
     let mut buf = vec![0u8; 8192];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => {
-                all.extend_from_slice(&buf[..n]);
-                if let Some(sink) = &sink {
-                    let _ = sink.send(OutputChunk {
-                        stream,
-                        data: Bytes::copy_from_slice(&buf[..n]),
-                    });
-                }
-            }
+            Ok(n) => kept.push(stream, &buf[..n], true),
         }
     }
-    all
+    let kept: OutputBuffer = match stream {
+        Stream::Stdout => kept.stdout,
+        Stream::Stderr => kept.stderr,
+    };
+    kept.finish()
 }
 
 fn kill_group(pid: Option<u32>) {
@@ -203,7 +199,12 @@ impl Session for LocalSession {
         })
     }
 
-    async fn upload(&self, contents: &[u8], dest: &str, mode: u32) -> Result<(), TransportError> {
+    async fn upload(
+        &self,
+        source: &UploadSource,
+        dest: &str,
+        mode: u32,
+    ) -> Result<(), TransportError> {
         use std::os::unix::fs::PermissionsExt;
         let fail = |e: std::io::Error| {
             TransportError::Other(format!("host {}: cannot write {dest}: {e}", self.host))
@@ -217,8 +218,9 @@ impl Session for LocalSession {
                 .mode(0o600)
                 .custom_flags(libc::O_NOFOLLOW);
             let mut file = options.open(dest).await.map_err(fail)?;
-            file.write_all(contents).await.map_err(fail)?;
-            file.flush().await.map_err(fail)?;
+            source.copy_to(&mut file).await.map_err(fail)?;
+            file.shutdown().await.map_err(fail)?;
+            drop(file);
             return tokio::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
                 .await
                 .map_err(fail);
@@ -231,13 +233,26 @@ impl Session for LocalSession {
             std::process::id(),
             UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let (contents, target) = (contents.to_vec(), dest.to_string());
-        tokio::task::spawn_blocking(move || {
-            super::atomic_upload::replace_local(&contents, &target, mode, &unique)
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-        .map_err(fail)
+        let temp = super::atomic_upload::temp_beside(super::Os::Linux, dest, &unique);
+        let written = async {
+            let mut options = tokio::fs::OpenOptions::new();
+            options
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW);
+            let mut file = options.open(&temp).await?;
+            source.copy_to(&mut file).await?;
+            file.sync_all().await?;
+            drop(file);
+            tokio::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode)).await?;
+            tokio::fs::rename(&temp, dest).await
+        }
+        .await;
+        if written.is_err() {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+        written.map_err(fail)
     }
 
     async fn remove(&self, path: &str) -> Result<(), TransportError> {

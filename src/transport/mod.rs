@@ -15,8 +15,10 @@
 
 pub mod atomic_upload;
 pub mod local;
+pub mod output;
 pub mod ssh;
 pub mod sudo;
+pub mod upload;
 pub mod winrm;
 pub mod wrapper;
 
@@ -25,7 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+
+pub use self::output::{BoundedOutput, OutputBuffer, OutputChunk, OutputCollector, OutputSink};
+pub use self::upload::UploadSource;
 
 /// The operating system family of a host, as far as a transport cares:
 /// it decides which shell `run` means and how PowerShell is sent.
@@ -292,17 +296,6 @@ pub enum Stream {
     Stderr,
 }
 
-/// A piece of output, streamed while the command runs.
-#[derive(Debug, Clone)]
-pub struct OutputChunk {
-    pub stream: Stream,
-    pub data: bytes::Bytes,
-}
-
-/// Where a session sends output as it arrives (for live progress and logs).
-/// The complete output is also returned in [`Execution`].
-pub type OutputSink = mpsc::UnboundedSender<OutputChunk>;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitStatus {
     Code(i32),
@@ -315,8 +308,20 @@ pub enum ExitStatus {
 #[derive(Debug, Clone)]
 pub struct Execution {
     pub status: ExitStatus,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
+    /// Each stream's head and tail (see [`output`]): bounded, whatever the host sent.
+    pub stdout: BoundedOutput,
+    pub stderr: BoundedOutput,
+}
+
+impl Execution {
+    /// A finished command's status and what the collector kept.
+    pub fn collected(status: ExitStatus, output: OutputCollector) -> Execution {
+        Execution {
+            status,
+            stdout: output.stdout.finish(),
+            stderr: output.stderr.finish(),
+        }
+    }
 }
 
 /// Why a transport could not do what it was asked.
@@ -356,8 +361,14 @@ pub trait Session: Send + Sync {
         sink: Option<OutputSink>,
     ) -> Result<Execution, TransportError>;
 
-    /// Write `contents` to `dest` on the host, with POSIX `mode` where it applies.
-    async fn upload(&self, contents: &[u8], dest: &str, mode: u32) -> Result<(), TransportError>;
+    /// Write the file `source` names to `dest` on the host, with POSIX `mode`
+    /// where it applies, read from disk in chunks (never whole in memory).
+    async fn upload(
+        &self,
+        source: &UploadSource,
+        dest: &str,
+        mode: u32,
+    ) -> Result<(), TransportError>;
 
     /// Remove a file on the host (for `script` steps' temporary copies).
     async fn remove(&self, path: &str) -> Result<(), TransportError>;

@@ -18,12 +18,14 @@ mod windows_fleet;
 
 mod bad_input;
 mod become_sudo;
+mod bounded_memory;
 mod command_lines;
 mod dry_run;
 mod faults;
 mod golden_plans;
 mod includes;
 mod journal_resume;
+mod leases;
 mod linux_clamav;
 mod linux_playbooks;
 mod linux_playbooks_plan;

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use orchestrate::transport::ssh::{KeyscanStatus, SshConnector};
 use orchestrate::transport::{
-    Command, Connector, ExitStatus, HostKeyPolicy, Script, Secret, Session, Target, TransportError,
+    Command, Connector, ExitStatus, HostKeyPolicy, OutputSink, Script, Secret, Session, Target,
+    TransportError,
 };
 use support::sshd::{ClientKey, PASSPHRASE, SshdEnv, process_alive};
+use support::upload_source;
 
 fn sh(text: &str) -> Command {
     Command::new(Script::Sh(text.to_string()))
@@ -89,14 +91,17 @@ async fn upload_keeps_the_mode_and_remove_deletes() {
     let path = session.temp_path("script.sh");
     assert!(path.starts_with("/tmp/orchestrate-"), "{path}");
     let body = b"#!/bin/sh\necho uploaded \"$@\"\n".to_vec();
-    session.upload(&body, &path, 0o750).await.expect("upload");
+    session
+        .upload(&upload_source(&body), &path, 0o750)
+        .await
+        .expect("upload");
     let (status, out) = run(&*session, &format!("stat -c %a {path}; {path} ok")).await;
     assert_eq!(status, ExitStatus::Code(0));
     assert_eq!(out, "750\nuploaded ok\n");
     // Larger than one SFTP packet, and overwritten in place.
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     session
-        .upload(&big, &path, 0o600)
+        .upload(&upload_source(&big), &path, 0o600)
         .await
         .expect("upload big");
     let (_, out) = run(&*session, &format!("stat -c '%a %s' {path}")).await;
@@ -132,13 +137,13 @@ async fn stdin_exit_codes_signals_and_streamed_output() {
     let (status, _) = run(&*session, "kill -TERM $$").await;
     assert_eq!(status, ExitStatus::Signal("TERM".into()));
 
-    let (sink, mut chunks) = tokio::sync::mpsc::unbounded_channel();
+    let (sink, mut chunks) = OutputSink::channel();
     let done = session
         .execute(&sh("echo out; echo err >&2"), Some(sink))
         .await
         .unwrap();
     assert_eq!(
-        (done.stdout.as_slice(), done.stderr.as_slice()),
+        (&done.stdout[..], &done.stderr[..]),
         (&b"out\n"[..], &b"err\n"[..])
     );
     let mut streamed = Vec::new();
@@ -398,7 +403,10 @@ async fn reboot_waits_for_the_host_and_reconnects() {
     let session = no_agent().connect(&target).await.unwrap();
     let (_, before) = run(&*session, "echo $PPID").await;
     let file = env.dir().join("before-reboot").display().to_string();
-    session.upload(b"x", &file, 0o644).await.unwrap();
+    session
+        .upload(&upload_source(b"x"), &file, 0o644)
+        .await
+        .unwrap();
     let started = Instant::now();
     session
         .reboot(Duration::from_secs(20))
@@ -409,7 +417,10 @@ async fn reboot_waits_for_the_host_and_reconnects() {
     assert_eq!(status, ExitStatus::Code(0));
     assert_ne!(before, after, "a new connection after the reboot");
     // SFTP reopens on the new connection too.
-    session.upload(b"y", &file, 0o644).await.unwrap();
+    session
+        .upload(&upload_source(b"y"), &file, 0o644)
+        .await
+        .unwrap();
     session.remove(&file).await.unwrap();
 }
 
@@ -514,7 +525,10 @@ async fn a_dropped_session_closes_its_connection() {
         run(&*session, "true").await;
         if with_sftp {
             let file = env.dir().join("dropped").display().to_string();
-            session.upload(b"x", &file, 0o600).await.unwrap();
+            session
+                .upload(&upload_source(b"x"), &file, 0o600)
+                .await
+                .unwrap();
         }
         drop(session);
         let deadline = Instant::now() + Duration::from_secs(5);

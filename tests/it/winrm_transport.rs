@@ -11,10 +11,11 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::upload_source;
 use orchestrate::transport::winrm::WinrmConnector;
 use orchestrate::transport::{
-    Command, Connector, ExitStatus, HostKeyPolicy, Os, Script, Secret, Session, SshSettings,
-    Stream, Target, TransportError, TransportKind, WinrmAuth, WinrmSettings,
+    Command, Connector, ExitStatus, HostKeyPolicy, Os, OutputSink, Script, Secret, Session,
+    SshSettings, Stream, Target, TransportError, TransportKind, WinrmAuth, WinrmSettings,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -328,7 +329,7 @@ async fn untrusted_certificate_is_refused_then_accepted_with_ca_file() {
 async fn long_command_needs_several_receive_polls_and_streams() {
     let ep = http_ntlm("long", &["--max-operation-timeout", "0.4"]).await;
     let session = session(&ep).await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = OutputSink::channel();
     let started = Instant::now();
     let done = session
         .execute(&ps("echo first; sleep 2; echo second"), Some(tx))
@@ -410,7 +411,10 @@ async fn large_upload_is_checked_by_hash_and_long_scripts_go_as_files() {
         dest.starts_with("C:\\Windows\\Temp\\orchestrate-"),
         "{dest}"
     );
-    session.upload(&contents, &dest, 0o644).await.unwrap();
+    session
+        .upload(&upload_source(&contents), &dest, 0o644)
+        .await
+        .unwrap();
     let local = ep
         .root()
         .join("C")
@@ -556,7 +560,11 @@ async fn an_upload_that_arrives_altered_fails_the_hash_check_and_leaves_the_old_
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(folder.join("kes.msi"), "the good old copy").unwrap();
     let err = session
-        .upload(b"payload", "C:\\ProgramData\\msp\\kes.msi", 0o644)
+        .upload(
+            &upload_source(b"payload"),
+            "C:\\ProgramData\\msp\\kes.msi",
+            0o644,
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("SHA-256"), "{err}");

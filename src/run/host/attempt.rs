@@ -18,10 +18,7 @@ use crate::load::Step;
 use crate::plan::{PlannedStep, RenderedAction};
 use crate::run::capture;
 use crate::run::events::{Event, StepStatus};
-use crate::transport::{ExitStatus, Session, TransportError};
-
-/// Output kept per step in records: the last 64 KiB.
-const OUTPUT_CAP: usize = 64 * 1024;
+use crate::transport::{BoundedOutput, ExitStatus, Session, TransportError};
 
 /// What a step attempt came to.
 pub(super) struct Attempt {
@@ -30,10 +27,9 @@ pub(super) struct Attempt {
     pub(super) status: StepStatus,
     pub(super) exit_code: Option<i32>,
     pub(super) detail: Option<String>,
-    /// Raw output, as the endpoint sent it: masked (in bytes, before any
-    /// decoding) only where it is shown or stored.
-    pub(super) stdout: Vec<u8>,
-    pub(super) stderr: Vec<u8>,
+    /// What the transport kept: bounded, whatever the host sent.
+    pub(super) stdout: BoundedOutput,
+    pub(super) stderr: BoundedOutput,
 }
 
 pub(super) fn skipped(detail: String) -> Attempt {
@@ -42,8 +38,8 @@ pub(super) fn skipped(detail: String) -> Attempt {
         status: StepStatus::Skipped,
         exit_code: None,
         detail: Some(detail),
-        stdout: Vec::new(),
-        stderr: Vec::new(),
+        stdout: BoundedOutput::default(),
+        stderr: BoundedOutput::default(),
     }
 }
 
@@ -228,7 +224,7 @@ pub(super) async fn attempt_step(
         }
     }
     if let Some(capture) = &def.capture {
-        match capture::parse(capture.parse, &String::from_utf8_lossy(&attempt.stdout)) {
+        match capture::parse_output(capture.parse, &attempt.stdout) {
             Ok(value) => {
                 vars.insert(capture.name.clone(), value);
             }
@@ -248,8 +244,8 @@ pub(super) async fn attempt_step(
             "result".into(),
             json!({
                 "exit_code": attempt.exit_code,
-                "stdout": String::from_utf8_lossy(&attempt.stdout),
-                "stderr": String::from_utf8_lossy(&attempt.stderr),
+                "stdout": attempt.stdout.to_text(),
+                "stderr": attempt.stderr.to_text(),
             }),
         );
         match condition(run, &format!("{}.until", step.def.key), &with_result) {
@@ -283,18 +279,12 @@ fn failed(exit_code: Option<i32>, detail: String) -> Attempt {
         status: StepStatus::Failed,
         exit_code,
         detail: Some(detail),
-        stdout: Vec::new(),
-        stderr: Vec::new(),
+        stdout: BoundedOutput::default(),
+        stderr: BoundedOutput::default(),
     }
 }
 
-pub(super) fn cap(text: &str) -> String {
-    if text.len() <= OUTPUT_CAP {
-        return text.to_string();
-    }
-    let mut start = text.len() - OUTPUT_CAP;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("[... {} bytes cut ...]\n{}", start, &text[start..])
+/// What a record keeps of a stream: its head and tail, redacted.
+pub(super) fn kept(run: &HostRun<'_>, output: &BoundedOutput) -> String {
+    output.excerpt(|bytes| run.redactor.redact_to_text(bytes))
 }

@@ -23,15 +23,16 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use self::attempt::{Attempt, cap, resolve_action, run_with_retries, skip_reason, skipped};
+use self::attempt::{Attempt, kept, resolve_action, run_with_retries, skip_reason, skipped};
+use self::context::Gap;
 pub(crate) use self::context::HostRun;
-use self::context::{Gap, connect};
+use self::context::connect;
 use self::recover::{LostStep, reconnect_and_roll_back};
 use self::rollback::roll_back;
 use super::events::{CaptureRecord, Event, HostStatus, StepRecord, StepStatus};
 use crate::load::Mark;
 use crate::plan::PlannedStep;
-use crate::transport::{Connectors, Session};
+use crate::transport::{BoundedOutput, Connectors, Session};
 
 pub(crate) async fn run_host(run: HostRun<'_>, connectors: &Connectors) -> HostStatus {
     let host = run.host;
@@ -188,7 +189,7 @@ fn emit_record(
                 value,
             }
         });
-    let keep = |bytes: &[u8]| (!def.sensitive).then(|| cap(&run.redactor.redact_to_text(bytes)));
+    let keep = |output: &BoundedOutput| (!def.sensitive).then(|| kept(run, output));
     run.events.emit(Event::StepFinished {
         client: run.client(),
         host: run.host.name.clone(),

@@ -16,7 +16,16 @@ use std::time::Duration;
 use super::context::HostRun;
 use crate::plan::RenderedAction;
 use crate::run::events::Event;
-use crate::transport::{Command, Execution, ExitStatus, Script, Session, TransportError};
+use crate::transport::upload::UploadSources;
+use crate::transport::{
+    BoundedOutput, Command, Execution, ExitStatus, Script, Session, TransportError, UploadSource,
+};
+
+/// The files uploaded by this process, each hashed once for every host that
+/// gets it. Process-wide: a file is the same file for every run and host,
+/// and a changed file is noticed (and hashed again) by its size and time.
+static UPLOAD_SOURCES: std::sync::LazyLock<UploadSources> =
+    std::sync::LazyLock::new(UploadSources::default);
 
 /// Carries out a rendered action over the session.
 pub(super) async fn perform(
@@ -28,8 +37,8 @@ pub(super) async fn perform(
 ) -> Result<Execution, TransportError> {
     let done = || Execution {
         status: ExitStatus::Code(0),
-        stdout: Vec::new(),
-        stderr: Vec::new(),
+        stdout: BoundedOutput::default(),
+        stderr: BoundedOutput::default(),
     };
     match action {
         RenderedAction::Shell(script) => {
@@ -39,13 +48,13 @@ pub(super) async fn perform(
             session.execute(&command, None).await
         }
         RenderedAction::Script { src, args } => {
-            let contents = read_local(src)?;
+            let source = local_source(src).await?;
             let name = src
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "script".into());
             let remote = session.temp_path(&name);
-            session.upload(&contents, &remote, 0o755).await?;
+            session.upload(&source, &remote, 0o755).await?;
             let mut command = Command::new(script_command(run, &remote, &name, args));
             command.timeout = timeout;
             command.r#become = r#become;
@@ -56,9 +65,9 @@ pub(super) async fn perform(
             result
         }
         RenderedAction::Upload { src, dest, mode } if r#become => {
-            let contents = read_local(src)?;
+            let source = local_source(src).await?;
             let staged = session.temp_path("upload");
-            session.upload(&contents, &staged, 0o600).await?;
+            session.upload(&source, &staged, 0o600).await?;
             let mut command = Command::new(Script::Sh(move_into_place(&staged, dest, *mode)));
             command.timeout = timeout;
             command.r#become = true;
@@ -72,8 +81,8 @@ pub(super) async fn perform(
             Ok(done())
         }
         RenderedAction::Upload { src, dest, mode } => {
-            let contents = read_local(src)?;
-            session.upload(&contents, dest, *mode).await?;
+            let source = local_source(src).await?;
+            session.upload(&source, dest, *mode).await?;
             Ok(done())
         }
         RenderedAction::Reboot { timeout } => {
@@ -115,8 +124,8 @@ fn move_into_place(staged: &str, dest: &str, mode: u32) -> String {
     )
 }
 
-fn read_local(src: &std::path::Path) -> Result<Vec<u8>, TransportError> {
-    std::fs::read(src).map_err(|e| {
+async fn local_source(src: &std::path::Path) -> Result<UploadSource, TransportError> {
+    UPLOAD_SOURCES.get(src).await.map_err(|e| {
         TransportError::Other(format!(
             "cannot read {} on this controller: {e}",
             src.display()

@@ -10,11 +10,11 @@
 
 use serde_json::{Map, Value};
 
-use super::attempt::{Attempt, attempt_step, cap, skip_reason, skipped};
+use super::attempt::{Attempt, attempt_step, kept, skip_reason, skipped};
 use super::context::{Gap, HostRun};
 use crate::plan::PlannedStep;
 use crate::run::events::{Event, HostStatus, RollbackRecord, StepStatus};
-use crate::transport::Session;
+use crate::transport::{BoundedOutput, Session};
 
 /// Undoes `done` (the failed step last) in reverse order, then runs the
 /// playbook's `on_failure` steps. Every rollback step is tried even when
@@ -113,8 +113,7 @@ async fn run_rollback_step(
 ) -> bool {
     let def = &step.def.step;
     let record = |attempt: &Attempt| {
-        let keep =
-            |bytes: &[u8]| (!def.sensitive).then(|| cap(&run.redactor.redact_to_text(bytes)));
+        let keep = |output: &BoundedOutput| (!def.sensitive).then(|| kept(run, output));
         run.events.emit(Event::RollbackStepFinished {
             client: run.client(),
             host: run.host.name.clone(),

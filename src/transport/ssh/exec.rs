@@ -17,23 +17,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use russh::client::Msg;
 use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::transport::{Command, Execution, ExitStatus, OutputChunk, OutputSink, Stream, sudo};
+use crate::transport::{Command, Execution, ExitStatus, OutputCollector, OutputSink, Stream, sudo};
 
 /// How long the signal gets before the marker fallback, and the fallback before giving up.
 const SIGNAL_GRACE: Duration = Duration::from_millis(1500);
 const FALLBACK_GRACE: Duration = Duration::from_secs(3);
 
-/// What a channel delivered before it closed.
+/// What a channel delivered before it closed (each stream's head and tail).
 #[derive(Default)]
 pub struct Drained {
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
+    pub output: OutputCollector,
     pub status: Option<ExitStatus>,
     /// The server answered the exec request with a failure.
     pub refused: bool,
@@ -49,26 +48,20 @@ pub struct Gate {
 }
 
 /// Reads a channel to its end, forwarding output to the sink as it comes.
-/// With a `gate`, standard error is sudo's until the shell has started.
 pub async fn drain(
     mut read: ChannelReadHalf,
     sink: Option<OutputSink>,
     mut gate: Option<Gate>,
 ) -> Drained {
-    let mut out = Drained::default();
-    let forward = |stream, data: &Bytes| {
-        if let Some(sink) = &sink {
-            let _ = sink.send(OutputChunk {
-                stream,
-                data: data.clone(),
-            });
-        }
+    let mut out = Drained {
+        output: OutputCollector::new(sink),
+        ..Drained::default()
     };
     while let Some(message) = read.wait().await {
         match message {
             ChannelMsg::Data { data } => {
-                forward(Stream::Stdout, &data);
-                out.stdout.extend_from_slice(&data);
+                out.output.push(Stream::Stdout, &data, false);
+                out.output.forward(Stream::Stdout, data);
             }
             ChannelMsg::ExtendedData { data, ext: 1 } => {
                 let data = match gate.as_mut().map(|g| (g.handshake.feed(&data), g)) {
@@ -84,8 +77,8 @@ pub async fn drain(
                     }
                 };
                 if !data.is_empty() {
-                    forward(Stream::Stderr, &data);
-                    out.stderr.extend_from_slice(&data);
+                    out.output.push(Stream::Stderr, &data, false);
+                    out.output.forward(Stream::Stderr, data);
                 }
             }
             ChannelMsg::ExitStatus { exit_status } => {
@@ -366,11 +359,7 @@ pub async fn run_quietly(channel: Channel<Msg>, wire: String, limit: Duration) {
 
 /// Turns a finished drain into an [`Execution`] (no status: `None`).
 pub fn execution(out: Drained) -> Option<Execution> {
-    Some(Execution {
-        status: out.status?,
-        stdout: out.stdout,
-        stderr: out.stderr,
-    })
+    Some(Execution::collected(out.status?, out.output))
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub use self::keyscan::{KeyscanOutcome, KeyscanStatus, keyscan};
 use super::atomic_upload::{self, Expected};
 use super::{
     Command, Connector, Execution, ExitStatus, Leftovers, Os, OutputSink, Script, Session, Target,
-    TransportError, sudo, wrapper,
+    TransportError, UploadSource, sudo, wrapper,
 };
 
 /// Command channels open at once on one connection. OpenSSH's default
@@ -248,7 +248,7 @@ impl SshSession {
     /// (POSIX), and closes the session whatever happened.
     async fn sftp_write(
         &self,
-        contents: &[u8],
+        source: &UploadSource,
         path: &str,
         shown_as: &str,
         mode: u32,
@@ -273,7 +273,7 @@ impl SshSession {
                 )
                 .await
                 .map_err(|e| fail(&e))?;
-            file.write_all(contents).await.map_err(|e| fail(&e))?;
+            source.copy_to(&mut file).await.map_err(|e| fail(&e))?;
             file.shutdown().await.map_err(|e| fail(&e))?;
             if self.target.os.is_posix() {
                 // The umask applied at creation; set the mode exactly.
@@ -451,11 +451,7 @@ impl Session for SshSession {
             exec::Ended::Finished(out) => out,
             exec::Ended::TimedOut(out) => {
                 ended();
-                return Ok(Execution {
-                    status: ExitStatus::TimedOut,
-                    stdout: out.stdout,
-                    stderr: out.stderr,
-                });
+                return Ok(Execution::collected(ExitStatus::TimedOut, out.output));
             }
             exec::Ended::SendFailed(e) => return Err(self.lost(e)),
             exec::Ended::BecomeFailed(why) => return Err(TransportError::Other(why)),
@@ -486,12 +482,17 @@ impl Session for SshSession {
         }
     }
 
-    async fn upload(&self, contents: &[u8], dest: &str, mode: u32) -> Result<(), TransportError> {
+    async fn upload(
+        &self,
+        source: &UploadSource,
+        dest: &str,
+        mode: u32,
+    ) -> Result<(), TransportError> {
         let fresh = self.fresh_temp.lock().expect("not poisoned").remove(dest);
         if fresh {
             // One of this session's unguessable temporary paths: created
             // exclusively, so a file or link planted there is refused.
-            return self.sftp_write(contents, dest, dest, mode).await;
+            return self.sftp_write(source, dest, dest, mode).await;
         }
         // Beside the destination, checked, then renamed over it: a cut
         // upload leaves the good old copy (see `atomic_upload`).
@@ -502,9 +503,12 @@ impl Session for SshSession {
         );
         let temp = atomic_upload::temp_beside(self.target.os, dest, &unique);
         note(&self.partial_uploads, &temp, true);
-        self.sftp_write(contents, &temp, dest, mode).await?;
-        self.check_and_replace(&temp, dest, &Expected::of(contents))
-            .await?;
+        self.sftp_write(source, &temp, dest, mode).await?;
+        let expected = Expected {
+            size: source.len(),
+            sha256: source.sha256_hex(),
+        };
+        self.check_and_replace(&temp, dest, &expected).await?;
         note(&self.partial_uploads, &temp, false);
         Ok(())
     }
@@ -559,7 +563,7 @@ impl Session for SshSession {
             return Err(TransportError::Other(format!(
                 "host {}: the reboot command `{reboot}` failed with exit code {code}: {}",
                 self.host(),
-                String::from_utf8_lossy(&out.stderr).trim()
+                String::from_utf8_lossy(&out.output.stderr.finish()).trim()
             )));
         }
         self.come_back(&live, timeout).await

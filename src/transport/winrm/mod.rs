@@ -35,7 +35,7 @@ use tokio::sync::Mutex;
 
 use super::{
     Command, Connector, Execution, OutputSink, Script, Secret, Session, Target, TransportError,
-    WinrmAuth,
+    UploadSource, WinrmAuth,
 };
 use http::{Connection, HttpError};
 use ntlm::NtlmContext;
@@ -440,7 +440,8 @@ impl WinrmSession {
                 let path = self.temp_path(&format!("script-{}.ps1", uuid::Uuid::new_v4().simple()));
                 let mut contents = b"\xEF\xBB\xBF".to_vec();
                 contents.extend_from_slice(text.as_bytes());
-                self.upload_locked(st, &contents, &path).await?;
+                self.upload_locked(st, ops::UploadContents::Memory(&contents), &path)
+                    .await?;
                 Ok((
                     format!(
                         "powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -File \"{path}\""
@@ -466,7 +467,10 @@ impl Session for WinrmSession {
             .run(
                 &mut st,
                 &line,
-                command.stdin.as_deref(),
+                match command.stdin.as_deref() {
+                    Some(data) => ops::Stdin::Bytes(data),
+                    None => ops::Stdin::Closed,
+                },
                 command.timeout,
                 sink,
                 powershell,
@@ -480,9 +484,15 @@ impl Session for WinrmSession {
         result
     }
 
-    async fn upload(&self, contents: &[u8], dest: &str, _mode: u32) -> Result<(), TransportError> {
+    async fn upload(
+        &self,
+        source: &UploadSource,
+        dest: &str,
+        _mode: u32,
+    ) -> Result<(), TransportError> {
         let mut st = self.state.lock().await;
-        self.upload_locked(&mut st, contents, dest).await
+        self.upload_locked(&mut st, ops::UploadContents::File(source), dest)
+            .await
     }
 
     async fn remove(&self, path: &str) -> Result<(), TransportError> {

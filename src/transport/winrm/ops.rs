@@ -12,7 +12,33 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 
 use super::{CallError, RECEIVE_WAIT, REQUEST_WAIT, State, WinrmSession, clixml, wsman};
-use crate::transport::{Execution, ExitStatus, OutputChunk, OutputSink, Stream, TransportError};
+use crate::transport::{
+    BoundedOutput, Execution, ExitStatus, OutputCollector, OutputSink, Stream, TransportError,
+    UploadSource,
+};
+
+/// What a command reads on stdin.
+pub(super) enum Stdin<'a> {
+    /// Nothing: stdin is the console's, closed.
+    Closed,
+    Bytes(&'a [u8]),
+    /// The contents as base64 lines (what [`upload_script`] reads), one per Send.
+    Base64Lines(UploadContents<'a>),
+}
+
+/// What an upload sends: a file read in chunks, or a script in memory.
+#[derive(Clone, Copy)]
+pub(super) enum UploadContents<'a> {
+    Memory(&'a [u8]),
+    File(&'a UploadSource),
+}
+
+/// One line of the upload stream: base64 of at most [`UPLOAD_LINE`] bytes.
+fn base64_line(piece: &[u8]) -> Vec<u8> {
+    let mut line = B64.encode(piece).into_bytes();
+    line.push(b'\n');
+    line
+}
 
 /// stdin bytes per Send message (base64 in the envelope: ~87 KB).
 const SEND_CHUNK: usize = 64 * 1024;
@@ -128,50 +154,62 @@ impl WinrmSession {
         &self,
         st: &mut State,
         line: &str,
-        stdin: Option<&[u8]>,
+        stdin: Stdin<'_>,
         timeout: Option<Duration>,
         sink: Option<OutputSink>,
         powershell: bool,
     ) -> Result<Execution, TransportError> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let (shell, id) = self.start(st, line, stdin.is_none()).await?;
-        if let Some(data) = stdin {
-            let mut pieces: Vec<&[u8]> = data.chunks(SEND_CHUNK).collect();
-            if pieces.is_empty() {
-                pieces.push(&[]);
-            }
-            let last = pieces.len() - 1;
-            for (i, piece) in pieces.into_iter().enumerate() {
-                let request = wsman::send(
-                    &self.ep.url,
-                    &shell,
-                    &id,
-                    piece,
-                    i == last,
-                    REQUEST_WAIT.as_secs_f64(),
-                );
-                match self.call(st, request, REQUEST_WAIT, false).await {
-                    Ok(_) => {}
-                    // The command may have ended without reading it all:
-                    // its exit status is still what matters.
-                    Err(CallError::Fault(f)) => {
-                        tracing::debug!(host = %self.ep.host, "stdin not taken: {f}");
+        let closed = matches!(stdin, Stdin::Closed);
+        let (shell, id) = self.start(st, line, closed).await?;
+        match stdin {
+            Stdin::Closed => {}
+            Stdin::Bytes(data) => {
+                let mut pieces: Vec<&[u8]> = data.chunks(SEND_CHUNK).collect();
+                if pieces.is_empty() {
+                    pieces.push(&[]);
+                }
+                let last = pieces.len() - 1;
+                for (i, piece) in pieces.into_iter().enumerate() {
+                    if !self.send(st, &shell, &id, piece, i == last).await? {
                         break;
                     }
-                    Err(CallError::Broken(m)) => return Err(self.lost("sending stdin", m)),
-                    Err(CallError::Transport(t)) => return Err(t),
                 }
             }
-        }
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let forward = |stream: Stream, data: &[u8]| {
-            if let Some(sink) = &sink {
-                let _ = sink.send(OutputChunk {
-                    stream,
-                    data: Bytes::copy_from_slice(data),
-                });
+            Stdin::Base64Lines(UploadContents::Memory(data)) => {
+                for piece in data.chunks(UPLOAD_LINE) {
+                    if !self
+                        .send(st, &shell, &id, &base64_line(piece), false)
+                        .await?
+                    {
+                        break;
+                    }
+                }
+                self.send(st, &shell, &id, &[], true).await?;
             }
-        };
+            Stdin::Base64Lines(UploadContents::File(source)) => {
+                let unreadable = |e: std::io::Error| {
+                    TransportError::Other(format!(
+                        "host {}: cannot read {}: {e}",
+                        self.ep.host,
+                        source.path().display()
+                    ))
+                };
+                let mut reader = source.open().await.map_err(unreadable)?;
+                while let Some(piece) = reader
+                    .next_chunk_of(UPLOAD_LINE)
+                    .await
+                    .map_err(unreadable)?
+                {
+                    let line = base64_line(piece);
+                    if !self.send(st, &shell, &id, &line, false).await? {
+                        break;
+                    }
+                }
+                self.send(st, &shell, &id, &[], true).await?;
+            }
+        }
+        let mut output = OutputCollector::new(sink);
         let code = loop {
             let wait = match deadline {
                 None => RECEIVE_WAIT,
@@ -179,11 +217,11 @@ impl WinrmSession {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         self.kill(st, &shell, &id).await;
-                        return Ok(Execution {
-                            status: ExitStatus::TimedOut,
-                            stdout,
-                            stderr: clixml::decode(&stderr).unwrap_or(stderr),
-                        });
+                        let mut done = Execution::collected(ExitStatus::TimedOut, output);
+                        if let Some(text) = clixml::decode(&done.stderr) {
+                            done.stderr = BoundedOutput::whole(text);
+                        }
+                        return Ok(done);
                     }
                     left.min(RECEIVE_WAIT).max(Duration::from_millis(500))
                 }
@@ -195,20 +233,10 @@ impl WinrmSession {
                         TransportError::Other(format!("host {}: {m}", self.ep.host))
                     })?;
                     for (stream, data) in received.chunks {
-                        match stream {
-                            Stream::Stdout => {
-                                forward(stream, &data);
-                                stdout.extend_from_slice(&data);
-                            }
-                            Stream::Stderr => {
-                                // PowerShell's stderr is one CLIXML document:
-                                // shown once it is complete and readable.
-                                if !powershell {
-                                    forward(stream, &data);
-                                }
-                                stderr.extend_from_slice(&data);
-                            }
-                        }
+                        // PowerShell's stderr is one CLIXML document:
+                        // shown once it is complete and readable.
+                        let forward = stream == Stream::Stdout || !powershell;
+                        output.push(stream, &data, forward);
                     }
                     if let Some(code) = received.exit_code {
                         break code;
@@ -227,17 +255,49 @@ impl WinrmSession {
         let request =
             wsman::signal_terminate(&self.ep.url, &shell, &id, REQUEST_WAIT.as_secs_f64());
         let _ = self.call(st, request, REQUEST_WAIT, true).await;
-        if powershell && let Some(text) = clixml::decode(&stderr) {
-            stderr = text;
+        let sink = output.sink();
+        let mut done = Execution::collected(ExitStatus::Code(code), output);
+        if powershell && let Some(text) = clixml::decode(&done.stderr) {
+            // Decoded text is shorter than its CLIXML, which was bounded.
+            done.stderr = BoundedOutput::whole(text);
         }
-        if powershell && !stderr.is_empty() {
-            forward(Stream::Stderr, &stderr);
+        if powershell
+            && !done.stderr.is_empty()
+            && let Some(sink) = sink
+        {
+            sink.offer(Stream::Stderr, Bytes::copy_from_slice(&done.stderr));
         }
-        Ok(Execution {
-            status: ExitStatus::Code(code),
-            stdout,
-            stderr,
-        })
+        Ok(done)
+    }
+
+    /// Sends one piece of stdin; `false` if the command no longer takes it.
+    async fn send(
+        &self,
+        st: &mut State,
+        shell: &str,
+        id: &str,
+        piece: &[u8],
+        last: bool,
+    ) -> Result<bool, TransportError> {
+        let request = wsman::send(
+            &self.ep.url,
+            shell,
+            id,
+            piece,
+            last,
+            REQUEST_WAIT.as_secs_f64(),
+        );
+        match self.call(st, request, REQUEST_WAIT, false).await {
+            Ok(_) => Ok(true),
+            // The command may have ended without reading it all:
+            // its exit status is still what matters.
+            Err(CallError::Fault(f)) => {
+                tracing::debug!(host = %self.ep.host, "stdin not taken: {f}");
+                Ok(false)
+            }
+            Err(CallError::Broken(m)) => Err(self.lost("sending stdin", m)),
+            Err(CallError::Transport(t)) => Err(t),
+        }
     }
 
     /// A timed-out command: Signal terminate, then delete the shell (which
@@ -253,15 +313,15 @@ impl WinrmSession {
     pub(super) async fn upload_locked(
         &self,
         st: &mut State,
-        contents: &[u8],
+        contents: UploadContents<'_>,
         dest: &str,
     ) -> Result<(), TransportError> {
-        let mut lines = Vec::with_capacity(contents.len() * 4 / 3 + 64);
-        for piece in contents.chunks(UPLOAD_LINE) {
-            lines.extend_from_slice(B64.encode(piece).as_bytes());
-            lines.push(b'\n');
-        }
-        let want = crate::transport::atomic_upload::Expected::of(contents).sha256;
+        let want = match contents {
+            UploadContents::Memory(data) => {
+                crate::transport::atomic_upload::Expected::of(data).sha256
+            }
+            UploadContents::File(source) => source.sha256_hex(),
+        };
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let temp = crate::transport::atomic_upload::temp_beside(
             crate::transport::Os::Windows,
@@ -269,7 +329,8 @@ impl WinrmSession {
             &unique,
         );
         let line = encoded_powershell(&upload_script(dest, &temp, &want));
-        let done = self.run(st, &line, Some(&lines), None, None, true).await?;
+        let stdin = Stdin::Base64Lines(contents);
+        let done = self.run(st, &line, stdin, None, None, true).await?;
         let fail = |why: String| {
             TransportError::Other(format!(
                 "host {}: upload to {dest} failed: {why}",
@@ -298,7 +359,7 @@ impl WinrmSession {
         path: &str,
     ) -> Result<(), TransportError> {
         let line = encoded_powershell(&remove_script(path));
-        let done = self.run(st, &line, None, None, None, true).await?;
+        let done = self.run(st, &line, Stdin::Closed, None, None, true).await?;
         if done.status != ExitStatus::Code(0) {
             return Err(TransportError::Other(format!(
                 "host {}: cannot remove {path}: {}",
@@ -323,7 +384,10 @@ impl WinrmSession {
         let limit = Some(timeout.min(Duration::from_secs(60)));
         // A command killed by the shutdown it started may end with any code
         // (or not at all): what counts is whether the host goes down.
-        let said = match self.run(&mut st, &line, None, limit, None, true).await {
+        let said = match self
+            .run(&mut st, &line, Stdin::Closed, limit, None, true)
+            .await
+        {
             Ok(done) if done.status == ExitStatus::Code(0) => String::new(),
             Ok(done) => format!(
                 "; the reboot command ended with {:?}: {}",

@@ -188,7 +188,7 @@ impl SshdEnv {
     }
 
     /// Hands a path to the user the servers run as.
-    fn give(&self, path: &Path) {
+    pub fn give(&self, path: &Path) {
         if let Some((uid, gid)) = self.inner.run_as.ids {
             std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
         }
@@ -218,6 +218,26 @@ impl SshdEnv {
         }
         keys.insert(kind, path.clone());
         path
+    }
+
+    /// An inventory of `hosts` (client `acme`, host `i` named `name(i)`)
+    /// that logs in with the ed25519 key and checks keys in known_hosts.
+    pub fn inventory(&self, hosts: &[Host], name: impl Fn(usize) -> String) -> String {
+        let mut text = format!(
+            "defaults:\n  transport: ssh\n  user: {}\n  ssh: {{ identity_file: '{}', known_hosts: '{}' }}\nclients:\n  acme:\n    hosts:\n",
+            self.user(),
+            self.key(ClientKey::Ed25519).display(),
+            self.known_hosts.display()
+        );
+        for (i, host) in hosts.iter().enumerate() {
+            text.push_str(&format!(
+                "      - {{ name: {}, address: {}, port: {}, os: linux }}\n",
+                name(i),
+                host.address,
+                host.port
+            ));
+        }
+        text
     }
 
     /// The test user's password, where the deps script set one (tests as root).
