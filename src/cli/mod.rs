@@ -9,6 +9,7 @@ mod args;
 mod execute;
 mod inspect;
 mod keyscan;
+mod operator;
 mod output;
 
 use std::io::IsTerminal;
