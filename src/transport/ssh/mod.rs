@@ -19,24 +19,21 @@ pub mod auth;
 pub mod command;
 pub mod connect;
 pub mod exec;
+mod files;
 pub mod keyscan;
 pub mod known_hosts;
 pub mod retry;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use russh::client::{Handle, Msg};
-use russh_sftp::client::SftpSession;
-use russh_sftp::protocol::{FileAttributes, OpenFlags};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{RwLock, Semaphore};
 
 use self::connect::{Client, Dialer};
 pub use self::keyscan::{KeyscanOutcome, KeyscanStatus, keyscan};
-use super::atomic_upload::{self, Expected};
 use super::{
     Command, Connector, Execution, ExitStatus, Leftovers, Os, OutputSink, Script, Session, Target,
     TransportError, UploadSource, sudo, wrapper,
@@ -229,72 +226,6 @@ impl SshSession {
         Ok(sudo::Handshake::new(&self.target))
     }
 
-    /// A fresh SFTP session; the caller closes it when done.
-    async fn sftp(&self, live: &Live) -> Result<SftpSession, TransportError> {
-        let channel = self.open_channel(live, CHANNEL_WAIT).await?;
-        channel
-            .request_subsystem(true, "sftp")
-            .await
-            .map_err(|e| self.lost(e))?;
-        SftpSession::new(channel.into_stream()).await.map_err(|e| {
-            TransportError::Other(format!(
-                "host {}: cannot start SFTP ({e}); check that sshd has an sftp Subsystem",
-                self.host()
-            ))
-        })
-    }
-
-    /// Writes `contents` to `path` over a fresh SFTP session, with `mode`
-    /// (POSIX), and closes the session whatever happened.
-    async fn sftp_write(
-        &self,
-        source: &UploadSource,
-        path: &str,
-        shown_as: &str,
-        mode: u32,
-    ) -> Result<(), TransportError> {
-        let live = self.current().await;
-        let sftp = self.sftp(&live).await?;
-        let fail = |e: &dyn std::fmt::Display| e.to_string();
-        let attrs = FileAttributes {
-            permissions: self.target.os.is_posix().then_some(mode & 0o7777),
-            ..Default::default()
-        };
-        let path = command::sftp_path(self.target.os, path);
-        let written = async {
-            let mut file = sftp
-                .open_with_flags_and_attributes(
-                    path.clone(),
-                    // Every path written here is new (a fresh temporary
-                    // path, or a unique one beside the destination): created
-                    // exclusively, never through a planted file or link.
-                    OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE,
-                    attrs.clone(),
-                )
-                .await
-                .map_err(|e| fail(&e))?;
-            source.copy_to(&mut file).await.map_err(|e| fail(&e))?;
-            file.shutdown().await.map_err(|e| fail(&e))?;
-            if self.target.os.is_posix() {
-                // The umask applied at creation; set the mode exactly.
-                sftp.set_metadata(path, attrs).await.map_err(|e| fail(&e))?;
-            }
-            Ok::<(), String>(())
-        }
-        .await;
-        let _ = sftp.close().await;
-        match written {
-            Ok(()) => Ok(()),
-            Err(e) if self.broke(&live).await => {
-                Err(self.lost(format!("uploading {shown_as}: {e}")))
-            }
-            Err(e) => Err(TransportError::Other(format!(
-                "host {}: cannot write {shown_as}: {e}",
-                self.host()
-            ))),
-        }
-    }
-
     /// Whether the connection is gone, or goes within a moment: a channel
     /// can fail a little before its connection is seen closed.
     async fn broke(&self, live: &Live) -> bool {
@@ -305,30 +236,6 @@ impl SshSession {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         live.handle.is_closed()
-    }
-
-    /// Runs the check-and-rename of an upload's temporary copy on the host.
-    async fn check_and_replace(
-        &self,
-        temp: &str,
-        dest: &str,
-        expected: &Expected,
-    ) -> Result<(), TransportError> {
-        let script = match self.target.os {
-            Os::Windows => Script::PowerShell(atomic_upload::powershell_check_and_replace(
-                temp, dest, expected,
-            )),
-            _ => Script::Sh(atomic_upload::sh_check_and_replace(temp, dest, expected)),
-        };
-        let done = self.execute(&Command::new(script), None).await?;
-        if done.status == ExitStatus::Code(0) {
-            return Ok(());
-        }
-        Err(TransportError::Other(format!(
-            "host {}: the upload to {dest} did not check out, so {dest} was left as it was: {}",
-            self.host(),
-            String::from_utf8_lossy(&done.stderr).trim()
-        )))
     }
 
     /// Waits until the old connection is gone, then reconnects, within `timeout`.
@@ -488,41 +395,11 @@ impl Session for SshSession {
         dest: &str,
         mode: u32,
     ) -> Result<(), TransportError> {
-        let fresh = self.fresh_temp.lock().expect("not poisoned").remove(dest);
-        if fresh {
-            // One of this session's unguessable temporary paths: created
-            // exclusively, so a file or link planted there is refused.
-            return self.sftp_write(source, dest, dest, mode).await;
-        }
-        // Beside the destination, checked, then renamed over it: a cut
-        // upload leaves the good old copy (see `atomic_upload`).
-        let unique = format!(
-            "{}-{}",
-            std::process::id(),
-            self.unique.fetch_add(1, Ordering::Relaxed)
-        );
-        let temp = atomic_upload::temp_beside(self.target.os, dest, &unique);
-        note(&self.partial_uploads, &temp, true);
-        self.sftp_write(source, &temp, dest, mode).await?;
-        let expected = Expected {
-            size: source.len(),
-            sha256: source.sha256_hex(),
-        };
-        self.check_and_replace(&temp, dest, &expected).await?;
-        note(&self.partial_uploads, &temp, false);
-        Ok(())
+        self.upload_file(source, dest, mode).await
     }
 
     async fn remove(&self, path: &str) -> Result<(), TransportError> {
-        let live = self.current().await;
-        let sftp = self.sftp(&live).await?;
-        let removed = sftp
-            .remove_file(command::sftp_path(self.target.os, path))
-            .await;
-        let _ = sftp.close().await;
-        removed.map_err(|e| {
-            TransportError::Other(format!("host {}: cannot remove {path}: {e}", self.host()))
-        })
+        self.remove_file(path).await
     }
 
     fn temp_path(&self, name: &str) -> String {
