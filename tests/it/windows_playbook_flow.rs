@@ -82,6 +82,7 @@ fn canary_first_then_the_rest_with_a_reboot_when_msiexec_asks_for_one() {
             "os info",
             "firewall state",
             "firewall export",
+            "log folder",
             "msiexec KES",
             "reboot",
             "msiexec Network Agent",
@@ -430,7 +431,7 @@ fn crowdstrike_installs_with_the_cid_secret_and_checks_the_sensor_service() {
     set(
         &mut table,
         "sensor health",
-        json!({ "hosts": { "ws02": { "stdout": r#"{"service":"Stopped","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0"}"# } } }),
+        json!({ "hosts": { "ws02": { "stdout": r#"{"service":"Stopped","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":false}"# } } }),
     );
     let fleet = Fleet::start(&["ws01", "ws02"], &table);
     fleet.inventory("acme", r#"[1, "100%"]"#, "1", EXCLUSIONS);
@@ -445,10 +446,10 @@ fn crowdstrike_installs_with_the_cid_secret_and_checks_the_sensor_service() {
     // ws02's sensor service is stopped: verify fails, the host is rolled back
     // and on_failure makes sure some antivirus runs.
     assert_eq!(host(&report, "ws02")["status"], "failed");
-    assert!(
-        steps(&report, "ws02")
-            .contains(&("sensor is installed and running".into(), "failed".into()))
-    );
+    assert!(steps(&report, "ws02").contains(&(
+        "sensor is installed, registered and connected".into(),
+        "failed".into()
+    )));
     assert_eq!(fleet.answered("ws02").last().unwrap(), "some antivirus on");
 
     let received = fleet.received();
@@ -464,7 +465,7 @@ fn crowdstrike_installs_with_the_cid_secret_and_checks_the_sensor_service() {
     assert!(
         install
             .script
-            .contains("'/install /quiet /norestart CID={0}' -f $key")
+            .contains("'/install /quiet /noreboot CID={0}' -f $key")
     );
     for file in ["report.json", "events.jsonl"] {
         let text = std::fs::read_to_string(fleet.scratch.path().join(file)).unwrap();
@@ -486,7 +487,7 @@ fn crowdstrike_installs_with_the_cid_secret_and_checks_the_sensor_service() {
     );
     let ws01 = fleet.answered("ws01");
     assert!(position(&ws01, "export exclusions") < position(&ws01, "msiexec KES"));
-    assert!(position(&ws01, "install sensor") < position(&ws01, "sensor started"));
+    assert!(position(&ws01, "install sensor") < position(&ws01, "sensor up"));
 }
 
 #[test]
@@ -561,6 +562,7 @@ fn check_on_the_canary_runs_only_the_read_only_precheck() {
             "os info",
             "firewall state",
             "firewall export",
+            "log folder",
             "installer staged",
             "sensor before",
             "export exclusions"
