@@ -366,7 +366,9 @@ pub fn kaspersky_host() -> Vec<Value> {
 /// policy in the way: change fields to put one there.
 pub fn os_info(caption: &str, build: &str, product_type: i64) -> Value {
     let server = product_type != 1;
-    json!({ "caption": caption, "build": build, "product_type": product_type,
+    // OperatingSystemSKU: 48 Professional, 7 Server Standard (GetProductInfo).
+    let sku = if server { 7 } else { 48 };
+    json!({ "caption": caption, "build": build, "product_type": product_type, "sku": sku,
         "is_server": server, "ps_version": "5.1.22621.4391", "windefend_present": !server,
         "windefend_status": if server { "missing" } else { "Stopped" },
         "gpo_disables_defender": false, "force_passive_mode": false,
@@ -517,5 +519,55 @@ pub fn crowdstrike_table() -> Vec<Value> {
         entry("sensor health", r"product = \$\(if",
             r#"{"service":"Running","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":true}"#, 0),
     ]);
+    table
+}
+
+/// The state `HKLM:\SOFTWARE\Microsoft\Windows Advanced Threat
+/// Protection\Status` and the Sense service show, as the MDE playbook reads
+/// them: onboarded to the tenant `org`, or not onboarded (Sense stopped).
+pub fn mde_state(onboarded: bool, org: &str) -> Value {
+    json!({ "OnboardingState": if onboarded { 1 } else { 0 },
+            "OrgId": if onboarded { org } else { "" },
+            "Sense": if onboarded { "Running" } else { "Stopped" } })
+}
+
+pub const MDE_ORG: &str = "6f1c2f0e-2b7a-4c43-9a52-0d8e3b1f7a11";
+
+/// The Defender for Endpoint playbook's own steps in front of the Defender
+/// ones (the first matching entry answers), as on hosts where onboarding
+/// works: not onboarded before, onboarded to [`MDE_ORG`] after.
+pub fn mde_table() -> Vec<Value> {
+    let mut table = defender_table();
+    let mut active = mde_state(true, MDE_ORG);
+    // Onboarded beside a third-party antivirus, Defender Antivirus runs in
+    // passive mode (Microsoft, "Defender Antivirus compatibility with other
+    // security products"; Get-MpComputerStatus AMRunningMode "Passive Mode").
+    active["AMRunningMode"] = json!("Passive Mode");
+    table.splice(
+        0..0,
+        [
+            entry("stop: home", r"is a Home edition", "Microsoft Windows 11 Home (SKU 101) is a Home edition: Defender for Endpoint does not support it.\r\n", 1),
+            entry("package staged", r"\(mde_onboarding_script\)", "onboarding package staged: C:\\ProgramData\\MSP\\packages\\mde\\WindowsDefenderATPOnboardingScript.cmd\r\n", 0),
+            // Get-HotFix lists installed updates by KB id (Microsoft,
+            // Get-HotFix); Install.ps1 checks the same three on 2012 R2.
+            entry("downlevel prerequisites", r"KB2999226", "Server 2012 R2: KB2999226 installed, KB3080149 installed, KB3045999 installed; SCEP absent\r\n", 0),
+            entry("passive mode set", r"-Name ForceDefenderPassiveMode -PropertyType DWord -Value 1", "ForceDefenderPassiveMode = 1: Defender stays passive beside Kaspersky until it is removed.\r\n", 0),
+            entry("passive mode kept", r"Defender stays passive beside it", "ForceDefenderPassiveMode removed: Defender may become active.\r\n", 0),
+            entry("passive mode lifted", r"Defender becomes the active antivirus", "ForceDefenderPassiveMode removed: Defender becomes the active antivirus.\r\n", 0),
+            entry("Defender feature off again", r"Kaspersky is not back; leaving Defender enabled", "Kaspersky is not back; leaving Defender enabled.\r\n", 0),
+            // DISM /Add-Capability exits 0 once added, 3010 when it needs a
+            // reboot (DISM capabilities package servicing options).
+            entry("Sense capability", r"Microsoft\.Windows\.Sense\.Client~~~~", "DISM /Add-Capability Microsoft.Windows.Sense.Client exit code: 0\r\n", 0),
+            entry("Install.ps1", r"Install\.ps1 exit code: \{0\}", "Install.ps1 exit code: 0\r\n", 0),
+            entry("Install.ps1 again", r"Install\.ps1 exit code \(second run\)", "Install.ps1 exit code (second run): 0\r\n", 0),
+            entry("onboarding script", r"onboarding script exit code", "onboarding script exit code: 0\r\n", 0),
+            entry("offboarding script", r"offboarding script exit code", "Kaspersky is not being put back: the host stays onboarded.\r\n", 0),
+            entry("sensor active", r"\$mp = Get-MpComputerStatus", &active.to_string(), 0),
+            // The same script reads the state in precheck, then in verify.
+            json!({ "name": "state before", "match": r"Windows Advanced Threat Protection\\Status' -ErrorAction SilentlyContinue\s+\$sense",
+                    "stdout": mde_state(false, MDE_ORG).to_string(), "times": 1 }),
+            entry("state after", r"Windows Advanced Threat Protection\\Status' -ErrorAction SilentlyContinue\s+\$sense", &mde_state(true, MDE_ORG).to_string(), 0),
+        ],
+    );
     table
 }
