@@ -1,10 +1,10 @@
 //! A private PostgreSQL server for the tests.
 //!
 //! The server is Debian's PostgreSQL (scripts/deps/postgres.sh), started
-//! once per test process: `initdb` in a temporary folder, then `postgres`
+//! once per test process: a copy of one `initdb` folder, then `postgres`
 //! on a free loopback port, as the unprivileged `orchestrate-pg` user when
 //! the tests run as root (PostgreSQL refuses root). Password
-//! authentication (SCRAM) is on, and the password reaches `orchestrate`
+//! authentication (md5) is on, and the password reaches `orchestrate`
 //! the way the README recommends: a password file named by `PGPASSFILE`,
 //! never in a command line. The server runs under a shell that stops it
 //! when this process goes, however it goes: the shell waits on a pipe
@@ -88,47 +88,25 @@ impl PgServer {
     fn start() -> PgServer {
         let bin = bin_dir();
         let ids = run_as();
+        let template = template(&bin, ids);
         let dir = std::env::temp_dir().join(format!("orchestrate-pg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let password = format!("pw-{:x}", rand_u64());
-        let pwfile = dir.join("pw");
-        std::fs::write(&pwfile, &password).unwrap();
         if let Some((uid, gid)) = ids {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
-            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).unwrap();
         }
         let data = dir.join("data");
-        let mut initdb = Command::new(bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                DB_USER,
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "--auth-local=trust",
-            ])
-            .arg("--auth-host=scram-sha-256")
-            .arg(format!("--pwfile={}", pwfile.display()))
-            .current_dir(&dir)
-            .stdout(Stdio::null());
-        as_server_user(&mut initdb, ids);
-        let out = initdb.output().expect("initdb runs");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::remove_file(&pwfile).unwrap();
+        let mut copy = Command::new("cp");
+        copy.arg("-a").arg(&template).arg(&data);
+        as_server_user(&mut copy, ids);
+        assert!(copy.status().unwrap().success(), "cp -a {}", template.display());
+        let password = format!("pw-{:x}", rand_u64());
         let port = free_port();
         // fsync off: the tests kill orchestrate, never the server.
         let mut shell = Command::new("sh");
         shell
             .arg("-c")
-            .arg(r#""$0" -D "$1" -p "$2" -k "$3" -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 >"$3/server.log" 2>&1 & pid=$!; read _; kill -INT $pid; wait $pid"#)
+            .arg(r#""$0" -D "$1" -p "$2" -k "$3" -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 >"$3/server.log" 2>&1 & pid=$!; read _; kill -INT $pid; wait $pid; rm -rf "$3""#)
             .arg(bin.join("postgres"))
             .arg(&data)
             .arg(port.to_string())
@@ -156,8 +134,15 @@ impl PgServer {
             password,
             _lifeline: Mutex::new(lifeline),
         };
+        // The password, set over the socket (trusted) once the server is up;
+        // md5 rather than SCRAM, whose 4096 rounds of SHA-256 take half a
+        // second per connection in a debug build.
+        let set_password = format!(
+            "SET password_encryption = 'md5'; ALTER ROLE {DB_USER} PASSWORD '{}'",
+            server.password
+        );
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !server.psql("postgres", "SELECT 1").status.success() {
+        while !server.local_psql(&set_password).status.success() {
             assert!(
                 Instant::now() < deadline,
                 "postgres did not start: {}",
@@ -166,6 +151,17 @@ impl PgServer {
             std::thread::sleep(Duration::from_millis(100));
         }
         server
+    }
+
+    /// `psql` over the server's socket, which trusts its local users.
+    fn local_psql(&self, sql: &str) -> std::process::Output {
+        Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.dir)
+            .args(["-p", &self.port.to_string(), "-U", DB_USER, "-d", "postgres"])
+            .args(["-c", sql])
+            .output()
+            .expect("psql runs")
     }
 
     /// `psql` as the superuser on `db`, with the password file.
@@ -231,6 +227,47 @@ impl PgServer {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// A data folder made by `initdb` once per machine (and PostgreSQL
+/// version), copied by each test process: `initdb` takes seconds. Local
+/// connections are trusted, loopback ones need the password (md5).
+fn template(bin: &std::path::Path, ids: Option<(u32, u32)>) -> PathBuf {
+    let version = bin
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|v| v.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let euid = unsafe { libc::geteuid() };
+    let dir = std::env::temp_dir().join(format!("orchestrate-pg-template-{version}-{euid}"));
+    if dir.join("PG_VERSION").exists() {
+        return dir;
+    }
+    let building = std::env::temp_dir().join(format!(
+        "orchestrate-pg-template-{version}-{euid}.{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&building);
+    let mut initdb = Command::new(bin.join("initdb"));
+    initdb
+        .arg("-D")
+        .arg(&building)
+        .args(["-U", DB_USER, "-E", "UTF8", "--no-sync"])
+        .args(["--auth-local=trust", "--auth-host=md5"])
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null());
+    as_server_user(&mut initdb, ids);
+    let out = initdb.output().expect("initdb runs");
+    assert!(
+        out.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Another test process may have made one meanwhile: either will do.
+    if std::fs::rename(&building, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&building);
+    }
+    dir
 }
 
 fn free_port() -> u16 {
