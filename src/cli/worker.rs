@@ -121,7 +121,7 @@ async fn work(args: &WorkerArgs, location: Location, queue: Arc<Queue>) -> i32 {
         let client = inert(&taken.client);
         match &taken.previous {
             Some(previous) => output::println(&format!(
-                "worker: took client {client} of run {} over from {previous}, whose lease lapsed",
+                "worker: took client {client} of run {} over from {previous}, which is gone (its lease lapsed, or its process died)",
                 taken.run_id
             )),
             None => output::println(&format!(

@@ -33,6 +33,7 @@ mod linux_playbooks;
 mod linux_playbooks_plan;
 mod macos_kav_export;
 mod outputs;
+mod postgres_workers;
 mod report_render;
 mod runner;
 mod schema;

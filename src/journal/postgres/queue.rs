@@ -134,7 +134,10 @@ impl Queue {
                         &taken.run_id,
                         &taken.client,
                         &holder.token,
-                        &holder.to_string(),
+                        &format!(
+                            "orchestrate worker (pid {} on {}, since {})",
+                            holder.pid, holder.machine, holder.since
+                        ),
                         &i64::from(holder.pid),
                         &holder.machine,
                         &(now + expires_after),

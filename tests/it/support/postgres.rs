@@ -99,7 +99,11 @@ impl PgServer {
         let mut copy = Command::new("cp");
         copy.arg("-a").arg(&template).arg(&data);
         as_server_user(&mut copy, ids);
-        assert!(copy.status().unwrap().success(), "cp -a {}", template.display());
+        assert!(
+            copy.status().unwrap().success(),
+            "cp -a {}",
+            template.display()
+        );
         let password = format!("pw-{:x}", rand_u64());
         let port = free_port();
         // fsync off: the tests kill orchestrate, never the server.
@@ -158,7 +162,14 @@ impl PgServer {
         Command::new(self.bin.join("psql"))
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(&self.dir)
-            .args(["-p", &self.port.to_string(), "-U", DB_USER, "-d", "postgres"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                DB_USER,
+                "-d",
+                "postgres",
+            ])
             .args(["-c", sql])
             .output()
             .expect("psql runs")
