@@ -23,6 +23,8 @@ pub struct Received {
     /// powershell, upload, remove, reboot, down, up
     pub kind: String,
     pub script: String,
+    /// The command line the script came with (the script itself came by Send).
+    pub command_line: String,
     /// The table entry that answered.
     pub response: Option<String>,
 }
@@ -191,6 +193,7 @@ impl Fleet {
                     host: v["host"].as_str().unwrap().to_string(),
                     kind: v["kind"].as_str().unwrap().to_string(),
                     script: v["script"].as_str().unwrap().to_string(),
+                    command_line: v["command_line"].as_str().unwrap_or("").to_string(),
                     response: v["response"].as_str().map(str::to_string),
                 }
             })
