@@ -9,6 +9,7 @@
 //!
 //! ```sh
 //! cargo build --release && cargo run --release --example bench_journal -- [EVENTS] [HOSTS]
+//! # HOSTS 0: the latency alone
 //! ```
 
 #[path = "../tests/it/support/mod.rs"]
@@ -50,8 +51,13 @@ fn main() {
         .collect();
     let events = args.first().copied().unwrap_or(2000);
     let hosts = args.get(1).copied().unwrap_or(1000);
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
-    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/{profile}/orchestrate"));
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let binary =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/{profile}/orchestrate"));
     assert!(binary.exists(), "build the {profile} binary first");
     let server = support::postgres::server();
     let dir = tempfile::tempdir().unwrap();
@@ -60,11 +66,19 @@ fn main() {
     println!("journal write latency per event ({events} events, {profile} build)\n");
     println!("| journal | mean | p50 | p99 | max |");
     println!("|---|---:|---:|---:|---:|");
-    for (name, state) in [("SQLite", sqlite.clone()), ("PostgreSQL", server.database())] {
+    for (name, state) in [
+        ("SQLite", sqlite.clone()),
+        ("PostgreSQL", server.database()),
+    ] {
         latency(name, &state, events, &server.passfile);
     }
 
-    println!("\n`orchestrate run` over {hosts} local hosts, 3 steps each, waves [1, 10%, 100%], --forks 100\n");
+    if hosts == 0 {
+        return;
+    }
+    println!(
+        "\n`orchestrate run` over {hosts} local hosts, 3 steps each, waves [1, 10%, 100%], --forks 100\n"
+    );
     println!("| journal | wall | CPU (user+sys) | events journaled |");
     println!("|---|---:|---:|---:|");
     let work = tempfile::tempdir().unwrap();
@@ -157,7 +171,16 @@ fn write_fleet(dir: &Path, hosts: usize) {
 fn whole_run(name: &str, binary: &PathBuf, dir: &Path, state: &str, passfile: &Path) {
     let started = Instant::now();
     let child = Command::new(binary)
-        .args(["run", "playbook.yml", "-i", "inventory.yml", "--forks", "100", "--state", state])
+        .args([
+            "run",
+            "playbook.yml",
+            "-i",
+            "inventory.yml",
+            "--forks",
+            "100",
+            "--state",
+            state,
+        ])
         .current_dir(dir)
         .env("PGPASSFILE", passfile)
         .stdout(std::process::Stdio::null())
