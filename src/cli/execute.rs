@@ -331,7 +331,7 @@ pub(super) fn replan(
 ) -> Result<(Plan, journal::Replay), i32> {
     let playbook = PathBuf::from(&row.playbook);
     let inventory = PathBuf::from(&row.inventory);
-    let changed = match journal.files(&row) {
+    let changed = match journal.files(row) {
         Ok(recorded) => journal::changes(&row.run_id, &recorded),
         Err(e) => {
             eprintln!("error: {e}");
