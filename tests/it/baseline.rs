@@ -536,3 +536,73 @@ fn probe_mistakes_are_errors_at_their_line_and_column() {
         "{all}"
     );
 }
+
+/// The shipped Windows probes over WinRM, their output in the documented
+/// shapes (tests/it/windows_fleet: `baseline_entries`): parsed into items,
+/// unchanged on a host where nothing else changed, and a port lost by the
+/// change (SQL Server's 1433) fails the Defender playbook's verify and
+/// rolls the host back.
+#[test]
+fn windows_probes_parse_the_cmdlets_json_and_a_lost_sql_server_port_fails_the_host() {
+    use crate::windows_fleet::{Fleet, baseline_ports, defender_table, entry};
+
+    let mut table = defender_table();
+    // ws02 loses 1433 after the change: its first answer (before) has it.
+    let mut before = entry(
+        "baseline: listening ports before",
+        r"Get-NetTCPConnection -State Listen",
+        &baseline_ports(true),
+        0,
+    );
+    before["times"] = serde_json::json!(1);
+    let mut after = entry(
+        "baseline: listening ports after",
+        r"Get-NetTCPConnection -State Listen",
+        &baseline_ports(false),
+        0,
+    );
+    after["hosts"] = serde_json::json!({ "ws01": { "stdout": baseline_ports(true) } });
+    table.insert(0, after);
+    table.insert(0, before);
+    let fleet = Fleet::start(&["ws01", "ws02"], &table);
+    fleet.inventory(
+        "acme",
+        r#"["100%"]"#,
+        "1",
+        "{ exclusions: { paths: ['D:\\Dentrix\\Data'], processes: [DtxSvc.exe] } }",
+    );
+    let (run, report) = fleet.run("windows-kes-to-defender.yml", &[]);
+    let hosts = report["clients"][0]["hosts"].as_array().unwrap();
+    let (ws01, ws02) = (&hosts[0], &hosts[1]);
+    assert_eq!(ws02["status"], "failed", "{}", ws02["rollback"]);
+    run.expect_code(1);
+    assert_eq!(ws01["status"], "succeeded", "{ws01}");
+    for (name, items) in [
+        ("listening ports", 5),
+        ("running services", 4),
+        ("firewall profiles", 3),
+        ("dns", 0),
+    ] {
+        let p = probe(ws01, name);
+        assert_eq!(p["status"], "unchanged", "{p}");
+        assert_eq!(p["items_before"], items, "{p}");
+    }
+    assert_eq!(ws02["status"], "failed", "{ws02}");
+    let ports = probe(ws02, "listening ports");
+    assert_eq!(
+        strings(&ports["regressions"]),
+        ["lost Protocol=TCP LocalAddress=0.0.0.0 LocalPort=1433 Process=sqlservr"]
+    );
+    assert!(
+        ws02["error"]
+            .as_str()
+            .unwrap()
+            .contains("LocalPort=1433 Process=sqlservr"),
+        "{}",
+        ws02["error"]
+    );
+    assert!(
+        !ws02["rollback"].as_array().unwrap().is_empty(),
+        "rolled back: {ws02}"
+    );
+}
