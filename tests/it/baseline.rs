@@ -375,7 +375,7 @@ fn check_records_the_baseline_and_the_dry_run_lists_the_probes() {
         dry.stdout
     );
     assert!(dry.stdout.contains("- must_reach"), "{}", dry.stdout);
-    assert!(dry.stdout.contains(&format!("/dev/tcp")), "{}", dry.stdout);
+    assert!(dry.stdout.contains("/dev/tcp"), "{}", dry.stdout);
     let plan = scratch.plan_json("playbook.yml", "inventory.yml");
     let probes = &plan["clients"][0]["hosts"][0]["baseline"];
     assert_eq!(probes[0]["probe"], "listening ports");
@@ -605,4 +605,44 @@ fn windows_probes_parse_the_cmdlets_json_and_a_lost_sql_server_port_fails_the_ho
         !ws02["rollback"].as_array().unwrap().is_empty(),
         "rolled back: {ws02}"
     );
+}
+
+/// A run killed (SIGKILL) after the change and resumed compares with the
+/// host as it was before it was first touched (the "before" is in the
+/// journal), not with a baseline taken again from the changed host.
+#[test]
+fn a_resumed_host_compares_with_the_journaled_baseline_from_before_the_change() {
+    let scratch = Scratch::new();
+    let erp = Listener::start(&address(6), 18088, None);
+    let marker = scratch.path().join("changed");
+    // The first time: stop the service, then be slow (killed here); on
+    // resume the step runs again and ends at once.
+    let install = format!(
+        "if [ ! -e {m} ]; then {}; touch {m}; sleep 3; fi",
+        erp.stop_command(),
+        m = marker.display()
+    );
+    scratch.write(
+        "playbook.yml",
+        &playbook(&ports_probe(&erp.address, ""), &install),
+    );
+    local_inventory(&scratch, "");
+    let mut child = scratch.spawn(&["run", "playbook.yml", "-i", "inventory.yml"]);
+    harness::wait_for("the install to have stopped the service", || {
+        marker.exists()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap(); // SIGKILL: the host is left mid-way
+    child.wait().unwrap();
+    let run_id = scratch.newest_run_id();
+    // The resumed host runs its install again (it had not completed), then
+    // compares.
+    let resumed = scratch.orchestrate(&["resume", &run_id, "--report-json", "report.json"]);
+    let report: Value = serde_json::from_str(&scratch.read("report.json")).unwrap();
+    let h = host(&report);
+    let ports = probe(h, "listening ports");
+    assert_eq!(ports["items_before"], 1, "the journaled before: {ports}");
+    assert_eq!(ports["status"], "regressed", "{ports}");
+    assert_eq!(h["status"], "failed", "{h}");
+    resumed.expect_code(1);
 }
