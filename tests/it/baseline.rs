@@ -646,3 +646,50 @@ fn a_resumed_host_compares_with_the_journaled_baseline_from_before_the_change() 
     assert_eq!(h["status"], "failed", "{h}");
     resumed.expect_code(1);
 }
+
+/// A probe's output is redacted like a step's: a secret the endpoint
+/// prints is `***` in the report and the journal, in every item.
+#[test]
+fn a_secret_in_a_probes_output_is_masked_in_the_report_and_the_journal() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "playbook.yml",
+        &playbook(
+            "  - name: agent token\n    sh: echo \"token {{ secret(name='AGENT_TOKEN') }}\"\n",
+            "echo changed",
+        ),
+    );
+    local_inventory(&scratch, "");
+    let run = scratch.orchestrate_env(
+        &[
+            "run",
+            "playbook.yml",
+            "-i",
+            "inventory.yml",
+            "--report-json",
+            "report.json",
+        ],
+        &[("AGENT_TOKEN", "s3cr3t-t0ken-value")],
+    );
+    run.expect_code(0);
+    let report = scratch.read("report.json");
+    assert!(!report.contains("s3cr3t-t0ken-value"), "{report}");
+    let parsed: Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(probe(host(&parsed), "agent token")["status"], "unchanged");
+    // The journal and its write-ahead log, as bytes on disk.
+    let mut journal = std::fs::read(scratch.path().join(harness::JOURNAL)).unwrap();
+    journal.extend(
+        std::fs::read(scratch.path().join(format!("{}-wal", harness::JOURNAL))).unwrap_or_default(),
+    );
+    let journal = String::from_utf8_lossy(&journal);
+    assert!(
+        !journal.contains("s3cr3t-t0ken-value"),
+        "the journal holds the secret"
+    );
+    assert!(
+        journal.contains(r#""text":"token ***""#),
+        "the probe's item is journaled, masked"
+    );
+    let journaled = scratch.journaled_report();
+    assert!(!journaled.to_string().contains("s3cr3t-t0ken-value"));
+}
