@@ -27,6 +27,8 @@ pub struct Inventory {
     /// Resolved against the inventory's folder.
     pub secrets_dir: Option<PathBuf>,
     pub clients: Vec<Client>,
+    /// `must_reach` of the defaults (a client's or a host's list wins).
+    pub must_reach: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +47,7 @@ pub struct Client {
     pub os: Option<Os>,
     pub hosts: Vec<Host>,
     pub at: Place,
+    pub must_reach: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +58,7 @@ pub struct Host {
     pub connection: Connection,
     pub vars: Vars,
     pub at: Place,
+    pub must_reach: Option<Vec<String>>,
 }
 
 /// Connection settings at one level; `None` means "from the level above".
@@ -247,6 +251,10 @@ struct DefaultsDoc {
     os: Option<Os>,
     #[serde(default)]
     vars: Vars,
+    /// `host:port` targets the endpoint must still reach after the change (checked from the endpoint, before and after). The nearest level's list wins.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    must_reach: Option<Vec<Spanned<String>>>,
 }
 
 // The connection keys are written out in each level's document rather than
@@ -294,6 +302,10 @@ struct ClientDoc {
     #[serde(default)]
     #[schemars(with = "Option<Vec<HostDoc>>")]
     hosts: Option<Spanned<Vec<Spanned<HostDoc>>>>,
+    /// `host:port` targets the endpoint must still reach after the change (checked from the endpoint, before and after). The nearest level's list wins.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    must_reach: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -326,6 +338,10 @@ struct HostDoc {
     r#become: BecomeDoc,
     #[serde(default)]
     vars: Vars,
+    /// `host:port` targets the endpoint must still reach after the change (checked from the endpoint, before and after). The nearest level's list wins.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    must_reach: Option<Vec<Spanned<String>>>,
 }
 
 /// Builds a [`Connection`] from the connection keys of any level's document.
@@ -395,6 +411,7 @@ pub fn parse_inventory(source: SourceFile) -> Result<Inventory, InputErrors> {
                 format!("client `{name}`: concurrency 0 would never start a host"),
             ));
         }
+        let must_reach = super::must_reach::check(&source, c.must_reach, &mut errors);
         let mut hosts = Vec::new();
         for host in host_docs {
             let host_at = Place::of(&host.referenced);
@@ -435,6 +452,7 @@ pub fn parse_inventory(source: SourceFile) -> Result<Inventory, InputErrors> {
             }
             let os = h.os;
             let vars = std::mem::take(&mut h.vars);
+            let must_reach = super::must_reach::check(&source, h.must_reach.take(), &mut errors);
             let connection = connection_of!(h);
             if os.or(c.os).or(doc.defaults.os).is_none() {
                 errors.push(source.error_at(
@@ -451,6 +469,7 @@ pub fn parse_inventory(source: SourceFile) -> Result<Inventory, InputErrors> {
                 connection,
                 vars,
                 at: host_at,
+                must_reach,
             });
         }
         clients.push(Client {
@@ -469,9 +488,11 @@ pub fn parse_inventory(source: SourceFile) -> Result<Inventory, InputErrors> {
             os: c.os,
             hosts,
             at,
+            must_reach,
             connection: connection_of!(c),
         });
     }
+    let must_reach = super::must_reach::check(&source, doc.defaults.must_reach, &mut errors);
     if !errors.is_empty() {
         return Err(InputErrors(errors));
     }
@@ -483,6 +504,7 @@ pub fn parse_inventory(source: SourceFile) -> Result<Inventory, InputErrors> {
         default_os,
         secrets_dir: None,
         clients,
+        must_reach,
         source,
     };
     inventory.secrets_dir = doc.secrets_dir.map(|d| inventory.resolve_path(&d));
@@ -496,5 +518,19 @@ impl Host {
             .or(client.os)
             .or(inventory.default_os)
             .unwrap_or(Os::Linux)
+    }
+
+    /// What the host must still reach: its own list, its client's or the
+    /// defaults' (the nearest list wins, whole).
+    pub fn must_reach_in<'a>(
+        &'a self,
+        client: &'a Client,
+        inventory: &'a Inventory,
+    ) -> &'a [String] {
+        self.must_reach
+            .as_deref()
+            .or(client.must_reach.as_deref())
+            .or(inventory.must_reach.as_deref())
+            .unwrap_or(&[])
     }
 }

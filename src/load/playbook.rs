@@ -75,6 +75,8 @@ pub struct Playbook {
     pub files: Vec<PathBuf>,
     /// The top level's `become` (steps already carry what applies to them).
     pub r#become: bool,
+    /// `baseline:` probes, includes expanded, in order.
+    pub baseline: Vec<super::baseline::Probe>,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +218,7 @@ pub fn parse_playbook(source: SourceFile) -> Result<Playbook, InputErrors> {
         ));
     }
     let phases = loader.phases(&root, doc.phases.value);
+    let baseline = loader.probes(&root, doc.baseline);
     let Loader {
         includes,
         mut errors,
@@ -233,6 +236,7 @@ pub fn parse_playbook(source: SourceFile) -> Result<Playbook, InputErrors> {
         }
     }
     check_captures(&phases, &mut errors);
+    super::baseline::check_names(&baseline, &mut errors);
     if let Some(waves) = &doc.waves {
         check_wave_list(&source, waves, &mut errors);
     }
@@ -269,6 +273,7 @@ pub fn parse_playbook(source: SourceFile) -> Result<Playbook, InputErrors> {
         phases,
         files: includes.files,
         r#become: top_become,
+        baseline,
         source,
     })
 }

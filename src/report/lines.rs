@@ -63,6 +63,17 @@ impl<W: Write + Send> Observer for Lines<W> {
                     step.detail.as_ref().map(|d| format!(": {}", inert(d))).unwrap_or_default()
                 ))
             }
+            Event::BaselineCompared { host, probes, .. } => {
+                let flagged: Vec<String> = probes
+                    .iter()
+                    .filter(|d| d.fails_host() || d.warns())
+                    .map(|d| {
+                        let level = if d.warns() { "warning" } else { "regression" };
+                        format!("    {}: {level}: {}", inert(host), inert(&d.summary()))
+                    })
+                    .collect();
+                (!flagged.is_empty()).then(|| flagged.join("\n"))
+            }
             Event::Interrupting => Some(
                 "interrupted: no new host or step starts; running steps finish and half-done hosts are rolled back (a second Ctrl-C, SIGTERM or SIGHUP stops at once)".into(),
             ),

@@ -39,6 +39,27 @@ pub struct HostDoc<'a> {
     pub transport: &'static str,
     pub steps: Vec<StepDoc<'a>>,
     pub on_failure: Vec<StepDoc<'a>>,
+    /// Probes run before the first step and after the last, compared.
+    pub baseline: Vec<ProbeDoc<'a>>,
+}
+
+/// A baseline probe: how it is judged, and its command as a step's.
+#[derive(Serialize)]
+pub struct ProbeDoc<'a> {
+    pub probe: &'a str,
+    pub parse: crate::load::ProbeFormat,
+    pub key: Option<&'a str>,
+    pub on_regression: crate::load::OnRegression,
+    pub expect: ExpectDoc<'a>,
+    #[serde(flatten)]
+    pub step: StepDoc<'a>,
+}
+
+#[derive(Serialize)]
+pub struct ExpectDoc<'a> {
+    pub appear: Vec<&'a str>,
+    pub disappear: Vec<&'a str>,
+    pub change: Vec<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -104,10 +125,38 @@ pub fn plan_doc<'a>(plan: &'a Plan, redactor: &Redactor) -> PlanDoc<'a> {
                             .iter()
                             .map(|s| step_doc(s, h, redactor))
                             .collect(),
+                        baseline: h
+                            .baseline
+                            .iter()
+                            .map(|p| probe_doc(p, h, redactor))
+                            .collect(),
                     })
                     .collect(),
             })
             .collect(),
+    }
+}
+
+fn probe_doc<'a>(
+    planned: &'a crate::plan::baseline::PlannedProbe,
+    host: &'a HostPlan,
+    redactor: &Redactor,
+) -> ProbeDoc<'a> {
+    let probe = &planned.probe;
+    let texts = |patterns: &'a [crate::load::Pattern]| -> Vec<&'a str> {
+        patterns.iter().map(|p| p.text.as_str()).collect()
+    };
+    ProbeDoc {
+        probe: &probe.name,
+        parse: probe.parse,
+        key: probe.key.as_deref(),
+        on_regression: probe.on_regression,
+        expect: ExpectDoc {
+            appear: texts(&probe.expect.appear),
+            disappear: texts(&probe.expect.disappear),
+            change: texts(&probe.expect.change),
+        },
+        step: step_doc(&planned.step, host, redactor),
     }
 }
 

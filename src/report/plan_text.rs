@@ -171,6 +171,16 @@ struct Users {
 fn render_steps(out: &mut String, host: &HostPlan, redactor: &Redactor) {
     let users = users_of(host);
     let users = users.as_ref();
+    if !host.baseline.is_empty() {
+        let _ = writeln!(
+            out,
+            "    baseline (before the first step, again after the last; compared)"
+        );
+        for probe in &host.baseline {
+            render_step(out, &probe.step, "-", 6, redactor, users);
+            let _ = writeln!(out, "        {}", probe_terms(&probe.probe));
+        }
+    }
     let mut phase = "";
     for (i, step) in host.steps.iter().enumerate() {
         if step.phase() != phase {
@@ -185,6 +195,29 @@ fn render_steps(out: &mut String, host: &HostPlan, redactor: &Redactor) {
             render_step(out, step, "-", 6, redactor, users);
         }
     }
+}
+
+/// How a probe's items are read and judged, in one line.
+fn probe_terms(probe: &crate::load::Probe) -> String {
+    let mut terms = vec![format!("parse {}", crate::run::name_of(&probe.parse))];
+    if let Some(key) = &probe.key {
+        terms.push(format!("key {key}"));
+    }
+    for (verb, patterns) in [
+        ("may appear", &probe.expect.appear),
+        ("may disappear", &probe.expect.disappear),
+        ("may change", &probe.expect.change),
+    ] {
+        if !patterns.is_empty() {
+            let list: Vec<&str> = patterns.iter().map(|p| p.text.as_str()).collect();
+            terms.push(format!("{verb}: {}", list.join(", ")));
+        }
+    }
+    terms.push(format!(
+        "on regression: {}",
+        crate::run::name_of(&probe.on_regression)
+    ));
+    inert(&terms.join("; ")).into_owned()
 }
 
 fn render_step(

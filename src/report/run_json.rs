@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use indexmap::IndexMap;
 use serde::Serialize;
 
+use crate::run::baseline::ProbeDiff;
 use crate::run::{ClientStatus, Event, HostStatus, Observer, RunStatus, StepStatus};
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -54,6 +55,9 @@ pub struct HostReport {
     pub finished_at: Option<String>,
     pub steps: Vec<StepReport>,
     pub rollback: Vec<RollbackReport>,
+    /// Per probe, what differs between before and after (or, with
+    /// `--check`, what was recorded).
+    pub baseline: Vec<ProbeDiff>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,6 +159,7 @@ impl Report {
                                 finished_at: None,
                                 steps: Vec::new(),
                                 rollback: Vec::new(),
+                                baseline: Vec::new(),
                             })
                             .collect(),
                     })
@@ -195,6 +200,24 @@ impl Report {
                         stdout: step.stdout.clone(),
                         stderr: step.stderr.clone(),
                     });
+                }
+            }
+            Event::BaselineTaken {
+                client,
+                host,
+                probes,
+            } => {
+                if let Some(h) = self.host_mut(client, host) {
+                    h.baseline = probes.iter().map(ProbeDiff::recorded).collect();
+                }
+            }
+            Event::BaselineCompared {
+                client,
+                host,
+                probes,
+            } => {
+                if let Some(h) = self.host_mut(client, host) {
+                    h.baseline = probes.clone();
                 }
             }
             Event::HostFinished {

@@ -1,6 +1,8 @@
 //! The table printed when a run ends: per client, hosts by outcome, and
 //! the hosts that need a person, with the reason. Names and errors are
 //! drawn through [`inert`]: they came from the inventory or the endpoints.
+//! Then, per client with a baseline, what changed besides the antivirus,
+//! and the hosts that succeeded with a `warn` probe's regression.
 
 use std::fmt::Write;
 
@@ -63,6 +65,31 @@ pub fn render(report: &Report) -> String {
     for client in &report.clients {
         if let Some(reason) = &client.halted {
             let _ = writeln!(out, "\n{} halted: {}", inert(&client.name), inert(reason));
+        }
+    }
+    for client in &report.clients {
+        if let Some(sentence) = super::baseline::client_summary(client) {
+            let _ = writeln!(
+                out,
+                "\n{} baseline: {}",
+                inert(&client.name),
+                inert(&sentence)
+            );
+        }
+        // Succeeded, but flagged: a `warn` probe saw something unexpected.
+        for host in client
+            .hosts
+            .iter()
+            .filter(|h| h.status == HostStatus::Succeeded)
+        {
+            for diff in host.baseline.iter().filter(|d| d.warns()) {
+                let _ = writeln!(
+                    out,
+                    "  warning {}: {}",
+                    inert(&host.name),
+                    inert(&diff.summary())
+                );
+            }
         }
     }
     let attention: Vec<_> = report

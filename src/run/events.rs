@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::Wave;
+use crate::run::baseline::{ProbeDiff, ProbeSnapshot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -207,6 +208,20 @@ pub enum Event {
     Rebooting {
         client: String,
         host: String,
+    },
+    /// The baseline probes ran before the host's first step (and before
+    /// anything changed): what they saw, journaled for the comparison.
+    BaselineTaken {
+        client: String,
+        host: String,
+        probes: Vec<ProbeSnapshot>,
+    },
+    /// The baseline probes ran again after the host's last step: what
+    /// differs, probe by probe.
+    BaselineCompared {
+        client: String,
+        host: String,
+        probes: Vec<ProbeDiff>,
     },
     HostFinished {
         client: String,

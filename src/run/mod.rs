@@ -9,6 +9,7 @@
 //! code: reporters render the status the `RunFinished` event carries and
 //! decide nothing.
 
+pub mod baseline;
 pub mod capture;
 pub mod events;
 mod host;
@@ -53,6 +54,8 @@ pub struct Carried {
     /// For each completed step, the captured values as they were when it
     /// ran: its rollback needs those, not what a re-run precheck sees now.
     pub captured_at: std::collections::BTreeMap<usize, serde_json::Map<String, serde_json::Value>>,
+    /// The baseline taken before the host was first touched, to compare with.
+    pub baseline_before: Option<Vec<baseline::ProbeSnapshot>>,
 }
 
 /// Per host, where a resumed run picks up.

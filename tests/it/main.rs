@@ -19,6 +19,7 @@ mod support;
 mod windows_fleet;
 
 mod bad_input;
+mod baseline;
 mod become_sudo;
 mod bounded_memory;
 mod command_lines;

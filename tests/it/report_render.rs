@@ -25,7 +25,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The page as headless Chromium parsed it (`--dump-dom`), isolated from
 /// the network and from any profile.
-fn rendered_dom(page: &Path) -> String {
+pub(crate) fn rendered_dom(page: &Path) -> String {
     assert!(
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: the HTML report tests read the page through headless Chromium. \

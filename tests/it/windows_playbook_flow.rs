@@ -62,9 +62,24 @@ fn canary_first_then_the_rest_with_a_reboot_when_msiexec_asks_for_one() {
 
     // The canary is done, verify included, before the next wave starts.
     let received = fleet.received();
-    let canary_last = received.iter().rfind(|r| r.host == "ws01").unwrap();
+    let baseline = |r: &&windows_fleet::Received| {
+        r.response
+            .as_deref()
+            .is_some_and(|n| n.starts_with("baseline: "))
+    };
+    let canary_last = received
+        .iter()
+        .rfind(|r| r.host == "ws01" && !baseline(r))
+        .unwrap();
     let rest_first = received.iter().find(|r| r.host != "ws01").unwrap();
     assert_eq!(canary_last.response.as_deref(), Some("firewall on"));
+    // Its baseline, compared after verify, before the next wave too.
+    let canary_baseline = received
+        .iter()
+        .rfind(|r| r.host == "ws01" && baseline(r))
+        .unwrap();
+    assert!(canary_last.seq < canary_baseline.seq);
+    assert!(canary_baseline.seq < rest_first.seq, "canary first");
     assert!(canary_last.seq < rest_first.seq, "canary first");
     assert!(
         received

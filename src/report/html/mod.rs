@@ -32,6 +32,7 @@ macro_rules! put {
     }};
 }
 
+mod baseline;
 mod hosts;
 mod svg;
 
@@ -220,6 +221,7 @@ fn client_section(out: &mut String, index: usize, client: &ClientReport) {
     outcomes(out, client);
     waves_table(out, client);
     hosts::attention(out, client);
+    baseline::section(out, client);
     hosts::gap_summary(out, client);
     hosts::host_list(out, client);
     out.push_str("</section>\n");
