@@ -341,6 +341,29 @@ impl Journal {
                     time,
                 )?;
             }
+            // A host whose reboot waits (`reboot: window | ask`) says so in
+            // `hosts`, with why, until the reboot starts.
+            Event::RebootWaiting {
+                client,
+                host,
+                reason,
+                ..
+            } => {
+                upsert_host(
+                    &tx,
+                    run_id,
+                    client,
+                    host,
+                    None,
+                    "waiting_for_reboot",
+                    Some(reason),
+                    None,
+                    time,
+                )?;
+            }
+            Event::Rebooting { client, host } => {
+                upsert_host(&tx, run_id, client, host, None, "running", None, None, time)?;
+            }
             Event::StepFinished { host, step, .. } => {
                 tx.execute(
                     "INSERT INTO steps (run_id, host, idx, phase, name, status, exit_code, attempts, duration_ms, detail, stdout, stderr, finished_at)

@@ -94,6 +94,8 @@ pub struct HostPlan {
     pub vars: serde_json::Map<String, serde_json::Value>,
     pub steps: Vec<PlannedStep>,
     pub on_failure: Vec<PlannedStep>,
+    /// When a reboot a step asks for may happen (`reboot:` in the inventory).
+    pub reboot: crate::load::RebootPolicy,
 }
 
 /// A step as defined in the playbook, shared by all hosts' plans.

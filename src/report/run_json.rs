@@ -54,6 +54,9 @@ pub struct HostReport {
     pub finished_at: Option<String>,
     pub steps: Vec<StepReport>,
     pub rollback: Vec<RollbackReport>,
+    /// While its reboot waits (`reboot: window | ask`): why, and until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,6 +158,7 @@ impl Report {
                                 finished_at: None,
                                 steps: Vec::new(),
                                 rollback: Vec::new(),
+                                waiting: None,
                             })
                             .collect(),
                     })
@@ -168,8 +172,24 @@ impl Report {
                     client.halted = None;
                 }
             }
+            Event::RebootWaiting {
+                client,
+                host,
+                reason,
+                ..
+            } => {
+                if let Some(h) = self.host_mut(client, host) {
+                    h.waiting = Some(reason.clone());
+                }
+            }
+            Event::Rebooting { client, host } => {
+                if let Some(h) = self.host_mut(client, host) {
+                    h.waiting = None;
+                }
+            }
             Event::StepFinished { client, host, step } => {
                 if let Some(h) = self.host_mut(client, host) {
+                    h.waiting = None;
                     h.steps.push(StepReport {
                         phase: step.phase.clone(),
                         name: step.name.clone(),
@@ -309,17 +329,8 @@ impl Observer for ReportBuilder {
 
 /// Per client, host counts by status, in a fixed order.
 pub fn counts(client: &ClientReport) -> IndexMap<HostStatus, usize> {
-    let mut counts: IndexMap<HostStatus, usize> = [
-        HostStatus::Succeeded,
-        HostStatus::Failed,
-        HostStatus::RollbackFailed,
-        HostStatus::Unreachable,
-        HostStatus::NotStarted,
-        HostStatus::Skipped,
-    ]
-    .into_iter()
-    .map(|s| (s, 0))
-    .collect();
+    let mut counts: IndexMap<HostStatus, usize> =
+        HostStatus::ALL.into_iter().map(|s| (s, 0)).collect();
     for host in &client.hosts {
         *counts.entry(host.status).or_default() += 1;
     }

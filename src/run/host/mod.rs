@@ -16,6 +16,7 @@
 mod attempt;
 mod context;
 mod perform;
+mod reboot;
 mod recover;
 mod rollback;
 
