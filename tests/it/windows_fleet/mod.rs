@@ -120,6 +120,16 @@ impl Fleet {
     /// `orchestrate run PLAYBOOK -i inventory.yml` with the secrets the
     /// Windows playbooks read; returns the run and its JSON report.
     pub fn run(&self, playbook: &str, extra: &[&str]) -> (harness::Run, Value) {
+        self.run_env(playbook, extra, &[])
+    }
+
+    /// [`Fleet::run`] with more environment variables (`ORCHESTRATE_NOW`).
+    pub fn run_env(
+        &self,
+        playbook: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> (harness::Run, Value) {
         let playbook = harness::repo().join("playbooks").join(playbook);
         let playbook = playbook.to_str().unwrap();
         let mut args = vec![
@@ -132,14 +142,13 @@ impl Fleet {
             "report.json",
         ];
         args.extend_from_slice(extra);
-        let run = self.scratch.orchestrate_env(
-            &args,
-            &[
-                ("WINRM_PASSWORD", WINRM_PASSWORD),
-                ("KES_PASSWORD", "kes-Secret-1"),
-                ("FALCON_CID", "0123456789ABCDEF0123456789ABCDEF-12"),
-            ],
-        );
+        let mut env = env.to_vec();
+        env.extend([
+            ("WINRM_PASSWORD", WINRM_PASSWORD),
+            ("KES_PASSWORD", "kes-Secret-1"),
+            ("FALCON_CID", "0123456789ABCDEF0123456789ABCDEF-12"),
+        ]);
+        let run = self.scratch.orchestrate_env(&args, &env);
         let text =
             std::fs::read_to_string(self.scratch.path().join("report.json")).unwrap_or_default();
         let report = serde_json::from_str(&text).unwrap_or_else(|e| {

@@ -1,7 +1,9 @@
-//! What a failed Windows host is rolled back to (issue #13): Kaspersky,
-//! which no longer gets updates for US customers, so the host ends
-//! `rolled_back_to_unsupported_product`; or, with `rollback_to: defender`,
-//! Defender, so it ends plain `failed`, protected by a supported product.
+//! How the shipped Windows playbooks end a host (issue #13): what a failed
+//! host is rolled back to (Kaspersky, which no longer gets updates for US
+//! customers, so the host ends `rolled_back_to_unsupported_product`; or,
+//! with `rollback_to: defender`, Defender, so it ends plain `failed`,
+//! protected by a supported product), and when a host in a maintenance
+//! window reboots.
 //!
 //! The simulated fleet of windows_playbook_flow.rs (tests/it/windows_fleet/).
 
@@ -99,5 +101,60 @@ fn a_kaspersky_package_named_but_missing_on_the_host_is_a_failed_rollback() {
     // Defender is still switched on for it.
     assert!(
         rollback(&report, "ws01").contains(&("make sure some antivirus is on".into(), "ok".into()))
+    );
+}
+
+/// A domain controller in a client whose reboots wait for the weekend
+/// night window: msiexec's 3010 holds the host until the window opens
+/// (the run's clock set three seconds before), then it reboots and the
+/// migration goes on.
+#[test]
+fn a_domain_controller_reboots_only_once_its_window_opens() {
+    let mut table = defender_table();
+    set(
+        &mut table,
+        "msiexec KES",
+        json!({ "exit_code": 3010,
+            "stdout": "msiexec /x {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} -> 3010\r\n" }),
+    );
+    let fleet = Fleet::start(&["dc01"], &table);
+    fleet.inventory("acme", r#"["100%"]"#, "0", "{}");
+    let inventory = fleet.scratch.read("inventory.yml").replace(
+        "    vars: {}\n",
+        "    reboot: window\n    reboot_window: { days: [sat], start: '22:00', end: '23:30', tz: UTC }\n    vars: {}\n",
+    );
+    fleet.scratch.write("inventory.yml", &inventory);
+    // Saturday 2026-12-05, 21:59:57 UTC.
+    let (run, report) = fleet.run_env(
+        "windows-kes-to-defender.yml",
+        &["--log", "log.jsonl"],
+        &[("ORCHESTRATE_NOW", "2026-12-05T21:59:57Z")],
+    );
+    run.expect_code(0);
+    assert_eq!(host(&report, "dc01")["status"], "succeeded");
+    let step = host(&report, "dc01")["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "remove Kaspersky Endpoint Security")
+        .unwrap()
+        .clone();
+    assert!(step["duration_ms"].as_u64().unwrap() >= 2_500, "{step}");
+    let log = fleet.scratch.read("log.jsonl");
+    let waited = log
+        .lines()
+        .position(|l| l.contains(r#""event":"reboot_waiting""#))
+        .expect("the reboot waited");
+    let rebooted = log
+        .lines()
+        .position(|l| l.contains(r#""event":"rebooting""#))
+        .unwrap();
+    assert!(waited < rebooted);
+    assert!(log.contains("2026-12-05T22:00:00"), "opens at 22:00");
+    let answered = fleet.answered("dc01");
+    assert_eq!(
+        answered[position(&answered, "msiexec KES") + 1],
+        "reboot",
+        "{answered:?}"
     );
 }
