@@ -11,6 +11,8 @@ mod inspect;
 mod keyscan;
 mod operator;
 mod output;
+mod queue;
+mod worker;
 
 use std::io::IsTerminal;
 
@@ -58,7 +60,8 @@ pub fn main() -> i32 {
             }
         }
         Command::Run(a) => {
-            let missing = if a.dry_run {
+            // A queued run's secrets are the workers' to have.
+            let missing = if a.dry_run || a.queue {
                 MissingSecrets::Placeholder
             } else {
                 MissingSecrets::Fail
@@ -85,6 +88,8 @@ pub fn main() -> i32 {
         Command::Status(a) => inspect::status(&a),
         Command::Report(a) => inspect::report(&a),
         Command::Keyscan(a) => keyscan::keyscan(&a),
+        Command::Worker(a) => worker::worker(&a),
+        Command::Approve(a) => queue::approve(&a),
         Command::Schema(a) => {
             use std::io::Write as _;
             let schema = crate::load::schema::schema(a.kind);

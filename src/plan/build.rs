@@ -319,6 +319,7 @@ fn plan_client(
             .concurrency
             .or(playbook.concurrency)
             .unwrap_or(DEFAULT_CONCURRENCY),
+        site: client.site.clone(),
         hosts: host_plans,
     })
 }

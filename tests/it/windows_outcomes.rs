@@ -125,7 +125,7 @@ fn a_domain_controller_reboots_only_once_its_window_opens() {
     );
     fleet.scratch.write("inventory.yml", &inventory);
     // Saturday 2026-12-05, 21:59:57 UTC.
-    let (run, report) = fleet.run_env(
+    let (run, report) = fleet.run_with_env(
         "windows-kes-to-defender.yml",
         &["--log", "log.jsonl"],
         &[("ORCHESTRATE_NOW", "2026-12-05T21:59:57Z")],
