@@ -15,6 +15,7 @@ use serde_saphyr::Spanned;
 
 use super::diagnostic::{InputError, InputErrors, SourceFile};
 use super::playbook::{Place, Vars, check_wave_list};
+use super::reboot::{RebootKind, RebootPolicy, RebootWindow, RebootWindowDoc};
 use super::values::{HumanDuration, Pause, Size};
 use crate::transport::{BecomeMethod, Os, TransportKind, WinrmAuth};
 
@@ -77,6 +78,14 @@ pub struct Connection {
     pub connect_timeout: Option<HumanDuration>,
     #[serde(default)]
     pub reboot_command: Option<String>,
+    /// `now`, `window` or `ask`: when a reboot a step asks for happens.
+    #[serde(default)]
+    pub reboot: Option<RebootKind>,
+    /// The maintenance window `reboot: window` waits for (as a whole: the
+    /// nearest level that has one).
+    #[serde(default)]
+    #[schemars(with = "Option<RebootWindowDoc>")]
+    pub reboot_window: Option<RebootWindow>,
     #[serde(default)]
     pub ssh: SshDoc,
     #[serde(default)]
@@ -153,6 +162,8 @@ impl Connection {
             jump_host: nearest!(self, outer; jump_host),
             connect_timeout: nearest!(self, outer; connect_timeout),
             reboot_command: nearest!(self, outer; reboot_command),
+            reboot: nearest!(self, outer; reboot),
+            reboot_window: nearest!(self, outer; reboot_window),
             ssh: SshDoc {
                 identity_file: nearest!(self, outer; ssh.identity_file),
                 passphrase_secret: nearest!(self, outer; ssh.passphrase_secret),
@@ -242,6 +253,11 @@ struct DefaultsDoc {
     #[serde(default)]
     reboot_command: Option<String>,
     #[serde(default)]
+    reboot: Option<RebootKind>,
+    #[serde(default)]
+    #[schemars(with = "Option<RebootWindowDoc>")]
+    reboot_window: Option<RebootWindow>,
+    #[serde(default)]
     ssh: SshDoc,
     #[serde(default)]
     winrm: WinrmDoc,
@@ -276,6 +292,11 @@ struct ClientDoc {
     connect_timeout: Option<HumanDuration>,
     #[serde(default)]
     reboot_command: Option<String>,
+    #[serde(default)]
+    reboot: Option<RebootKind>,
+    #[serde(default)]
+    #[schemars(with = "Option<RebootWindowDoc>")]
+    reboot_window: Option<RebootWindow>,
     #[serde(default)]
     ssh: SshDoc,
     #[serde(default)]
@@ -329,6 +350,11 @@ struct HostDoc {
     #[serde(default)]
     reboot_command: Option<String>,
     #[serde(default)]
+    reboot: Option<RebootKind>,
+    #[serde(default)]
+    #[schemars(with = "Option<RebootWindowDoc>")]
+    reboot_window: Option<RebootWindow>,
+    #[serde(default)]
     host_key: Option<String>,
     #[serde(default)]
     ssh: SshDoc,
@@ -354,6 +380,8 @@ macro_rules! connection_of {
             jump_host: $doc.jump_host,
             connect_timeout: $doc.connect_timeout,
             reboot_command: $doc.reboot_command,
+            reboot: $doc.reboot,
+            reboot_window: $doc.reboot_window,
             ssh: $doc.ssh,
             winrm: $doc.winrm,
             r#become: $doc.r#become,
@@ -509,6 +537,20 @@ pub fn parse_inventory(source: SourceFile) -> Result<Inventory, InputErrors> {
     };
     inventory.secrets_dir = doc.secrets_dir.map(|d| inventory.resolve_path(&d));
     Ok(inventory)
+}
+
+impl Inventory {
+    /// A host's reboot policy, its window checked to be there.
+    pub fn reboot_policy(&self, client: &Client, host: &Host) -> Result<RebootPolicy, String> {
+        let c = self.connection(client, host);
+        match c.reboot.unwrap_or_default() {
+            RebootKind::Now => Ok(RebootPolicy::Now),
+            RebootKind::Ask => Ok(RebootPolicy::Ask),
+            RebootKind::Window => c.reboot_window.map(RebootPolicy::Window).ok_or_else(|| {
+                "`reboot: window` needs a `reboot_window` (host, client or defaults), e.g. { days: [sat, sun], start: \"22:00\", end: \"04:00\", tz: America/New_York }".to_string()
+            }),
+        }
+    }
 }
 
 impl Host {

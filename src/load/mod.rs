@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod must_reach;
 pub mod playbook;
 mod playbook_doc;
+pub mod reboot;
 pub mod schema;
 pub mod step_values;
 pub mod values;
@@ -23,6 +24,7 @@ pub use playbook::{
     Action, Capture, CaptureFormat, Mark, Phase, Place, Playbook, Step, Template, Vars,
     load_playbook, parse_playbook,
 };
+pub use reboot::{RebootPolicy, RebootWindow, WindowState};
 pub use values::{HumanDuration, Pause, Size};
 
 /// Parses YAML into `T`, turning any error into one that points into the file.

@@ -189,6 +189,11 @@ pub enum Mark {
     ProtectionOff,
     /// After this step the new product protects the host.
     ProtectionOn,
+    /// On a rollback or `on_failure` step: it puts back a product that no
+    /// longer gets updates (Kaspersky for US customers since 29 September
+    /// 2024). A host whose rollback ran such a step to success ends
+    /// `rolled_back_to_unsupported_product`, not `failed`.
+    RestoresUnsupportedProduct,
 }
 
 /// Reads and checks a playbook file.
@@ -237,6 +242,7 @@ pub fn parse_playbook(source: SourceFile) -> Result<Playbook, InputErrors> {
     }
     check_captures(&phases, &mut errors);
     super::baseline::check_names(&baseline, &mut errors);
+    check_marks(&phases, &mut errors);
     if let Some(waves) = &doc.waves {
         check_wave_list(&source, waves, &mut errors);
     }
@@ -306,6 +312,23 @@ pub(crate) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `restores_unsupported_product` says what undoing a step puts back, so
+/// it belongs on rollback and `on_failure` steps only.
+fn check_marks(phases: &[Phase], errors: &mut Vec<InputError>) {
+    for step in phases.iter().flat_map(|p| &p.steps) {
+        if step.marks == Some(Mark::RestoresUnsupportedProduct) {
+            errors.push(step.source.error_at(
+                step.at.line,
+                step.at.column,
+                format!(
+                    "step `{}`: `marks: restores_unsupported_product` goes on a rollback or on_failure step (the one that puts the old product back), not on a step of a phase",
+                    step.name
+                ),
+            ));
+        }
+    }
 }
 
 /// Two steps capturing into the same name would make later templates

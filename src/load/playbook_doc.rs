@@ -190,7 +190,7 @@ pub(super) struct StepDoc {
     /// Its output is never stored or shown. Default: false.
     #[serde(default)]
     pub(super) sensitive: bool,
-    /// `protection_off` or `protection_on`: the protection gap runs between them.
+    /// `protection_off` or `protection_on`: the protection gap runs between them; `restores_unsupported_product` (rollback and on_failure steps): it puts back a product that no longer gets updates.
     #[serde(default)]
     pub(super) marks: Option<Mark>,
 }

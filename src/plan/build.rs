@@ -249,6 +249,13 @@ fn plan_client(
                 format!("host `{}`: {m}", host.name),
             )
         })?;
+        let reboot = inventory.reboot_policy(client, host).map_err(|m| {
+            inventory.source.error_at(
+                host.at.line,
+                host.at.column,
+                format!("host `{}`: {m}", host.name),
+            )
+        })?;
         let vars = host_vars(playbook, inventory, client, host, os, &target);
         let skipped = (!applies(host)).then(|| {
             let wanted: Vec<&str> = playbook.os.iter().flatten().map(|o| o.as_str()).collect();
@@ -310,6 +317,7 @@ fn plan_client(
             steps,
             on_failure: on_fail,
             baseline,
+            reboot,
         });
     }
     Ok(ClientPlan {

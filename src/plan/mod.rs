@@ -99,6 +99,8 @@ pub struct HostPlan {
     pub on_failure: Vec<PlannedStep>,
     /// Probes run before the first step and after the last, compared.
     pub baseline: Vec<baseline::PlannedProbe>,
+    /// When a reboot a step asks for may happen (`reboot:` in the inventory).
+    pub reboot: crate::load::RebootPolicy,
 }
 
 /// A step as defined in the playbook, shared by all hosts' plans.

@@ -62,9 +62,11 @@ impl Tally {
         let finished = text::latest(client.waves.iter().filter_map(|w| w.finished_at.as_deref()));
         Tally {
             tests: client.hosts.len() + baselines.len(),
-            failures: c[&HostStatus::Failed]
-                + c[&HostStatus::RollbackFailed]
-                + c[&HostStatus::Unreachable]
+            failures: HostStatus::ALL
+                .iter()
+                .filter(|s| s.is_failure())
+                .map(|s| c[s])
+                .sum::<usize>()
                 + baselines.iter().filter(|h| baseline::regressed(h)).count(),
             skipped: c[&HostStatus::Skipped] + c[&HostStatus::NotStarted],
             ms: started
@@ -180,7 +182,10 @@ fn write_case(w: &mut Writer<Vec<u8>>, client: &ClientReport, host: &HostReport)
         .with_attribute(("time", seconds(host_ms(host)).as_str()));
     case.write_inner_content(|w| {
         match host.status {
-            HostStatus::Failed | HostStatus::RollbackFailed | HostStatus::Unreachable => {
+            HostStatus::Failed
+            | HostStatus::RolledBackToUnsupportedProduct
+            | HostStatus::RollbackFailed
+            | HostStatus::Unreachable => {
                 w.create_element("failure")
                     .with_attribute(("message", failure_message(host).as_str()))
                     .with_attribute(("type", host.status.as_str()))
@@ -270,6 +275,9 @@ fn failure_message(host: &HostReport) -> String {
     };
     let outcome = match host.status {
         HostStatus::Failed => "; rolled back",
+        HostStatus::RolledBackToUnsupportedProduct => {
+            "; rolled back to a product that no longer gets updates"
+        }
         HostStatus::RollbackFailed => "; ROLLBACK FAILED, needs a person",
         _ => "",
     };

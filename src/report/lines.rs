@@ -23,6 +23,7 @@ fn label(status: HostStatus) -> &'static str {
     match status {
         HostStatus::Succeeded => "    OK",
         HostStatus::Failed => "FAILED",
+        HostStatus::RolledBackToUnsupportedProduct => "FAILED, BACK ON UNSUPPORTED PRODUCT",
         HostStatus::RollbackFailed => "ROLLBACK FAILED",
         HostStatus::Unreachable => "UNREACHABLE",
         HostStatus::Skipped => "  SKIP",
@@ -49,6 +50,9 @@ impl<W: Write + Send> Observer for Lines<W> {
                     Some(e) => format!("  {} {client}/{host}: {}", label(*status), inert(e)),
                     None => format!("  {} {client}/{host}", label(*status)),
                 })
+            }
+            Event::RebootWaiting { client, host, reason, .. } => {
+                Some(format!("  WAITING {}/{}: {}", inert(client), inert(host), inert(reason)))
             }
             Event::RollbackStarted { client, host, .. } => {
                 Some(format!("  rolling back {}/{}", inert(client), inert(host)))

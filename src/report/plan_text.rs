@@ -95,6 +95,7 @@ fn render_client(out: &mut String, client: &ClientPlan, redactor: &Redactor) {
             inert(&wave.hosts.join(", "))
         );
     }
+    render_reboots(out, client);
     render_skipped(out, client);
 
     // Group hosts by their rendered steps.
@@ -108,6 +109,29 @@ fn render_client(out: &mut String, client: &ClientPlan, redactor: &Redactor) {
         let _ = writeln!(out);
         let _ = writeln!(out, "  steps on {}:", group_label(&names));
         out.push_str(&section);
+    }
+}
+
+/// When the hosts may reboot (`reboot:` in the inventory), one line per
+/// policy; "all hosts" when they share one.
+fn render_reboots(out: &mut String, client: &ClientPlan) {
+    let mut by_policy: IndexMap<String, Vec<&str>> = IndexMap::new();
+    for host in client.hosts.iter().filter(|h| h.skipped.is_none()) {
+        let policy = match &host.reboot {
+            crate::load::RebootPolicy::Now => "at once (now)".to_string(),
+            crate::load::RebootPolicy::Ask => "after the operator confirms (ask)".to_string(),
+            crate::load::RebootPolicy::Window(w) => format!("in the window {}", w.describe()),
+        };
+        by_policy.entry(policy).or_default().push(&host.name);
+    }
+    let all = by_policy.len() == 1;
+    for (policy, names) in by_policy {
+        let who = if all {
+            "all hosts".to_string()
+        } else {
+            inert(&names.join(", ")).into_owned()
+        };
+        let _ = writeln!(out, "  reboots {policy}: {who}");
     }
 }
 

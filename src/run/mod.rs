@@ -11,6 +11,7 @@
 
 pub mod baseline;
 pub mod capture;
+pub mod clock;
 pub mod events;
 mod host;
 pub mod scheduler;
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
 
+pub use clock::Clock;
 pub use events::{
     CaptureRecord, ClientStatus, Event, Events, HostStatus, Observer, Recorder, RunStatus,
     StepRecord, StepStatus, name_of, timestamp,
@@ -71,6 +73,8 @@ pub struct RunOptions {
     /// Resuming: each host's status as the run's earlier processes left
     /// it. A host left `rollback_failed` keeps the whole run so.
     pub earlier: HashMap<String, HostStatus>,
+    /// The time of day, for reboot windows.
+    pub clock: Clock,
 }
 
 /// How a run ended: the status its `RunFinished` event carries, and the
@@ -125,6 +129,7 @@ pub async fn execute(
         confirm: options.confirm,
         interrupt: interrupt.clone(),
         check: options.check,
+        clock: options.clock,
         hosts: Mutex::new(options.earlier),
     });
     let clients = tokio::select! {

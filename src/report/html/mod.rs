@@ -43,20 +43,14 @@ const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:;
                    base-uri 'none'; form-action 'none'";
 
 /// The outcomes in the order the charts, legends and tables show them.
-const OUTCOMES: [HostStatus; 6] = [
-    HostStatus::Succeeded,
-    HostStatus::Failed,
-    HostStatus::RollbackFailed,
-    HostStatus::Unreachable,
-    HostStatus::NotStarted,
-    HostStatus::Skipped,
-];
+const OUTCOMES: [HostStatus; 7] = HostStatus::ALL;
 
 /// An outcome as the page words it.
 fn label(status: HostStatus) -> &'static str {
     match status {
         HostStatus::Succeeded => "Succeeded",
         HostStatus::Failed => "Failed, rolled back",
+        HostStatus::RolledBackToUnsupportedProduct => "Rolled back to an unsupported product",
         HostStatus::RollbackFailed => "Rollback failed",
         HostStatus::Unreachable => "Unreachable",
         HostStatus::NotStarted => "Not started",

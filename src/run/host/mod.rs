@@ -17,6 +17,7 @@ mod attempt;
 mod baseline;
 mod context;
 mod perform;
+mod reboot;
 mod recover;
 mod rollback;
 

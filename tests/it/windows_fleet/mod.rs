@@ -423,7 +423,7 @@ pub fn kaspersky_host() -> Vec<Value> {
         ),
         entry(
             "KES back",
-            r"No KES package staged",
+            r"Kaspersky was not put back",
             "KES reinstall exit code: 0\r\n",
             0,
         ),
