@@ -39,6 +39,7 @@ mod signals;
 mod ssh_runs;
 mod ssh_transport;
 mod terminal_escapes;
+mod timeouts;
 mod wave_order;
 mod windows_playbook_flow;
 mod windows_playbook_plan;

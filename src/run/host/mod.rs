@@ -8,13 +8,15 @@
 //! let go.
 //!
 //! Its files depend one way: [`context`] (who the host is and what it
-//! reports to) ← [`perform`] (an action over the session) ← [`attempt`]
+//! reports to) ← [`deadline`] (an action's time limit, uploads cut at it)
+//! ← [`perform`] (an action over the session) ← [`attempt`]
 //! (one step's rules: codes, capture, until, retries) ← [`rollback`] ←
 //! [`recover`] (after a lost connection) ← this module, which runs the
 //! host's steps in order.
 
 mod attempt;
 mod context;
+mod deadline;
 mod perform;
 mod recover;
 mod rollback;
