@@ -432,20 +432,15 @@ pub(crate) const UPLOAD_ONLY: &str = r#"phases:
             sh: touch MARKS/rolled-back
 "#;
 
-#[test]
-fn an_upload_cut_half_way_leaves_the_good_old_copy_and_no_partial_file() {
-    let rig = rig(0);
-    let (marks, scratch, proxy) = (&rig.marks, &rig.scratch, &rig.proxy);
-    std::fs::write(marks.join("installer.bin"), "the good old copy").unwrap();
-    rig.env.give_tree(marks);
-    rig.write(UPLOAD_ONLY, "5s");
-    let new_copy = payload(4_000_000);
-    scratch.write("installer.bin", &new_copy);
-    proxy.cut_after_bytes(1_000_000); // about a quarter of the way through
-    scratch.orchestrate(RUN).expect_code(1);
-    let report = report(scratch);
-    let h01 = host(&report, "h01");
-    assert_eq!(h01["status"], "failed", "{h01}");
+/// Puts a good old copy at `UPLOAD_ONLY`'s destination.
+pub(crate) fn keep_a_good_old_copy(rig: &Rig) {
+    std::fs::write(rig.marks.join("installer.bin"), "the good old copy").unwrap();
+    rig.env.give_tree(&rig.marks);
+}
+
+/// `UPLOAD_ONLY`'s destination holds its good old copy still, and beside
+/// it is nothing but the rollback's mark: no partial copy.
+pub(crate) fn only_the_good_old_copy_is_left(marks: &Path) {
     assert_eq!(
         std::fs::read_to_string(marks.join("installer.bin")).unwrap(),
         "the good old copy"
@@ -455,6 +450,22 @@ fn an_upload_cut_half_way_leaves_the_good_old_copy_and_no_partial_file() {
         ["installer.bin", "rolled-back"],
         "no partial copy is left"
     );
+}
+
+#[test]
+fn an_upload_cut_half_way_leaves_the_good_old_copy_and_no_partial_file() {
+    let rig = rig(0);
+    let (marks, scratch, proxy) = (&rig.marks, &rig.scratch, &rig.proxy);
+    keep_a_good_old_copy(&rig);
+    rig.write(UPLOAD_ONLY, "5s");
+    let new_copy = payload(4_000_000);
+    scratch.write("installer.bin", &new_copy);
+    proxy.cut_after_bytes(1_000_000); // about a quarter of the way through
+    scratch.orchestrate(RUN).expect_code(1);
+    let report = report(scratch);
+    let h01 = host(&report, "h01");
+    assert_eq!(h01["status"], "failed", "{h01}");
+    only_the_good_old_copy_is_left(marks);
     journal_agrees(scratch, &report);
 
     // Uncut, the same upload replaces the file whole.

@@ -9,8 +9,9 @@
 //! comes back: without the limit, each upload would finish then.
 
 use crate::faults::{
-    REBOOT_STEP, RUN, UPLOAD_ONLY, a_reboot_that_never_returns, host, journal_agrees, names_in,
-    payload, report, rig, rollback_of,
+    REBOOT_STEP, RUN, UPLOAD_ONLY, a_reboot_that_never_returns, host, journal_agrees,
+    keep_a_good_old_copy, names_in, only_the_good_old_copy_is_left, payload, report, rig,
+    rollback_of,
 };
 use crate::harness::Scratch;
 
@@ -31,8 +32,7 @@ fn slow_upload() -> String {
 fn an_upload_slower_than_its_timeout_is_cut_off_and_leaves_the_old_copy() {
     let rig = rig(0);
     let (marks, scratch, proxy) = (&rig.marks, &rig.scratch, &rig.proxy);
-    std::fs::write(marks.join("installer.bin"), "the good old copy").unwrap();
-    rig.env.give_tree(marks);
+    keep_a_good_old_copy(&rig);
     rig.write(&slow_upload(), "5s");
     scratch.write("installer.bin", &payload(4_000_000));
     // Soon after the transfer starts, the link goes silent for 5 s.
@@ -53,15 +53,7 @@ fn an_upload_slower_than_its_timeout_is_cut_off_and_leaves_the_old_copy() {
         rollback_of(&report, "h01"),
         [("note the rollback".into(), "ok".into())]
     );
-    assert_eq!(
-        std::fs::read_to_string(marks.join("installer.bin")).unwrap(),
-        "the good old copy"
-    );
-    assert_eq!(
-        names_in(marks),
-        ["installer.bin", "rolled-back"],
-        "no partial copy is left beside the destination"
-    );
+    only_the_good_old_copy_is_left(marks);
     journal_agrees(scratch, &report);
 }
 
