@@ -6,8 +6,9 @@
 //!
 //! Both over the test harness's real sshd fleet on 127.0.0.0/8, with the
 //! release binary run as a child; wall time, CPU and peak RSS are that
-//! child's (`wait4`). The 50 hosts are one machine here, so they all
-//! upload to the same path: each sends every byte, the disk holds one copy.
+//! child's (`wait4`), printed with the machine's load average (1 minute)
+//! when it ended. The 50 hosts are one machine here, so they all upload to
+//! the same path: each sends every byte, the disk holds one copy.
 //!
 //! ```sh
 //! cargo build --release && cargo run --release --example bench_memory -- [OUTPUT_MB] [UPLOAD_MB] [HOSTS]
@@ -41,8 +42,8 @@ fn main() {
         binary.exists(),
         "build the release binary first: cargo build --release"
     );
-    println!("| what | hosts | wall | CPU (user+sys) | peak RSS | result |");
-    println!("|------|------:|-----:|---------------:|---------:|--------|");
+    println!("| what | hosts | wall | CPU (user+sys) | peak RSS | load | result |");
+    println!("|------|------:|-----:|---------------:|---------:|-----:|--------|");
     output_flood(&binary, output_mb);
     upload_to_many(&binary, upload_mb, hosts);
 }
@@ -136,11 +137,14 @@ fn measure(binary: &Path, dir: &Path, what: &str, hosts: usize) {
     let wall = started.elapsed();
     let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     let cpu = time(usage.ru_utime) + time(usage.ru_stime);
+    // The machine is shared: its load says what the wall time is worth.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "| {what} | {hosts} | {:.1} s | {:.1} s | {} MiB | {} |",
+        "| {what} | {hosts} | {:.1} s | {:.1} s | {} MiB | {} | {} |",
         wall.as_secs_f64(),
         cpu.as_secs_f64(),
         usage.ru_maxrss / 1024,
+        load.split_whitespace().next().unwrap_or("?"),
         if status.success() {
             "all succeeded"
         } else {

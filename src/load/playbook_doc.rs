@@ -154,7 +154,9 @@ pub(super) struct StepDoc {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub(super) when: Option<Spanned<String>>,
-    /// The longest the step may take; its process group is killed then.
+    /// The longest one try of the step may take, whatever its action: a
+    /// command is killed, an upload cut off (its partial copy removed), a
+    /// reboot's wait for the host ended.
     #[serde(default)]
     #[schemars(with = "Option<HumanDuration>")]
     pub(super) timeout: Option<Spanned<HumanDuration>>,

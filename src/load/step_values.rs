@@ -31,6 +31,23 @@ pub(super) fn check(source: &SourceFile, step: &StepDoc, errors: &mut Vec<InputE
                 ),
         );
     }
+    if let (Some(timeout), Some(wait)) = (&step.timeout, &step.wait)
+        && timeout.value < *wait
+    {
+        // Cut at its timeout, a wait could only ever time out: the step
+        // would fail on every host, after waiting for nothing.
+        errors.push(
+            source
+                .error_at_location(
+                    &timeout.referenced,
+                    format!(
+                        "`timeout: {}` is shorter than the `wait: {wait}` it limits, so the step could only time out",
+                        timeout.value
+                    ),
+                )
+                .with_help("leave `timeout` out of a `wait` step, or wait less"),
+        );
+    }
     if let Some(retries) = &step.retries
         && retries.value > MAX_RETRIES
     {

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ClientPlan, PlannedStep, RenderedAction};
+use super::{ActionKind, ClientPlan, PlannedStep};
 use crate::load::{Inventory, Playbook};
 
 /// A file read to make the plan, and what it was to the plan.
@@ -60,9 +60,9 @@ pub(super) fn files_read(
 }
 
 fn collect_sources<'a>(step: &'a PlannedStep, into: &mut Vec<(&'a Path, &'static str)>) {
-    match &step.action {
-        Some(RenderedAction::Script { src, .. }) => into.push((src, "script")),
-        Some(RenderedAction::Upload { src, .. }) => into.push((src, "upload source")),
+    match step.action.as_ref().map(|a| &a.kind) {
+        Some(ActionKind::Script { src, .. }) => into.push((src, "script")),
+        Some(ActionKind::Upload { src, .. }) => into.push((src, "upload source")),
         _ => {}
     }
     for r in &step.rollback {

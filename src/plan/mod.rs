@@ -136,9 +136,27 @@ impl PlannedStep {
     }
 }
 
-/// A step's action with every template rendered.
+/// A step's action with every template rendered, and the longest one try
+/// of it may take.
+///
+/// The limit travels with the action (rather than being read back from
+/// the loaded step) because what it bounds depends on the action, and the
+/// runner must honour it for every one: a command is killed at it, an
+/// upload (a `script`'s included) is cut off, a reboot stops waiting for
+/// the host. A `reboot:` step has two limits, its own `timeout` (the wait
+/// for the host, 10 minutes unless given) and the step's; the shorter is
+/// carried. A `wait:` is never longer than its step's `timeout` (the
+/// loader refuses that: it could only time out).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RenderedAction {
+pub struct RenderedAction {
+    pub kind: ActionKind,
+    /// `None`: no limit. Always set for a reboot.
+    pub timeout: Option<Duration>,
+}
+
+/// What a rendered action does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionKind {
     Shell(Script),
     /// Upload the controller's `src` to a temporary path, run it with `args`, remove it.
     Script {
@@ -150,9 +168,8 @@ pub enum RenderedAction {
         dest: String,
         mode: u32,
     },
-    Reboot {
-        timeout: Duration,
-    },
+    /// Restart the host and wait, up to the action's timeout, for it to come back.
+    Reboot,
     Wait(Duration),
 }
 
@@ -160,9 +177,9 @@ impl RenderedAction {
     /// The command as a person reads it in a plan (not yet redacted).
     pub fn describe(&self) -> String {
         use crate::load::HumanDuration;
-        match self {
-            RenderedAction::Shell(script) => script.text().to_string(),
-            RenderedAction::Script { src, args } => {
+        match &self.kind {
+            ActionKind::Shell(script) => script.text().to_string(),
+            ActionKind::Script { src, args } => {
                 let mut line = format!("script {}", src.display());
                 for arg in args {
                     line.push(' ');
@@ -170,31 +187,52 @@ impl RenderedAction {
                 }
                 line
             }
-            RenderedAction::Upload { src, dest, mode } => {
+            ActionKind::Upload { src, dest, mode } => {
                 format!("upload {} -> {dest} (mode {mode:04o})", src.display())
             }
-            RenderedAction::Reboot { timeout } => {
+            ActionKind::Reboot => {
                 format!(
                     "reboot, then wait up to {} for the host",
-                    HumanDuration(*timeout)
+                    HumanDuration(self.reboot_wait())
                 )
             }
-            RenderedAction::Wait(d) => format!("wait {}", HumanDuration(*d)),
+            ActionKind::Wait(d) => format!("wait {}", HumanDuration(*d)),
         }
     }
 
     /// The keyword of the action, as written in the playbook.
     pub fn keyword(&self) -> &'static str {
-        match self {
-            RenderedAction::Shell(Script::Default(_)) => "run",
-            RenderedAction::Shell(Script::Sh(_)) => "sh",
-            RenderedAction::Shell(Script::PowerShell(_)) => "powershell",
-            RenderedAction::Shell(Script::Cmd(_)) => "cmd",
-            RenderedAction::Script { .. } => "script",
-            RenderedAction::Upload { .. } => "upload",
-            RenderedAction::Reboot { .. } => "reboot",
-            RenderedAction::Wait(_) => "wait",
+        match &self.kind {
+            ActionKind::Shell(Script::Default(_)) => "run",
+            ActionKind::Shell(Script::Sh(_)) => "sh",
+            ActionKind::Shell(Script::PowerShell(_)) => "powershell",
+            ActionKind::Shell(Script::Cmd(_)) => "cmd",
+            ActionKind::Script { .. } => "script",
+            ActionKind::Upload { .. } => "upload",
+            ActionKind::Reboot => "reboot",
+            ActionKind::Wait(_) => "wait",
         }
+    }
+
+    /// How long a reboot waits for the host: the action's limit (a
+    /// `reboot:` step's, or, after a `reboot_codes` code, the step's
+    /// `timeout`), else the default.
+    pub fn reboot_wait(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_REBOOT_TIMEOUT)
+    }
+}
+
+/// The longest one try of `step`'s action may take (see [`RenderedAction`]).
+/// Known without rendering, so a plan shows it even for steps rendered at
+/// run time.
+pub fn action_timeout(step: &Step) -> Option<Duration> {
+    let own = step.timeout.map(|t| t.0);
+    match &step.action {
+        crate::load::Action::Reboot { timeout } => {
+            let wait = timeout.map(|t| t.0).unwrap_or(DEFAULT_REBOOT_TIMEOUT);
+            Some(own.map_or(wait, |own| own.min(wait)))
+        }
+        _ => own,
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::secrets::{SecretRef, SecretStore, secret_refs};
 use super::templates::{RenderError, Templates};
-use super::{DEFAULT_REBOOT_TIMEOUT, PlannedStep, RenderedAction, StepDef, resolve_source};
+use super::{ActionKind, PlannedStep, RenderedAction, StepDef, action_timeout, resolve_source};
 use crate::load::{Action, InputError, Step, Template};
 use crate::transport::Script;
 
@@ -89,26 +89,28 @@ pub fn render_action(
     let key = &def.key;
     let playbook_dir = &def.step.dir();
     let render = |field: &str| plan_templates.render(&format!("{key}.{field}"), context);
-    Ok(match &def.step.action {
-        Action::Run(_) => RenderedAction::Shell(Script::Default(render("command")?)),
-        Action::Sh(_) => RenderedAction::Shell(Script::Sh(render("command")?)),
-        Action::PowerShell(_) => RenderedAction::Shell(Script::PowerShell(render("command")?)),
-        Action::Cmd(_) => RenderedAction::Shell(Script::Cmd(render("command")?)),
-        Action::Script { args, .. } => RenderedAction::Script {
+    let kind = match &def.step.action {
+        Action::Run(_) => ActionKind::Shell(Script::Default(render("command")?)),
+        Action::Sh(_) => ActionKind::Shell(Script::Sh(render("command")?)),
+        Action::PowerShell(_) => ActionKind::Shell(Script::PowerShell(render("command")?)),
+        Action::Cmd(_) => ActionKind::Shell(Script::Cmd(render("command")?)),
+        Action::Script { args, .. } => ActionKind::Script {
             src: resolve_source(playbook_dir, &render("src")?),
             args: (0..args.len())
                 .map(|i| render(&format!("args[{i}]")))
                 .collect::<Result<_, _>>()?,
         },
-        Action::Upload { mode, .. } => RenderedAction::Upload {
+        Action::Upload { mode, .. } => ActionKind::Upload {
             src: resolve_source(playbook_dir, &render("src")?),
             dest: render("dest")?,
             mode: mode.unwrap_or(0o644),
         },
-        Action::Reboot { timeout } => RenderedAction::Reboot {
-            timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_REBOOT_TIMEOUT),
-        },
-        Action::Wait(d) => RenderedAction::Wait(d.0),
+        Action::Reboot { .. } => ActionKind::Reboot,
+        Action::Wait(d) => ActionKind::Wait(d.0),
+    };
+    Ok(RenderedAction {
+        kind,
+        timeout: action_timeout(&def.step),
     })
 }
 
@@ -243,8 +245,8 @@ impl HostPlanner<'_> {
         if !deferred && planned.skip.is_none() {
             match render_action(self.templates, def, &self.context) {
                 Ok(action) => {
-                    if let RenderedAction::Script { src, .. } | RenderedAction::Upload { src, .. } =
-                        &action
+                    if let ActionKind::Script { src, .. } | ActionKind::Upload { src, .. } =
+                        &action.kind
                         && !src.is_file()
                     {
                         self.failures.add(

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use tree_sitter::{Node, Parser};
 
 use super::templates::place_in_file;
-use super::{Plan, PlannedStep, RenderedAction};
+use super::{ActionKind, Plan, PlannedStep};
 use crate::load::{Action, InputError};
 use crate::transport::{Os, Script};
 
@@ -151,7 +151,7 @@ pub fn check_scripts(plan: &Plan) -> Vec<InputError> {
             collect(step, &mut steps);
         }
         for step in steps {
-            let Some(RenderedAction::Shell(script)) = &step.action else {
+            let Some(ActionKind::Shell(script)) = step.action.as_ref().map(|a| &a.kind) else {
                 continue;
             };
             let Some(language) = language_of(script, host.os) else {

@@ -1,10 +1,10 @@
 //! The plan as JSON (`run --dry-run --format json`), in a fixed shape
-//! (tests and tools read it): `clients[].waves[]` as in the report, and per host `name`, `wave`,
-//! `status` (`planned` | `skipped`), `reboot` (`policy`: `now` | `window` |
-//! `ask`, and the `window`) and `steps[]` with `phase`, `name` and
-//! `command` (secrets as `***`; `null` where rendered at run time), and the
-//! `origin` of each step: the file (the playbook or one it includes) and
-//! line it is written at.
+//! (tests and tools read it): `clients[].waves[]` as in the report, and per
+//! host `name`, `wave`, `status` (`planned` | `skipped`), `reboot`
+//! (`policy`: `now` | `window` | `ask`, and the `window`) and `steps[]` with
+//! `phase`, `name` and `command` (secrets as `***`; `null` where rendered
+//! at run time), its `timeout`, and the `origin` of each step: the file
+//! (the playbook or one it includes) and line it is written at.
 
 use serde::Serialize;
 
@@ -79,6 +79,9 @@ pub struct StepDoc<'a> {
     pub name: &'a str,
     pub action: &'static str,
     pub command: Option<String>,
+    /// The longest one try of the step may take, as a duration (`"20m"`);
+    /// `null`: no limit. A reboot's is the shorter of its own and the step's.
+    pub timeout: Option<String>,
     /// Why the step will not run on this host, when known at plan time.
     pub skip: Option<&'a str>,
     pub when: Option<&'a str>,
@@ -185,6 +188,8 @@ fn step_doc<'a>(step: &'a PlannedStep, host: &'a HostPlan, redactor: &Redactor) 
         name: step.name(),
         action: step.def.step.action.keyword(),
         command: step.action.as_ref().map(|a| redactor.redact(&a.describe())),
+        timeout: crate::plan::action_timeout(&step.def.step)
+            .map(|t| crate::load::HumanDuration(t).to_string()),
         skip: step.skip.as_deref(),
         when: step.def.step.when.as_ref().map(|w| w.text.as_str()),
         check_safe: step.def.step.check_safe,

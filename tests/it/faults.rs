@@ -12,20 +12,20 @@ use crate::support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use harness::{Scratch, wait_for};
+use harness::{Scratch, exit_within, wait_for};
 use serde_json::Value;
 use support::proxy::Proxy;
 use support::sshd::{ClientKey, Host, Sshd, SshdEnv};
 
 /// One inventory host: its name, where it is, and extra inventory keys
 /// (`, reboot_command: '...'`).
-struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     name: &'a str,
     host: Host,
     extra: String,
 }
 
-fn entry<'a>(name: &'a str, host: &Host) -> Entry<'a> {
+pub(crate) fn entry<'a>(name: &'a str, host: &Host) -> Entry<'a> {
     Entry {
         name,
         host: host.clone(),
@@ -34,7 +34,7 @@ fn entry<'a>(name: &'a str, host: &Host) -> Entry<'a> {
 }
 
 /// Client `acme` with `entries`, a short connect timeout.
-fn inventory(env: &SshdEnv, entries: &[Entry], connect_timeout: &str) -> String {
+pub(crate) fn inventory(env: &SshdEnv, entries: &[Entry], connect_timeout: &str) -> String {
     let mut text = format!(
         "defaults:\n  transport: ssh\n  user: {}\n  connect_timeout: {connect_timeout}\n  ssh: {{ identity_file: '{}', known_hosts: '{}' }}\nclients:\n  acme:\n    hosts:\n",
         env.user(),
@@ -51,14 +51,14 @@ fn inventory(env: &SshdEnv, entries: &[Entry], connect_timeout: &str) -> String 
 }
 
 /// A playbook: `body` (its `phases:`), with `MARKS` standing for `marks`.
-fn playbook(body: &str, marks: &Path) -> String {
+pub(crate) fn playbook(body: &str, marks: &Path) -> String {
     format!(
         "name: faults\nwaves: [\"100%\"]\nfailure_budget: \"100%\"\n{}",
         body.replace("MARKS", &marks.display().to_string())
     )
 }
 
-const RUN: &[&str] = &[
+pub(crate) const RUN: &[&str] = &[
     "run",
     "playbook.yml",
     "-i",
@@ -69,12 +69,12 @@ const RUN: &[&str] = &[
     "report.json",
 ];
 
-fn report(scratch: &Scratch) -> Value {
+pub(crate) fn report(scratch: &Scratch) -> Value {
     let text = std::fs::read_to_string(scratch.path().join("report.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
-fn host<'a>(report: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn host<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["clients"][0]["hosts"]
         .as_array()
         .unwrap()
@@ -83,7 +83,7 @@ fn host<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no host {name} in {report}"))
 }
 
-fn rollback_of(report: &Value, name: &str) -> Vec<(String, String)> {
+pub(crate) fn rollback_of(report: &Value, name: &str) -> Vec<(String, String)> {
     host(report, name)["rollback"]
         .as_array()
         .unwrap()
@@ -100,7 +100,7 @@ fn rollback_of(report: &Value, name: &str) -> Vec<(String, String)> {
 /// The journal says what the report says: the report rebuilt from the
 /// state file has the same hosts, states, errors and rollbacks, and
 /// `status` counts the same states.
-fn journal_agrees(scratch: &Scratch, report: &Value) {
+pub(crate) fn journal_agrees(scratch: &Scratch, report: &Value) {
     let run_id = report["run_id"].as_str().unwrap();
     let journaled = scratch
         .orchestrate(&["report", run_id, "--format", "json", "--state", "state.db"])
@@ -142,7 +142,22 @@ fn journal_agrees(scratch: &Scratch, report: &Value) {
     }
 }
 
-fn marks(env: &SshdEnv) -> PathBuf {
+/// A file of `len` bytes that no prefix of itself passes for.
+pub(crate) fn payload(len: usize) -> String {
+    (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect()
+}
+
+/// The names in `dir`, sorted.
+pub(crate) fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+pub(crate) fn marks(env: &SshdEnv) -> PathBuf {
     env.folder("marks")
 }
 
@@ -155,16 +170,16 @@ fn sleep_past(since: Instant, delay: Duration) {
 
 /// h01 behind a fault proxy, h02.. healthy hosts reached directly, one
 /// scratch folder, and the hosts' folder for marks (`MARKS`).
-struct Rig {
-    env: SshdEnv,
-    proxy: Proxy,
+pub(crate) struct Rig {
+    pub(crate) env: SshdEnv,
+    pub(crate) proxy: Proxy,
     healthy: Vec<Host>,
-    marks: PathBuf,
-    scratch: Scratch,
+    pub(crate) marks: PathBuf,
+    pub(crate) scratch: Scratch,
     _servers: Vec<Sshd>,
 }
 
-fn rig(healthy: usize) -> Rig {
+pub(crate) fn rig(healthy: usize) -> Rig {
     let env = SshdEnv::new();
     let lonely = env.server(1);
     let proxy = Proxy::start(&lonely.host());
@@ -189,7 +204,7 @@ fn rig(healthy: usize) -> Rig {
 impl Rig {
     /// Writes the inventory (h01 through the proxy, then the healthy
     /// hosts) and the playbook `body`.
-    fn write(&self, body: &str, connect_timeout: &str) {
+    pub(crate) fn write(&self, body: &str, connect_timeout: &str) {
         let names: Vec<String> = (0..=self.healthy.len())
             .map(|i| format!("h{:02}", i + 1))
             .collect();
@@ -463,7 +478,7 @@ fn under_max_sessions_1_an_upload_leaves_room_for_every_later_step_and_the_rollb
     journal_agrees(scratch, &report);
 }
 
-const UPLOAD_ONLY: &str = r#"phases:
+pub(crate) const UPLOAD_ONLY: &str = r#"phases:
   - name: install
     steps:
       - name: copy the installer
@@ -473,36 +488,40 @@ const UPLOAD_ONLY: &str = r#"phases:
             sh: touch MARKS/rolled-back
 "#;
 
+/// Puts a good old copy at `UPLOAD_ONLY`'s destination.
+pub(crate) fn keep_a_good_old_copy(rig: &Rig) {
+    std::fs::write(rig.marks.join("installer.bin"), "the good old copy").unwrap();
+    rig.env.give_tree(&rig.marks);
+}
+
+/// `UPLOAD_ONLY`'s destination holds its good old copy still, and beside
+/// it is nothing but the rollback's mark: no partial copy.
+pub(crate) fn only_the_good_old_copy_is_left(marks: &Path) {
+    assert_eq!(
+        std::fs::read_to_string(marks.join("installer.bin")).unwrap(),
+        "the good old copy"
+    );
+    assert_eq!(
+        names_in(marks),
+        ["installer.bin", "rolled-back"],
+        "no partial copy is left"
+    );
+}
+
 #[test]
 fn an_upload_cut_half_way_leaves_the_good_old_copy_and_no_partial_file() {
     let rig = rig(0);
     let (marks, scratch, proxy) = (&rig.marks, &rig.scratch, &rig.proxy);
-    std::fs::write(marks.join("installer.bin"), "the good old copy").unwrap();
-    rig.env.give_tree(marks);
+    keep_a_good_old_copy(&rig);
     rig.write(UPLOAD_ONLY, "5s");
-    let new_copy: String = (0..4_000_000)
-        .map(|i| (b'a' + (i % 26) as u8) as char)
-        .collect();
+    let new_copy = payload(4_000_000);
     scratch.write("installer.bin", &new_copy);
     proxy.cut_after_bytes(1_000_000); // about a quarter of the way through
     scratch.orchestrate(RUN).expect_code(1);
     let report = report(scratch);
     let h01 = host(&report, "h01");
     assert_eq!(h01["status"], "failed", "{h01}");
-    assert_eq!(
-        std::fs::read_to_string(marks.join("installer.bin")).unwrap(),
-        "the good old copy"
-    );
-    let mut left: Vec<String> = std::fs::read_dir(marks)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    left.sort();
-    assert_eq!(
-        left,
-        ["installer.bin", "rolled-back"],
-        "no partial copy is left"
-    );
+    only_the_good_old_copy_is_left(marks);
     journal_agrees(scratch, &report);
 
     // Uncut, the same upload replaces the file whole.
@@ -513,7 +532,7 @@ fn an_upload_cut_half_way_leaves_the_good_old_copy_and_no_partial_file() {
     );
 }
 
-const REBOOT_STEP: &str = r#"phases:
+pub(crate) const REBOOT_STEP: &str = r#"phases:
   - name: uninstall
     steps:
       - name: remove the product
@@ -539,7 +558,7 @@ const REBOOT_CODES: &str = r#"phases:
 
 /// h01 "reboots" and never comes back (its sshd is stopped for good when
 /// its reboot command runs); h02 reboots and comes back (its sshd restarts).
-fn a_reboot_that_never_returns(body: &str) {
+pub(crate) fn a_reboot_that_never_returns(body: &str) {
     let env = SshdEnv::new();
     let doomed = env.server(1);
     let healthy = env.server(1);
@@ -558,7 +577,9 @@ fn a_reboot_that_never_returns(body: &str) {
     let mut child = scratch.spawn(RUN);
     wait_for("h01's reboot", || marks.join("h01.rebooting").exists());
     doomed.stop();
-    assert_eq!(child.wait().unwrap().code(), Some(1));
+    // The reboot's limit is seconds: the run ends well before this.
+    let (code, _) = exit_within(&mut child, Duration::from_secs(60));
+    assert_eq!(code, Some(1));
     let report = report(scratch);
     let h01 = host(&report, "h01");
     assert_eq!(h01["status"], "unreachable", "{h01}");

@@ -45,6 +45,7 @@ mod signals;
 mod ssh_runs;
 mod ssh_transport;
 mod terminal_escapes;
+mod timeouts;
 mod wave_order;
 mod windows_kaspersky_removal;
 mod windows_outcomes;

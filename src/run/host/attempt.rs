@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use super::context::HostRun;
 use super::perform::perform;
-use crate::load::Step;
+use crate::load::{HumanDuration, Step};
 use crate::plan::{PlannedStep, RenderedAction};
 use crate::run::capture;
 use crate::run::events::{Event, StepStatus};
@@ -141,17 +141,8 @@ pub(super) async fn attempt_step(
         Ok(action) => action,
         Err(e) => return failed(None, e),
     };
-    let execution = match perform(
-        run,
-        session,
-        &def.name,
-        &action,
-        def.timeout.map(|t| t.0),
-        def.r#become,
-    )
-    .await
-    {
-        Ok(execution) => execution,
+    let (execution, stopped) = match perform(run, session, &def.name, &action, def.r#become).await {
+        Ok(performed) => (performed.execution, performed.stopped),
         Err(e) => {
             let lost = matches!(
                 e,
@@ -198,11 +189,7 @@ pub(super) async fn attempt_step(
                     client: run.client(),
                     host: run.host.name.clone(),
                 });
-                let timeout = def
-                    .timeout
-                    .map(|t| t.0)
-                    .unwrap_or(crate::plan::DEFAULT_REBOOT_TIMEOUT);
-                if let Err(e) = session.reboot(timeout).await {
+                if let Err(e) = session.reboot(action.reboot_wait()).await {
                     // A host that did not come back is judged as after a
                     // `reboot:` step: reconnect before any rollback.
                     attempt.lost = matches!(
@@ -224,9 +211,10 @@ pub(super) async fn attempt_step(
         }
         ExitStatus::TimedOut => {
             attempt.status = StepStatus::TimedOut;
+            let limit = action.timeout.map(HumanDuration).map(|t| t.to_string());
             attempt.detail = Some(format!(
-                "timed out after {} and was killed",
-                def.timeout.map(|t| t.to_string()).unwrap_or_default()
+                "timed out after {}{stopped}",
+                limit.unwrap_or_default()
             ));
             return attempt;
         }

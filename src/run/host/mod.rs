@@ -8,7 +8,8 @@
 //! let go.
 //!
 //! Its files depend one way: [`context`] (who the host is and what it
-//! reports to) ← [`perform`] (an action over the session) ← [`attempt`]
+//! reports to) ← [`deadline`] (an action's time limit, uploads cut at it)
+//! ← [`perform`] (an action over the session) ← [`attempt`]
 //! (one step's rules: codes, capture, until, retries) ← [`rollback`] ←
 //! [`recover`] (after a lost connection) ← this module, which runs the
 //! host's steps in order.
@@ -16,6 +17,7 @@
 mod attempt;
 mod baseline;
 mod context;
+mod deadline;
 mod perform;
 mod reboot;
 mod recover;

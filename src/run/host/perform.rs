@@ -6,15 +6,18 @@
 //! verbs; an attempt only sees an [`Execution`]. It reads the host's
 //! context and nothing else of the host's run.
 //!
+//! Every action is held to its timeout (see [`super::deadline`]): one
+//! deadline for the whole action, so a `script` step's upload and run
+//! share it; a reboot waits for the host no longer than it.
+//!
 //! With `become`, commands carry [`Command::become`] and the transport runs
 //! them as the become user; an upload cannot (SFTP writes as the login
 //! user), so it goes to a private temporary path first and a `become`
 //! command copies it into place, owned by the become user.
 
-use std::time::Duration;
-
 use super::context::HostRun;
-use crate::plan::RenderedAction;
+use super::deadline::{Deadline, Sent, Written, upload_within};
+use crate::plan::{ActionKind, RenderedAction};
 use crate::run::events::Event;
 use crate::transport::upload::UploadSources;
 use crate::transport::{
@@ -27,28 +30,64 @@ use crate::transport::{
 static UPLOAD_SOURCES: std::sync::LazyLock<UploadSources> =
     std::sync::LazyLock::new(UploadSources::default);
 
-/// Carries out a rendered action over the session.
+/// What carrying out an action came to.
+pub(super) struct Performed {
+    pub(super) execution: Execution,
+    /// With [`ExitStatus::TimedOut`]: what the timeout stopped, and what
+    /// became of it, to follow "timed out after 5s" in the step's record.
+    pub(super) stopped: String,
+}
+
+impl From<Execution> for Performed {
+    fn from(execution: Execution) -> Performed {
+        Performed {
+            execution,
+            stopped: " and was killed".into(),
+        }
+    }
+}
+
+fn done() -> Performed {
+    Execution {
+        status: ExitStatus::Code(0),
+        stdout: BoundedOutput::default(),
+        stderr: BoundedOutput::default(),
+    }
+    .into()
+}
+
+fn timed_out(stopped: String) -> Performed {
+    Performed {
+        execution: Execution {
+            status: ExitStatus::TimedOut,
+            stdout: BoundedOutput::default(),
+            stderr: BoundedOutput::default(),
+        },
+        stopped,
+    }
+}
+
+/// Carries out a rendered action over the session, within its timeout.
 pub(super) async fn perform(
     run: &HostRun<'_>,
     session: &dyn Session,
     step: &str,
     action: &RenderedAction,
-    timeout: Option<Duration>,
     r#become: bool,
-) -> Result<Execution, TransportError> {
-    let done = || Execution {
-        status: ExitStatus::Code(0),
-        stdout: BoundedOutput::default(),
-        stderr: BoundedOutput::default(),
+) -> Result<Performed, TransportError> {
+    let deadline = Deadline::after(action.timeout);
+    let command = |script: Script| {
+        let mut command = Command::new(script);
+        command.timeout = deadline.left();
+        command.r#become = r#become;
+        command
     };
-    match action {
-        RenderedAction::Shell(script) => {
-            let mut command = Command::new(script.clone());
-            command.timeout = timeout;
-            command.r#become = r#become;
-            session.execute(&command, None).await
-        }
-        RenderedAction::Script { src, args } => {
+    match &action.kind {
+        ActionKind::Shell(script) => Ok(session
+            .execute(&command(script.clone()), None)
+            .await?
+            .into()),
+        ActionKind::Script { src, args } => {
             let source = local_source(src).await?;
             let name = src
                 .file_name()
@@ -68,38 +107,60 @@ pub(super) async fn perform(
                 Some(copy) => (copy, 0o700, &[][..]),
                 None => (source, 0o755, &args[..]),
             };
-            session.upload(&source, &remote, mode).await?;
-            let mut command = Command::new(script_command(run, &remote, &name, args));
-            command.timeout = timeout;
-            command.r#become = r#become;
-            let result = session.execute(&command, None).await;
+            let sent =
+                upload_within(session, &source, &remote, mode, Written::InPlace, deadline).await?;
+            if let Sent::Cut(what) = sent {
+                return Ok(timed_out(format!(" before the script ran: {what}")));
+            }
+            let result = if deadline.passed() {
+                Ok(timed_out(
+                    " before the script ran: its upload took all the time".into(),
+                ))
+            } else {
+                let line = script_command(run, &remote, &name, args);
+                session
+                    .execute(&command(line), None)
+                    .await
+                    .map(Performed::from)
+            };
             // The copy goes whatever happened; a failure to remove it is
             // not worth failing the step for.
             let _ = session.remove(&remote).await;
             result
         }
-        RenderedAction::Upload { src, dest, mode } if r#become => {
+        ActionKind::Upload { src, dest, mode } if r#become => {
             let source = local_source(src).await?;
             let staged = session.temp_path("upload");
-            session.upload(&source, &staged, 0o600).await?;
-            let mut command = Command::new(Script::Sh(move_into_place(&staged, dest, *mode)));
-            command.timeout = timeout;
-            command.r#become = true;
-            let moved = session.execute(&command, None).await;
+            let sent =
+                upload_within(session, &source, &staged, 0o600, Written::InPlace, deadline).await?;
+            if let Sent::Cut(what) = sent {
+                return Ok(timed_out(format!(
+                    ": {what}, and {dest} was left as it was"
+                )));
+            }
+            let moved = session
+                .execute(
+                    &command(Script::Sh(move_into_place(&staged, dest, *mode))),
+                    None,
+                )
+                .await;
             // Normally gone already; a failed move leaves it to remove here.
             let _ = session.remove(&staged).await;
             let moved = moved?;
             if moved.status != ExitStatus::Code(0) {
-                return Ok(moved);
+                return Ok(moved.into());
             }
             Ok(done())
         }
-        RenderedAction::Upload { src, dest, mode } => {
+        ActionKind::Upload { src, dest, mode } => {
             let source = local_source(src).await?;
-            session.upload(&source, dest, *mode).await?;
-            Ok(done())
+            let written = Written::Beside(run.host.os);
+            match upload_within(session, &source, dest, *mode, written, deadline).await? {
+                Sent::Whole => Ok(done()),
+                Sent::Cut(what) => Ok(timed_out(format!(": {what}"))),
+            }
         }
-        RenderedAction::Reboot { timeout } => {
+        ActionKind::Reboot => {
             super::reboot::permit(run, step)
                 .await
                 .map_err(TransportError::Other)?;
@@ -107,17 +168,27 @@ pub(super) async fn perform(
                 client: run.client(),
                 host: run.host.name.clone(),
             });
-            session.reboot(*timeout).await?;
+            session.reboot(action.reboot_wait()).await?;
             Ok(done())
         }
-        RenderedAction::Wait(duration) => {
+        ActionKind::Wait(duration) => {
             // The one action that runs on the controller: the first signal
             // ends it, as it would end a command's wait for a host. Cut
             // short, the step did not do what it was for, so it fails and
             // the host is rolled back like any host caught half-way.
             let started = std::time::Instant::now();
+            // Never longer than its timeout (the loader refuses that), but
+            // held to it all the same.
+            let (sleep, cut) = match deadline.left() {
+                Some(left) if left < *duration => (left, true),
+                _ => (*duration, false),
+            };
             tokio::select! {
-                _ = tokio::time::sleep(*duration) => Ok(done()),
+                _ = tokio::time::sleep(sleep) => Ok(if cut {
+                    timed_out(" before the wait was over".into())
+                } else {
+                    done()
+                }),
                 _ = run.stop.cancelled() => Err(TransportError::Other(format!(
                     "the wait of {} was cut short after {:.1}s: the run was interrupted",
                     crate::load::HumanDuration(*duration),

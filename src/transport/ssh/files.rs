@@ -56,6 +56,20 @@ impl SshSession {
             .remove_file(command::sftp_path(self.target.os, path))
             .await;
         let _ = sftp.close().await;
+        // A file that is not there is as good as removed (`rm -f`): an
+        // upload cut before its file was created leaves nothing.
+        let removed = match removed {
+            Err(russh_sftp::client::error::Error::Status(status))
+                if status.status_code == russh_sftp::protocol::StatusCode::NoSuchFile =>
+            {
+                Ok(())
+            }
+            other => other,
+        };
+        if removed.is_ok() {
+            // A partial copy removed is no longer left behind.
+            note(&self.partial_uploads, path, false);
+        }
         removed.map_err(|e| {
             TransportError::Other(format!("host {}: cannot remove {path}: {e}", self.host()))
         })

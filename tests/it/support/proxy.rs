@@ -6,7 +6,9 @@
 //! [`Proxy::host`] is that host as an inventory would name it through the
 //! proxy (same host key, the proxy's address and port). On command it:
 //! - stalls: stops forwarding both ways, closing nothing ([`Proxy::stall`]),
-//!   as a link that drops every packet;
+//!   as a link that drops every packet, or does so for a while once N more
+//!   bytes went towards the server ([`Proxy::stall_after_bytes`]): a link
+//!   that goes silent mid-upload and comes back;
 //! - cuts every live connection now or after a delay ([`Proxy::cut`],
 //!   [`Proxy::cut_after`]), or the first one to send N more bytes towards
 //!   the server ([`Proxy::cut_after_bytes`]): a cable pulled mid-command or
@@ -48,6 +50,8 @@ struct Rules {
     generation: u64,
     /// Bytes towards the server after which the next connection is cut.
     cut_bytes: Option<u64>,
+    /// Bytes towards the server after which every connection stalls, and for how long.
+    stall_bytes: Option<(u64, Duration)>,
     reset_next: usize,
     close_next: usize,
     refuse_until: Option<Instant>,
@@ -158,6 +162,15 @@ impl Proxy {
     /// many: once.
     pub fn cut_after_bytes(&self, bytes: u64) {
         self.shared.rules.send_modify(|r| r.cut_bytes = Some(bytes));
+    }
+
+    /// Stalls every connection (as [`Proxy::stall`]) once `bytes` more
+    /// bytes went towards the server (counted over all connections from
+    /// now), for `how_long`; then forwards again what it held: once.
+    pub fn stall_after_bytes(&self, bytes: u64, how_long: Duration) {
+        self.shared
+            .rules
+            .send_modify(|r| r.stall_bytes = Some((bytes, how_long)));
     }
 
     /// Closes the listener for `how_long`: connections are refused.
@@ -278,10 +291,10 @@ async fn serve(client: TcpStream, shared: Arc<Shared>) {
 }
 
 /// Copies one direction, holding chunks while stalled; towards the server,
-/// counts bytes for [`Proxy::cut_after_bytes`]. With a round-trip time
+/// counts bytes for [`Proxy::cut_after_bytes`] and [`Proxy::stall_after_bytes`]. With a round-trip time
 /// set, a chunk is handed to a writer that sends it RTT/2 after it was
 /// read, so the reader goes on reading meanwhile (a delay, not a throttle).
-async fn pump(mut from: OwnedReadHalf, to: OwnedWriteHalf, shared: &Shared, upward: bool) {
+async fn pump(mut from: OwnedReadHalf, to: OwnedWriteHalf, shared: &Arc<Shared>, upward: bool) {
     let mut rules = shared.rules.subscribe();
     let (delayed, mut due) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>, bool)>();
     let writer = async move {
@@ -320,6 +333,7 @@ async fn pump(mut from: OwnedReadHalf, to: OwnedWriteHalf, shared: &Shared, upwa
                     }
                     None => false,
                 });
+                stall_when_due(shared, n as u64);
             }
             let at = read_at + rules.borrow().rtt / 2;
             if delayed.send((at, buf[..take].to_vec(), cut)).is_err() || cut {
@@ -334,4 +348,30 @@ async fn pump(mut from: OwnedReadHalf, to: OwnedWriteHalf, shared: &Shared, upwa
     }
     // The reader is done (end of stream, or the cut): what it read still goes.
     writer.await;
+}
+
+/// Counts `n` bytes towards the server for [`Proxy::stall_after_bytes`]:
+/// once they are all through, stalls every connection for its while.
+fn stall_when_due(shared: &Arc<Shared>, n: u64) {
+    let mut stall_for = None;
+    shared.rules.send_if_modified(|r| match r.stall_bytes {
+        Some((left, how_long)) if n >= left => {
+            r.stall_bytes = None;
+            r.stalled = true;
+            stall_for = Some(how_long);
+            true
+        }
+        Some((left, how_long)) => {
+            r.stall_bytes = Some((left - n, how_long));
+            false
+        }
+        None => false,
+    });
+    if let Some(how_long) = stall_for {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(how_long).await;
+            shared.rules.send_modify(|r| r.stalled = false);
+        });
+    }
 }
