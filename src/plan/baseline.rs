@@ -134,6 +134,7 @@ fn must_reach_probe(os: Os, targets: &[String], inventory: &SourceFile, at: Plac
         },
         on_regression: OnRegression::Fail,
     };
+    let timeout = super::action_timeout(&step);
     PlannedProbe {
         probe: Arc::new(probe),
         step: PlannedStep {
@@ -143,7 +144,10 @@ fn must_reach_probe(os: Os, targets: &[String], inventory: &SourceFile, at: Plac
                 step,
                 rollback: Vec::new(),
             }),
-            action: Some(RenderedAction::Shell(script)),
+            action: Some(RenderedAction {
+                kind: super::ActionKind::Shell(script),
+                timeout,
+            }),
             when_deferred: false,
             skip: None,
             rollback: Vec::new(),
