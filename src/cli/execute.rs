@@ -48,6 +48,8 @@ struct Launch {
     run_id: String,
     journal: Journal,
     check: bool,
+    /// `orchestrate rehearse`: every host is a simulated endpoint.
+    rehearsal: bool,
     /// `Some` for `resume`: where hosts stand, and the report so far.
     resume: Option<(Resume, Report)>,
     /// This process's leases on the run and its hosts, held until it ends.
@@ -145,11 +147,21 @@ impl Outputs {
 }
 
 pub fn run(plan: Plan, args: &RunArgs) -> i32 {
-    let run_id = run::new_run_id();
     let state = args
         .state
         .clone()
         .unwrap_or_else(|| journal::default_path(&args.target.inventory));
+    launch_run(plan, args, state, false)
+}
+
+/// `orchestrate rehearse`, once its plan points at the simulator: a run in
+/// every way but that it says so everywhere (and `resume` refuses it).
+pub fn rehearse(plan: Plan, args: &RunArgs, state: PathBuf) -> i32 {
+    launch_run(plan, args, state, true)
+}
+
+fn launch_run(plan: Plan, args: &RunArgs, state: PathBuf, rehearsal: bool) -> i32 {
+    let run_id = run::new_run_id();
     let journal = match Journal::open(&state) {
         Ok(j) => j,
         Err(e) => {
@@ -193,6 +205,7 @@ pub fn run(plan: Plan, args: &RunArgs) -> i32 {
             "limit": args.selection.limit,
             "check": args.check,
             "forks": args.execution.forks,
+            "rehearsal": rehearsal,
         }),
         status: None,
         started_at: run::now(),
@@ -218,6 +231,7 @@ pub fn run(plan: Plan, args: &RunArgs) -> i32 {
         run_id,
         journal,
         check: args.check,
+        rehearsal,
         resume: None,
         lease,
         outputs,
@@ -245,6 +259,14 @@ pub fn resume(args: &ResumeArgs) -> i32 {
             return EXIT_INVALID;
         }
     };
+    if row.options.get("rehearsal").and_then(|v| v.as_bool()) == Some(true) {
+        // Resumed as a run, it would go to the inventory's real hosts.
+        eprintln!(
+            "error: run {} was a rehearsal on a simulated fleet; a rehearsal cannot be resumed: rehearse again",
+            row.run_id
+        );
+        return EXIT_INVALID;
+    }
     let playbook = PathBuf::from(&row.playbook);
     let inventory = PathBuf::from(&row.inventory);
     let changed = match journal.files(&row) {
@@ -336,6 +358,7 @@ pub fn resume(args: &ResumeArgs) -> i32 {
         run_id: row.run_id.clone(),
         journal,
         check,
+        rehearsal: false,
         resume: Some((replay.hosts, replay.report)),
         lease,
         outputs,
@@ -369,6 +392,7 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         run_id,
         journal,
         check,
+        rehearsal,
         resume,
         lease,
         outputs,
@@ -377,7 +401,11 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         && std::io::stderr().is_terminal()
         && std::io::stdout().is_terminal();
     init_tracing(bars, args.verbose);
-    let resumed = if resume.is_some() { " (resumed)" } else { "" };
+    let resumed = match (resume.is_some(), rehearsal) {
+        (true, _) => " (resumed)",
+        (false, true) => " (rehearsal: simulated hosts only)",
+        (false, false) => "",
+    };
     match args.format {
         Format::Human => output::println(&format!("run id: {run_id}{resumed}")),
         Format::Json => output::eprintln(&format!("run id: {run_id}{resumed}")),
@@ -448,6 +476,7 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         run_id,
         forks: args.forks as usize,
         check,
+        rehearsal,
         confirm,
         resume,
         earlier,

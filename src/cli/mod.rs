@@ -11,6 +11,7 @@ mod inspect;
 mod keyscan;
 mod operator;
 mod output;
+mod rehearse;
 
 use std::io::IsTerminal;
 
@@ -85,6 +86,7 @@ pub fn main() -> i32 {
         Command::Status(a) => inspect::status(&a),
         Command::Report(a) => inspect::report(&a),
         Command::Keyscan(a) => keyscan::keyscan(&a),
+        Command::Rehearse(a) => rehearse::rehearse(&a),
         Command::Schema(a) => {
             use std::io::Write as _;
             let schema = crate::load::schema::schema(a.kind);
@@ -102,6 +104,22 @@ pub(crate) fn plan_from(
     missing_secrets: MissingSecrets,
     host_key_policy: crate::transport::HostKeyPolicy,
 ) -> Result<Plan, InputErrors> {
+    let (playbook, inventory) = load_pair(target)?;
+    let options = PlanOptions {
+        selection: Selection {
+            clients: selection.clients.clone(),
+            limit: selection.limit.clone(),
+        },
+        missing_secrets,
+        host_key_policy,
+    };
+    build_plan(playbook, &inventory, &options)
+}
+
+/// The playbook and the inventory of `target`, loaded and checked.
+pub(crate) fn load_pair(
+    target: &args::Target,
+) -> Result<(crate::load::Playbook, crate::load::Inventory), InputErrors> {
     // Both files are read and checked before giving up, so one run shows
     // the problems of both.
     let playbook = load_playbook(&target.playbook);
@@ -119,15 +137,7 @@ pub(crate) fn plan_from(
             return Err(InputErrors(all));
         }
     };
-    let options = PlanOptions {
-        selection: Selection {
-            clients: selection.clients.clone(),
-            limit: selection.limit.clone(),
-        },
-        missing_secrets,
-        host_key_policy,
-    };
-    build_plan(playbook, &inventory, &options)
+    Ok((playbook, inventory))
 }
 
 /// `--host-key-policy off` is allowed, never silent.

@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub run_id: String,
     pub forks: usize,
     pub check: bool,
+    /// `orchestrate rehearse`: said in the events, and so in every report.
+    pub rehearsal: bool,
     pub confirm: Arc<dyn Confirm>,
     /// `Some` when this continues an earlier run (`orchestrate resume`).
     pub resume: Option<Resume>,
@@ -115,6 +117,7 @@ pub async fn execute(
                 inventory: plan.inventory_path.display().to_string(),
                 started_at: timestamp(started),
                 check: options.check,
+                rehearsal: options.rehearsal,
                 clients: plan
                     .clients
                     .iter()
