@@ -146,7 +146,8 @@ fn default_scenario(playbook: &Path) -> Option<PathBuf> {
     let stem = playbook.file_stem()?;
     let name = PathBuf::from(stem).with_extension("yml");
     let dir = playbook.parent().unwrap_or(Path::new("."));
-    [dir.join("..").join("scenarios"), dir.join("scenarios")]
+    let above = dir.parent().unwrap_or(Path::new(""));
+    [above.join("scenarios"), dir.join("scenarios")]
         .into_iter()
         .map(|d| d.join(&name))
         .find(|p| p.is_file())

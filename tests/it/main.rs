@@ -31,6 +31,7 @@ mod linux_playbooks;
 mod linux_playbooks_plan;
 mod macos_kav_export;
 mod outputs;
+mod rehearse;
 mod report_render;
 mod runner;
 mod schema;
