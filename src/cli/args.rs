@@ -32,9 +32,42 @@ pub enum Command {
     Keyscan(KeyscanArgs),
     /// Print the JSON Schema (draft 2020-12) of a file format, for editors.
     Schema(SchemaArgs),
+    /// Take clients of queued runs (`run --queue`) from a PostgreSQL journal and run them.
+    Worker(WorkerArgs),
+    /// Answer a queued run's wave confirmation (pause_between_waves: confirm).
+    Approve(ApproveArgs),
     /// Run a playbook on a simulated fleet standing in for the inventory's
     /// hosts: the real planner, runner, journal and reports, no real host.
     Rehearse(RehearseArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// The shared journal, postgres://USER@HOST/DB.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "ORCHESTRATE_STATE",
+        hide_env_values = true
+    )]
+    pub state: PathBuf,
+    /// Take only clients pinned to this site (`site:` in the inventory);
+    /// without it, only clients pinned to no site.
+    #[arg(long, value_name = "NAME")]
+    pub site: Option<String>,
+    /// Hosts at once.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub forks: u32,
+    /// Exit once every client this worker could take is done, instead of
+    /// waiting for more work.
+    #[arg(long)]
+    pub exit_when_idle: bool,
+    /// How host keys are checked.
+    #[arg(long, value_enum, default_value_t = HostKeyPolicyArg::Strict)]
+    pub host_key_policy: HostKeyPolicyArg,
+    /// More detail (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Args, Debug)]
@@ -79,6 +112,22 @@ pub struct RehearseArgs {
     /// More detail (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+#[derive(Args, Debug)]
+pub struct ApproveArgs {
+    /// The queued run (`orchestrate status` lists them).
+    pub run_id: String,
+    /// The client whose next wave is approved.
+    pub client: String,
+    /// The shared journal, postgres://USER@HOST/DB.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "ORCHESTRATE_STATE",
+        hide_env_values = true
+    )]
+    pub state: PathBuf,
 }
 
 fn share(text: &str) -> Result<f64, String> {
@@ -153,9 +202,19 @@ pub struct RunArgs {
     /// Connect, run only steps marked check_safe, and report what every other step would do.
     #[arg(long, conflicts_with = "dry_run")]
     pub check: bool,
-    /// The journal (SQLite); default .orchestrate/state.db beside the inventory.
-    #[arg(long, value_name = "FILE")]
+    /// The journal: a SQLite file (default .orchestrate/state.db beside the
+    /// inventory) or postgres://USER@HOST/DB.
+    #[arg(
+        long,
+        value_name = "FILE|URL",
+        env = "ORCHESTRATE_STATE",
+        hide_env_values = true
+    )]
     pub state: Option<PathBuf>,
+    /// Record the plan in the shared journal (--state postgres://...) and
+    /// return at once: `orchestrate worker` runs it.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub queue: bool,
     #[command(flatten)]
     pub execution: ExecutionArgs,
 }
@@ -189,8 +248,14 @@ pub struct ExecutionArgs {
 pub struct ResumeArgs {
     /// The run to continue (`orchestrate status` lists them).
     pub run_id: String,
-    /// The journal; default ./.orchestrate/state.db.
-    #[arg(long, value_name = "FILE")]
+    /// The journal: a SQLite file (default ./.orchestrate/state.db) or
+    /// postgres://USER@HOST/DB.
+    #[arg(
+        long,
+        value_name = "FILE|URL",
+        env = "ORCHESTRATE_STATE",
+        hide_env_values = true
+    )]
     pub state: Option<PathBuf>,
     /// Resume even though the playbook or inventory changed since the run started.
     #[arg(long)]
@@ -203,8 +268,14 @@ pub struct ResumeArgs {
 pub struct StatusArgs {
     /// A run to show in detail; without it, the runs, newest first.
     pub run_id: Option<String>,
-    /// The journal; default ./.orchestrate/state.db.
-    #[arg(long, value_name = "FILE")]
+    /// The journal: a SQLite file (default ./.orchestrate/state.db) or
+    /// postgres://USER@HOST/DB.
+    #[arg(
+        long,
+        value_name = "FILE|URL",
+        env = "ORCHESTRATE_STATE",
+        hide_env_values = true
+    )]
     pub state: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
@@ -218,8 +289,14 @@ pub struct ReportArgs {
     /// Write here instead of standard output.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// The journal; default ./.orchestrate/state.db.
-    #[arg(long, value_name = "FILE")]
+    /// The journal: a SQLite file (default ./.orchestrate/state.db) or
+    /// postgres://USER@HOST/DB.
+    #[arg(
+        long,
+        value_name = "FILE|URL",
+        env = "ORCHESTRATE_STATE",
+        hide_env_values = true
+    )]
     pub state: Option<PathBuf>,
 }
 

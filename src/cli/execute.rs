@@ -19,8 +19,8 @@ use super::args::{ExecutionArgs, Format, ResumeArgs, RunArgs};
 use super::operator::{AskOnTerminal, NoTerminal, Signals};
 use super::output;
 use super::{EXIT_INVALID, plan_from};
-use crate::journal::lease::{Holder, LeaseError, LeaseGuard, Resource, SqliteLeases};
-use crate::journal::{self, Journal, RunRow};
+use crate::journal::lease::{Holder, LeaseError, LeaseGuard, Resource};
+use crate::journal::{self, Journal, Location, RunRow};
 use crate::plan::{MissingSecrets, Plan};
 use crate::report::run_json::{Report, ReportBuilder};
 use crate::report::{lines::Lines, log::JsonLines, progress::Progress, run_json, summary};
@@ -58,9 +58,9 @@ struct Launch {
 }
 
 /// Leases held, and the token cancelled if they are lost mid-run.
-struct Leases {
+pub(super) struct Leases {
     _guard: LeaseGuard,
-    lost: CancellationToken,
+    pub(super) lost: CancellationToken,
 }
 
 /// Takes the leases on run `run_id` and on `hosts` (the ones this process
@@ -74,7 +74,17 @@ fn take_leases(
 ) -> Result<Leases, i32> {
     let mut resources = vec![Resource::Run(run_id.to_string())];
     resources.extend(hosts.map(Resource::Host));
-    let store = match SqliteLeases::open(journal.path()) {
+    take_leases_on(journal, run_id, command, &resources)
+}
+
+/// Takes the leases on `resources`, as [`take_leases`] does.
+pub(super) fn take_leases_on(
+    journal: &Journal,
+    run_id: &str,
+    command: &str,
+    resources: &[Resource],
+) -> Result<Leases, i32> {
+    let store = match journal.leases() {
         Ok(store) => store,
         Err(e) => {
             eprintln!("error: {e}");
@@ -92,7 +102,7 @@ fn take_leases(
         }
     };
     let holder = Holder::this_process(run_id, command);
-    match LeaseGuard::take(Box::new(store), holder, &resources, on_loss) {
+    match LeaseGuard::take(store, holder, resources, on_loss) {
         Ok((guard, taken_over)) => {
             for (resource, previous) in taken_over {
                 eprintln!(
@@ -147,28 +157,38 @@ impl Outputs {
 }
 
 pub fn run(plan: Plan, args: &RunArgs) -> i32 {
-    let state = args
-        .state
-        .clone()
-        .unwrap_or_else(|| journal::default_path(&args.target.inventory));
-    launch_run(plan, args, state, false)
+    launch_run(
+        plan,
+        args,
+        journal::default_path(&args.target.inventory),
+        false,
+    )
 }
 
 /// `orchestrate rehearse`, once its plan points at the simulator: a run in
 /// every way but that it says so everywhere (and `resume` refuses it).
-pub fn rehearse(plan: Plan, args: &RunArgs, state: PathBuf) -> i32 {
-    launch_run(plan, args, state, true)
+/// `default_state` is the rehearsals' own journal.
+pub fn rehearse(plan: Plan, args: &RunArgs, default_state: PathBuf) -> i32 {
+    launch_run(plan, args, default_state, true)
 }
 
-fn launch_run(plan: Plan, args: &RunArgs, state: PathBuf, rehearsal: bool) -> i32 {
+fn launch_run(plan: Plan, args: &RunArgs, default_state: PathBuf, rehearsal: bool) -> i32 {
     let run_id = run::new_run_id();
-    let journal = match Journal::open(&state) {
+    let journal = match Location::of(args.state.as_deref(), || default_state)
+        .and_then(|location| Journal::open(&location))
+    {
         Ok(j) => j,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_INVALID;
         }
     };
+    if args.queue && !journal.location().is_postgres() {
+        eprintln!(
+            "error: --queue needs a journal that workers share: --state postgres://USER@HOST/DB (or ORCHESTRATE_STATE)"
+        );
+        return EXIT_INVALID;
+    }
     // Every file the plan was made from, hashed now, so that `resume`
     // can refuse a plan made from changed files.
     let files = match journal::RecordedFile::hash_all(&plan.files_read) {
@@ -205,12 +225,17 @@ fn launch_run(plan: Plan, args: &RunArgs, state: PathBuf, rehearsal: bool) -> i3
             "limit": args.selection.limit,
             "check": args.check,
             "forks": args.execution.forks,
+            "queue": args.queue,
+            "yes": args.execution.yes,
             "rehearsal": rehearsal,
         }),
         status: None,
         started_at: run::now(),
         finished_at: None,
     };
+    if args.queue {
+        return super::queue::enqueue(&plan, &journal, &row, &files, &args.execution);
+    }
     let touched = plan
         .hosts()
         .filter(|h| h.skipped.is_none())
@@ -241,11 +266,11 @@ fn launch_run(plan: Plan, args: &RunArgs, state: PathBuf, rehearsal: bool) -> i3
 
 pub fn resume(args: &ResumeArgs) -> i32 {
     super::warn_if_unchecked(args.execution.host_key_policy.into());
-    let state = args
-        .state
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(".orchestrate/state.db"));
-    let journal = match Journal::open_existing(&state) {
+    let journal = match Location::of(args.state.as_deref(), || {
+        PathBuf::from(".orchestrate/state.db")
+    })
+    .and_then(|location| Journal::open_existing(&location))
+    {
         Ok(j) => j,
         Err(e) => {
             eprintln!("error: {e}");
@@ -267,77 +292,18 @@ pub fn resume(args: &ResumeArgs) -> i32 {
         );
         return EXIT_INVALID;
     }
-    let playbook = PathBuf::from(&row.playbook);
-    let inventory = PathBuf::from(&row.inventory);
-    let changed = match journal.files(&row) {
-        Ok(recorded) => journal::changes(&row.run_id, &recorded),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_INVALID;
-        }
-    };
-    if !changed.is_empty() {
-        if !args.force {
-            for c in &changed {
-                eprintln!("error: {c}");
-            }
-            eprintln!(
-                "Resuming would run a different plan than the one this run started with. Start a new run, or resume with --force to go on with the files as they are now."
-            );
-            return EXIT_INVALID;
-        }
-        for c in &changed {
-            eprintln!("warning: {c}; going on with it as it is now (--force)");
-        }
-    }
-    let text = |key: &str| {
-        row.options
-            .get(key)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
-    let clients: Vec<String> = row
-        .options
-        .get("clients")
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default();
-    let target = super::args::Target {
-        playbook,
-        inventory,
-    };
-    let selection = super::args::SelectionArgs {
-        clients,
-        limit: text("limit"),
-    };
-    let plan = match plan_from(
-        &target,
-        &selection,
-        MissingSecrets::Fail,
+    let (plan, replay) = match replan(
+        &journal,
+        &row,
+        args.force,
+        None,
         args.execution.host_key_policy.into(),
     ) {
-        Ok(plan) => plan,
-        Err(errors) => return super::report_input_errors(&errors),
+        Ok(replanned) => replanned,
+        Err(code) => return code,
     };
-    let events = match journal.events(&row.run_id) {
-        Ok(events) => events,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_INVALID;
-        }
-    };
-    let replay = journal::replay(&events);
-    // Hosts this resume may touch: not those done or left for a person.
-    let touched = plan
-        .hosts()
-        .filter(|h| h.skipped.is_none())
-        .filter(|h| {
-            !matches!(
-                replay.hosts.get(&h.name),
-                Some(HostResume::Done | HostResume::Leave)
-            )
-        })
-        .map(|h| h.name.clone());
-    let lease = match take_leases(&journal, &row.run_id, "resume", touched) {
+    let touched = still_to_touch(&plan, &replay.hosts);
+    let lease = match take_leases(&journal, &row.run_id, "resume", touched.into_iter()) {
         Ok(lease) => lease,
         Err(code) => return code,
     };
@@ -366,14 +332,98 @@ pub fn resume(args: &ResumeArgs) -> i32 {
     block_on(drive(launch, &args.execution))
 }
 
-fn absolute(path: &std::path::Path) -> String {
+/// Hosts a resumed run may touch: not those done or left for a person.
+pub(super) fn still_to_touch(plan: &Plan, resume: &Resume) -> Vec<String> {
+    plan.hosts()
+        .filter(|h| h.skipped.is_none())
+        .filter(|h| {
+            !matches!(
+                resume.get(&h.name),
+                Some(HostResume::Done | HostResume::Leave)
+            )
+        })
+        .map(|h| h.name.clone())
+        .collect()
+}
+
+/// The plan of a journaled run made again from its files (refused if they
+/// changed since it started, unless `force`), and where its hosts stand.
+/// `only_client`: a worker's one client of the run.
+pub(super) fn replan(
+    journal: &Journal,
+    row: &RunRow,
+    force: bool,
+    only_client: Option<&str>,
+    host_key_policy: crate::transport::HostKeyPolicy,
+) -> Result<(Plan, journal::Replay), i32> {
+    let playbook = PathBuf::from(&row.playbook);
+    let inventory = PathBuf::from(&row.inventory);
+    let changed = match journal.files(&row) {
+        Ok(recorded) => journal::changes(&row.run_id, &recorded),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(EXIT_INVALID);
+        }
+    };
+    if !changed.is_empty() {
+        if !force {
+            for c in &changed {
+                eprintln!("error: {c}");
+            }
+            eprintln!(
+                "Resuming would run a different plan than the one this run started with. Start a new run, or resume with --force to go on with the files as they are now."
+            );
+            return Err(EXIT_INVALID);
+        }
+        for c in &changed {
+            eprintln!("warning: {c}; going on with it as it is now (--force)");
+        }
+    }
+    let text = |key: &str| {
+        row.options
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let clients: Vec<String> = match only_client {
+        Some(client) => vec![client.to_string()],
+        None => row
+            .options
+            .get("clients")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default(),
+    };
+    let target = super::args::Target {
+        playbook,
+        inventory,
+    };
+    let selection = super::args::SelectionArgs {
+        clients,
+        limit: text("limit"),
+    };
+    let plan = match plan_from(&target, &selection, MissingSecrets::Fail, host_key_policy) {
+        Ok(plan) => plan,
+        Err(errors) => return Err(super::report_input_errors(&errors)),
+    };
+    let events = match journal.events(&row.run_id) {
+        Ok(events) => events,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(EXIT_INVALID);
+        }
+    };
+    let replay = journal::replay(&events);
+    Ok((plan, replay))
+}
+
+pub(super) fn absolute(path: &std::path::Path) -> String {
     std::fs::canonicalize(path)
         .unwrap_or_else(|_| path.to_path_buf())
         .display()
         .to_string()
 }
 
-fn block_on(future: impl std::future::Future<Output = i32>) -> i32 {
+pub(super) fn block_on(future: impl std::future::Future<Output = i32>) -> i32 {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -508,7 +558,7 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
     outcome.exit_code()
 }
 
-fn init_tracing(bars: bool, verbose: u8) {
+pub(super) fn init_tracing(bars: bool, verbose: u8) {
     let level = match verbose {
         0 => tracing::Level::WARN,
         1 => tracing::Level::INFO,

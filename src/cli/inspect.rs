@@ -6,19 +6,18 @@ use std::path::PathBuf;
 use super::EXIT_INVALID;
 use super::args::{Format, ReportArgs, ReportFormat, StatusArgs};
 use super::output;
-use crate::journal::{self, Journal};
+use crate::journal::{self, Journal, Location};
 use crate::report::run_json::{self, ClientReport, Report, counts};
 use crate::report::terminal::inert;
 use crate::run::{HostStatus, name_of};
 
 fn journal_at(state: &Option<PathBuf>) -> Result<Journal, i32> {
-    let path = state
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(".orchestrate/state.db"));
-    Journal::open_existing(&path).map_err(|e| {
-        eprintln!("error: {e}");
-        EXIT_INVALID
-    })
+    Location::of(state.as_deref(), || PathBuf::from(".orchestrate/state.db"))
+        .and_then(|location| Journal::open_existing(&location))
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            EXIT_INVALID
+        })
 }
 
 fn report_of(journal: &Journal, run_id: &str) -> Result<Report, i32> {

@@ -11,7 +11,9 @@ mod inspect;
 mod keyscan;
 mod operator;
 mod output;
+mod queue;
 mod rehearse;
+mod worker;
 
 use std::io::IsTerminal;
 
@@ -59,7 +61,8 @@ pub fn main() -> i32 {
             }
         }
         Command::Run(a) => {
-            let missing = if a.dry_run {
+            // A queued run's secrets are the workers' to have.
+            let missing = if a.dry_run || a.queue {
                 MissingSecrets::Placeholder
             } else {
                 MissingSecrets::Fail
@@ -87,6 +90,8 @@ pub fn main() -> i32 {
         Command::Report(a) => inspect::report(&a),
         Command::Keyscan(a) => keyscan::keyscan(&a),
         Command::Rehearse(a) => rehearse::rehearse(&a),
+        Command::Worker(a) => worker::worker(&a),
+        Command::Approve(a) => queue::approve(&a),
         Command::Schema(a) => {
             use std::io::Write as _;
             let schema = crate::load::schema::schema(a.kind);

@@ -114,15 +114,14 @@ pub fn rehearse(a: &RehearseArgs) -> i32 {
         a.seed,
         a.time_scale
     );
-    let state = a.state.clone().unwrap_or_else(|| {
-        crate::journal::default_path(&a.target.inventory).with_file_name("rehearsal.db")
-    });
+    let state = crate::journal::default_path(&a.target.inventory).with_file_name("rehearsal.db");
     let run_args = RunArgs {
         target: a.target.clone(),
         selection: a.selection.clone(),
         dry_run: false,
         check: false,
-        state: Some(state.clone()),
+        state: a.state.clone(),
+        queue: false,
         execution: ExecutionArgs {
             forks: a.forks,
             yes: a.yes,

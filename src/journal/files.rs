@@ -10,20 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::params;
-
 use super::{Journal, JournalError, RunRow, file_sha256};
 use crate::plan::FileRead;
-
-pub(super) const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS run_files (
-    run_id TEXT NOT NULL,
-    path   TEXT NOT NULL,
-    what   TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    PRIMARY KEY (run_id, path)
-);
-"#;
 
 /// A file as the journal recorded it when the run started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,35 +45,12 @@ impl RecordedFile {
 
 impl Journal {
     pub fn record_files(&self, run_id: &str, files: &[RecordedFile]) -> Result<(), JournalError> {
-        let write = || -> rusqlite::Result<()> {
-            let tx = self.conn.unchecked_transaction()?;
-            for f in files {
-                tx.execute(
-                    "INSERT OR REPLACE INTO run_files (run_id, path, what, sha256) VALUES (?1, ?2, ?3, ?4)",
-                    params![run_id, f.path.display().to_string(), f.what, f.sha256],
-                )?;
-            }
-            tx.commit()
-        };
-        write().map_err(|e| self.error(e))
+        self.with(|b| b.record_files(run_id, files))
     }
 
     /// The files `row`'s run was planned from, as recorded when it started.
     pub fn files(&self, row: &RunRow) -> Result<Vec<RecordedFile>, JournalError> {
-        let read = || -> rusqlite::Result<Vec<RecordedFile>> {
-            let mut statement = self.conn.prepare(
-                "SELECT path, what, sha256 FROM run_files WHERE run_id = ?1 ORDER BY rowid",
-            )?;
-            let rows = statement.query_map([&row.run_id], |r| {
-                Ok(RecordedFile {
-                    path: PathBuf::from(r.get::<_, String>(0)?),
-                    what: r.get(1)?,
-                    sha256: r.get(2)?,
-                })
-            })?;
-            rows.collect()
-        };
-        let files = read().map_err(|e| self.error(e))?;
+        let files = self.with(|b| b.files(&row.run_id))?;
         if !files.is_empty() {
             return Ok(files);
         }

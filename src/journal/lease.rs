@@ -14,8 +14,8 @@
 //! over at once, with a warning.
 //!
 //! The store is behind [`LeaseStore`], a handful of operations any database
-//! with transactions can do (a PostgreSQL journal would take row locks in
-//! the same transaction); SQLite's is [`SqliteLeases`].
+//! with transactions can do; SQLite's is [`SqliteLeases`], PostgreSQL's is
+//! [`crate::journal::postgres::leases::PgLeases`].
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -49,7 +49,7 @@ pub enum Resource {
 }
 
 impl Resource {
-    fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         match self {
             Resource::Run(id) => format!("run:{id}"),
             Resource::Host(name) => format!("host:{name}"),
@@ -94,7 +94,7 @@ impl Holder {
     }
 
     /// Gone for sure: on this machine with a pid that no longer runs.
-    fn is_dead_here(&self) -> bool {
+    pub(crate) fn is_dead_here(&self) -> bool {
         self.machine == machine_name() && !pid_alive(self.pid)
     }
 }
@@ -190,7 +190,7 @@ fn store_error(path: &Path, e: rusqlite::Error) -> LeaseError {
     }
 }
 
-fn now_secs() -> f64 {
+pub(crate) fn now_secs() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

@@ -1,31 +1,38 @@
-//! The journal: a SQLite file that says where every run, client and host
-//! stands, written as the run goes.
+//! The journal: where every run, client and host stands, written as the
+//! run goes, in a SQLite file (the embedded default) or in PostgreSQL
+//! (shared by several controllers and workers).
 //!
 //! A fleet migration takes days and many runs, and a crash, a closed laptop
 //! or a Ctrl-C must never lose track of an endpoint that was half migrated.
 //! So the journal is an [`Observer`] of the runner's events, written
-//! synchronously: each event is committed (WAL mode) before the runner goes
-//! on, and a process killed with SIGKILL at any moment leaves a journal
-//! that says exactly which steps had finished.
+//! synchronously: each event is committed before the runner goes on, and a
+//! process killed with SIGKILL at any moment leaves a journal that says
+//! exactly which steps had finished.
 //!
 //! Every event is kept as JSON in `events`, the source of truth that
 //! `resume`, `status` and `report` replay. `runs`, `hosts`, `steps` and
 //! `rollbacks` are the same facts as tables, for people who query their
-//! journal with `sqlite3`. Nothing secret is written: events are redacted
-//! before they are emitted.
+//! journal with `sqlite3` or `psql` ([`facts`] says which, once for both).
+//! Nothing secret is written: events are redacted before they are emitted.
+//!
+//! [`Journal`] is the one interface; [`Backend`] is what each store does
+//! ([`sqlite`], [`postgres`]), a handful of statements in its own SQL.
 
+mod facts;
 mod files;
 pub mod lease;
+pub mod postgres;
 mod replay;
+mod sqlite;
 
 use std::path::{Path, PathBuf};
-
-use rusqlite::{Connection, OptionalExtension, params};
+use std::sync::Mutex;
 
 pub use files::{RecordedFile, changes};
 pub use replay::{Replay, replay};
 
-use crate::run::{Event, Observer, name_of};
+use crate::run::{Event, Observer};
+use lease::{LeaseError, LeaseStore};
 
 /// The journal's default place: `.orchestrate/state.db` beside the inventory.
 pub fn default_path(inventory: &Path) -> PathBuf {
@@ -37,62 +44,68 @@ pub fn default_path(inventory: &Path) -> PathBuf {
         .join("state.db")
 }
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS runs (
-    run_id           TEXT PRIMARY KEY,
-    playbook         TEXT NOT NULL,
-    inventory        TEXT NOT NULL,
-    playbook_sha256  TEXT NOT NULL,
-    inventory_sha256 TEXT NOT NULL,
-    options          TEXT NOT NULL,
-    started_at       TEXT NOT NULL,
-    finished_at      TEXT,
-    status           TEXT
-);
-CREATE TABLE IF NOT EXISTS events (
-    run_id TEXT NOT NULL,
-    seq    INTEGER NOT NULL,
-    time   TEXT NOT NULL,
-    kind   TEXT NOT NULL,
-    data   TEXT NOT NULL,
-    PRIMARY KEY (run_id, seq)
-);
-CREATE TABLE IF NOT EXISTS hosts (
-    run_id            TEXT NOT NULL,
-    client            TEXT NOT NULL,
-    host              TEXT NOT NULL,
-    wave              INTEGER,
-    status            TEXT NOT NULL,
-    error             TEXT,
-    protection_gap_ms INTEGER,
-    updated_at        TEXT NOT NULL,
-    PRIMARY KEY (run_id, host)
-);
-CREATE TABLE IF NOT EXISTS steps (
-    run_id      TEXT NOT NULL,
-    host        TEXT NOT NULL,
-    idx         INTEGER NOT NULL,
-    phase       TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    exit_code   INTEGER,
-    attempts    INTEGER NOT NULL,
-    duration_ms INTEGER NOT NULL,
-    detail      TEXT,
-    stdout      TEXT,
-    stderr      TEXT,
-    finished_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rollbacks (
-    run_id      TEXT NOT NULL,
-    host        TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    exit_code   INTEGER,
-    detail      TEXT,
-    finished_at TEXT NOT NULL
-);
-"#;
+/// Where a journal is: `--state FILE` or `--state postgres://...` (or
+/// `ORCHESTRATE_STATE`). Shown (in every message) without its password.
+#[derive(Debug, Clone)]
+pub enum Location {
+    File(PathBuf),
+    Postgres(postgres::Target),
+}
+
+impl Location {
+    /// `--state` as given, or `default` (a file) without one.
+    pub fn of(
+        state: Option<&Path>,
+        default: impl FnOnce() -> PathBuf,
+    ) -> Result<Location, JournalError> {
+        match state {
+            Some(state) => Location::parse(state),
+            None => Ok(Location::File(default())),
+        }
+    }
+
+    pub fn parse(state: &Path) -> Result<Location, JournalError> {
+        match state.to_str() {
+            Some(text) if postgres::is_postgres(text) => postgres::Target::parse(text)
+                .map(Location::Postgres)
+                .map_err(|message| JournalError {
+                    path: postgres::target::redact_url(text),
+                    message,
+                }),
+            _ => Ok(Location::File(state.to_path_buf())),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Location::Postgres(_))
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(path) => write!(f, "{}", path.display()),
+            Location::Postgres(target) => write!(f, "{target}"),
+        }
+    }
+}
+
+/// What a journal store does; each call is one transaction (or one read).
+/// Errors are plain text, already free of any password.
+pub(crate) trait Backend: Send {
+    fn start_run(&mut self, row: &RunRow) -> Result<(), String>;
+    /// Runs, newest first.
+    fn runs(&mut self) -> Result<Vec<RunRow>, String>;
+    fn run(&mut self, run_id: &str) -> Result<Option<RunRow>, String>;
+    /// A run's events in order: (time, JSON).
+    fn events(&mut self, run_id: &str) -> Result<Vec<(String, String)>, String>;
+    /// Commits `event` with the rows it changes ([`facts`]).
+    fn append(&mut self, run_id: &str, time: &str, event: &Event) -> Result<(), String>;
+    fn record_files(&mut self, run_id: &str, files: &[RecordedFile]) -> Result<(), String>;
+    fn files(&mut self, run_id: &str) -> Result<Vec<RecordedFile>, String>;
+    /// A lease store on its own connection (the heartbeat's).
+    fn leases(&self) -> Result<Box<dyn LeaseStore>, LeaseError>;
+}
 
 /// A run as the `runs` table holds it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -114,146 +127,113 @@ pub struct RunRow {
 #[derive(Debug, thiserror::Error)]
 #[error("journal {path}: {message}")]
 pub struct JournalError {
+    /// The journal's name as shown: a file, or a connection string
+    /// without its password.
     pub path: String,
     pub message: String,
 }
 
 pub struct Journal {
-    conn: Connection,
-    path: PathBuf,
+    backend: Mutex<Box<dyn Backend>>,
+    location: Location,
 }
 
 impl Journal {
-    /// Opens (creating if needed) the journal at `path`.
-    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+    /// Opens (creating if needed) the journal at `location`; a PostgreSQL
+    /// journal is connected to, and its schema brought up to date.
+    pub fn open(location: &Location) -> Result<Journal, JournalError> {
         let fail = |message: String| JournalError {
-            path: path.display().to_string(),
+            path: location.to_string(),
             message,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::owner_only::create_dir_all(dir)
-                .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        // Created 0600 before SQLite opens it: the journal holds endpoint
-        // output, and its -wal and -shm files take this file's mode.
-        crate::owner_only::touch(path).map_err(|e| fail(e.to_string()))?;
-        let conn = Connection::open(path).map_err(|e| fail(e.to_string()))?;
-        // WAL + NORMAL: every commit survives the process being killed;
-        // busy_timeout lets `status` read while a run writes.
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
-        )
-        .map_err(|e| fail(e.to_string()))?;
-        conn.execute_batch(SCHEMA)
-            .map_err(|e| fail(e.to_string()))?;
-        conn.execute_batch(files::SCHEMA)
-            .map_err(|e| fail(e.to_string()))?;
+        let backend: Box<dyn Backend> = match location {
+            Location::File(path) => Box::new(sqlite::SqliteJournal::open(path).map_err(fail)?),
+            Location::Postgres(target) => {
+                Box::new(postgres::PgJournal::open(target).map_err(fail)?)
+            }
+        };
         Ok(Journal {
-            conn,
-            path: path.to_path_buf(),
+            backend: Mutex::new(backend),
+            location: location.clone(),
         })
     }
 
-    /// Opens an existing journal, with advice if there is none.
-    pub fn open_existing(path: &Path) -> Result<Journal, JournalError> {
-        if !path.exists() {
+    /// Opens an existing journal, with advice if there is no such file.
+    pub fn open_existing(location: &Location) -> Result<Journal, JournalError> {
+        if let Location::File(path) = location
+            && !path.exists()
+        {
             return Err(JournalError {
                 path: path.display().to_string(),
                 message: "no journal here; runs keep theirs in .orchestrate/state.db beside the inventory: pass that with --state".into(),
             });
         }
-        Journal::open(path)
+        Journal::open(location)
     }
 
-    /// The journal's file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where this journal is.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
-    fn error(&self, e: impl std::fmt::Display) -> JournalError {
+    fn error(&self, message: impl std::fmt::Display) -> JournalError {
         JournalError {
-            path: self.path.display().to_string(),
-            message: e.to_string(),
+            path: self.location.to_string(),
+            message: message.to_string(),
         }
     }
 
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Backend) -> Result<R, String>,
+    ) -> Result<R, JournalError> {
+        let mut backend = self.backend.lock().unwrap_or_else(|p| p.into_inner());
+        f(backend.as_mut()).map_err(|e| self.error(e))
+    }
+
     pub fn start_run(&self, row: &RunRow) -> Result<(), JournalError> {
-        self.conn
-            .execute(
-                "INSERT INTO runs (run_id, playbook, inventory, playbook_sha256, inventory_sha256, options, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    row.run_id,
-                    row.playbook,
-                    row.inventory,
-                    row.playbook_sha256,
-                    row.inventory_sha256,
-                    row.options.to_string(),
-                    row.started_at
-                ],
-            )
-            .map(|_| ())
-            .map_err(|e| self.error(e))
+        self.with(|b| b.start_run(row))
     }
 
     /// Runs, newest first.
     pub fn runs(&self) -> Result<Vec<RunRow>, JournalError> {
-        let mut statement = self
-            .conn
-            .prepare("SELECT run_id, playbook, inventory, playbook_sha256, inventory_sha256, options, started_at, finished_at, status FROM runs ORDER BY started_at DESC, rowid DESC")
-            .map_err(|e| self.error(e))?;
-        let rows = statement
-            .query_map([], run_row)
-            .map_err(|e| self.error(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.error(e))?;
-        Ok(rows)
+        self.with(|b| b.runs())
     }
 
     pub fn run(&self, run_id: &str) -> Result<RunRow, JournalError> {
-        self.conn
-            .query_row(
-                "SELECT run_id, playbook, inventory, playbook_sha256, inventory_sha256, options, started_at, finished_at, status FROM runs WHERE run_id = ?1",
-                [run_id],
-                run_row,
-            )
-            .optional()
-            .map_err(|e| self.error(e))?
-            .ok_or_else(|| self.error(format!("no run {run_id}; `orchestrate status` lists the runs")))
+        self.with(|b| b.run(run_id))?.ok_or_else(|| {
+            self.error(format!(
+                "no run {run_id}; `orchestrate status` lists the runs"
+            ))
+        })
     }
 
     /// Every event of a run in order, with its time.
     pub fn events(&self, run_id: &str) -> Result<Vec<(String, Event)>, JournalError> {
-        let mut statement = self
-            .conn
-            .prepare("SELECT time, data FROM events WHERE run_id = ?1 ORDER BY seq")
-            .map_err(|e| self.error(e))?;
-        let rows = statement
-            .query_map([run_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        let rows = self.with(|b| b.events(run_id))?;
+        rows.into_iter()
+            .map(|(time, data)| {
+                let event: Event = serde_json::from_str(&data).map_err(|e| {
+                    self.error(format!(
+                        "an event cannot be read ({e}); was it written by a newer orchestrate?"
+                    ))
+                })?;
+                Ok((time, event))
             })
-            .map_err(|e| self.error(e))?;
-        let mut events = Vec::new();
-        for row in rows {
-            let (time, data) = row.map_err(|e| self.error(e))?;
-            let event: Event = serde_json::from_str(&data).map_err(|e| {
-                self.error(format!(
-                    "an event cannot be read ({e}); was it written by a newer orchestrate?"
-                ))
-            })?;
-            events.push((time, event));
-        }
-        Ok(events)
+            .collect()
     }
 
-    fn next_seq(&self, run_id: &str) -> Result<i64, JournalError> {
-        self.conn
-            .query_row(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1",
-                [run_id],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.error(e))
+    /// Commits one event of run `run_id`.
+    pub fn append(&self, run_id: &str, time: &str, event: &Event) -> Result<(), JournalError> {
+        self.with(|b| b.append(run_id, time, event))
+    }
+
+    /// A lease store on this journal, on a connection of its own.
+    pub fn leases(&self) -> Result<Box<dyn LeaseStore>, LeaseError> {
+        self.backend
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .leases()
     }
 
     /// An observer that appends the events of run `run_id` to this journal.
@@ -264,195 +244,51 @@ impl Journal {
         run_id: &str,
         stop: tokio_util::sync::CancellationToken,
     ) -> Result<JournalWriter, JournalError> {
-        let seq = self.next_seq(run_id)?;
         Ok(JournalWriter {
             journal: self,
             run_id: run_id.to_string(),
-            seq,
             failed: false,
             stop,
+            keep: |_| true,
         })
     }
-
-    fn record(
-        &mut self,
-        run_id: &str,
-        seq: i64,
-        time: &str,
-        event: &Event,
-    ) -> Result<(), rusqlite::Error> {
-        let data = serde_json::to_string(event).unwrap_or_default();
-        let kind = serde_json::to_value(event)
-            .ok()
-            .and_then(|v| v.get("event").and_then(|k| k.as_str()).map(str::to_string))
-            .unwrap_or_default();
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO events (run_id, seq, time, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![run_id, seq, time, kind, data],
-        )?;
-        match event {
-            Event::HostStarted { client, host, wave } => {
-                upsert_host(
-                    &tx,
-                    run_id,
-                    client,
-                    host,
-                    Some(*wave),
-                    "running",
-                    None,
-                    None,
-                    time,
-                )?;
-            }
-            Event::HostFinished {
-                client,
-                host,
-                status,
-                error,
-                protection_gap_ms,
-            } => {
-                upsert_host(
-                    &tx,
-                    run_id,
-                    client,
-                    host,
-                    None,
-                    status.as_str(),
-                    error.as_deref(),
-                    *protection_gap_ms,
-                    time,
-                )?;
-            }
-            Event::HostNotStarted {
-                client,
-                host,
-                reason,
-            } => {
-                upsert_host(
-                    &tx,
-                    run_id,
-                    client,
-                    host,
-                    None,
-                    "not_started",
-                    Some(reason),
-                    None,
-                    time,
-                )?;
-            }
-            Event::StepFinished { host, step, .. } => {
-                tx.execute(
-                    "INSERT INTO steps (run_id, host, idx, phase, name, status, exit_code, attempts, duration_ms, detail, stdout, stderr, finished_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                    params![
-                        run_id,
-                        host,
-                        step.index as i64,
-                        step.phase,
-                        step.name,
-                        name_of(&step.status),
-                        step.exit_code,
-                        step.attempts,
-                        step.duration_ms as i64,
-                        step.detail,
-                        step.stdout,
-                        step.stderr,
-                        time
-                    ],
-                )?;
-            }
-            Event::RollbackStepFinished { host, step, .. } => {
-                tx.execute(
-                    "INSERT INTO rollbacks (run_id, host, name, status, exit_code, detail, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![run_id, host, step.name, name_of(&step.status), step.exit_code, step.detail, time],
-                )?;
-            }
-            Event::RunResumed { .. } => {
-                tx.execute(
-                    "UPDATE runs SET finished_at = NULL, status = NULL WHERE run_id = ?1",
-                    [run_id],
-                )?;
-            }
-            Event::RunFinished {
-                status,
-                finished_at,
-            } => {
-                tx.execute(
-                    "UPDATE runs SET finished_at = ?2, status = ?3 WHERE run_id = ?1",
-                    params![run_id, finished_at, name_of(status)],
-                )?;
-            }
-            _ => {}
-        }
-        tx.commit()
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn upsert_host(
-    tx: &rusqlite::Transaction<'_>,
-    run_id: &str,
-    client: &str,
-    host: &str,
-    wave: Option<usize>,
-    status: &str,
-    error: Option<&str>,
-    gap: Option<u64>,
-    time: &str,
-) -> Result<(), rusqlite::Error> {
-    tx.execute(
-        "INSERT INTO hosts (run_id, client, host, wave, status, error, protection_gap_ms, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (run_id, host) DO UPDATE SET
-            wave = COALESCE(excluded.wave, hosts.wave), status = excluded.status,
-            error = excluded.error, protection_gap_ms = excluded.protection_gap_ms,
-            updated_at = excluded.updated_at",
-        params![run_id, client, host, wave.map(|w| w as i64), status, error, gap.map(|g| g as i64), time],
-    )
-    .map(|_| ())
-}
-
-fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
-    Ok(RunRow {
-        run_id: r.get(0)?,
-        playbook: r.get(1)?,
-        inventory: r.get(2)?,
-        playbook_sha256: r.get(3)?,
-        inventory_sha256: r.get(4)?,
-        options: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
-        started_at: r.get(6)?,
-        finished_at: r.get(7)?,
-        status: r.get(8)?,
-    })
 }
 
 /// Appends a run's events to the journal as they happen.
 pub struct JournalWriter {
     journal: Journal,
     run_id: String,
-    seq: i64,
     failed: bool,
     stop: tokio_util::sync::CancellationToken,
+    /// Which events are journaled (a worker leaves the run's own start and
+    /// end to the queue: it runs one client of many).
+    keep: fn(&Event) -> bool,
+}
+
+impl JournalWriter {
+    /// Journals only the events `keep` accepts.
+    pub fn keeping(mut self, keep: fn(&Event) -> bool) -> JournalWriter {
+        self.keep = keep;
+        self
+    }
 }
 
 impl Observer for JournalWriter {
     fn on_event(&mut self, at: chrono::DateTime<chrono::Utc>, event: &Event) {
+        if !(self.keep)(event) {
+            return;
+        }
         let time = crate::run::timestamp(at);
-        match self.journal.record(&self.run_id, self.seq, &time, event) {
-            Ok(()) => self.seq += 1,
-            Err(e) => {
-                if !self.failed {
-                    // Said once, loudly: without a journal, resume cannot
-                    // know where hosts stand.
-                    tracing::error!(
-                        "cannot write the journal {}: {e}; stopping as after Ctrl-C (running steps finish, half-done hosts are rolled back), since nothing more could be resumed",
-                        self.journal.path.display()
-                    );
-                    self.failed = true;
-                    self.stop.cancel();
-                }
-            }
+        if let Err(e) = self.journal.append(&self.run_id, &time, event)
+            && !self.failed
+        {
+            // Said once, loudly: without a journal, resume cannot know
+            // where hosts stand.
+            tracing::error!(
+                "cannot write the {e}; stopping as after Ctrl-C (running steps finish, half-done hosts are rolled back), since nothing more could be resumed"
+            );
+            self.failed = true;
+            self.stop.cancel();
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct Client {
     pub failure_budget: Option<Size>,
     pub pause_between_waves: Option<Pause>,
     pub concurrency: Option<usize>,
+    /// Only workers started with this `--site` take the client.
+    pub site: Option<String>,
     pub vars: Vars,
     pub os: Option<Os>,
     pub hosts: Vec<Host>,
@@ -285,6 +287,10 @@ struct ClientDoc {
     pause_between_waves: Option<Pause>,
     #[serde(default)]
     concurrency: Option<u32>,
+    /// Only `orchestrate worker --site NAME` takes this client's work
+    /// (a queued run): the machine at the client's site.
+    #[serde(default)]
+    site: Option<String>,
     #[serde(default)]
     #[schemars(with = "Option<Vec<HostDoc>>")]
     hosts: Option<Spanned<Vec<Spanned<HostDoc>>>>,
@@ -458,6 +464,7 @@ pub fn parse_inventory(source: SourceFile) -> Result<Inventory, InputErrors> {
             failure_budget: c.failure_budget,
             pause_between_waves: c.pause_between_waves,
             concurrency: c.concurrency.map(|n| n as usize),
+            site: c.site,
             vars: c.vars,
             os: c.os,
             hosts,

@@ -311,6 +311,7 @@ fn plan_client(
             .concurrency
             .or(playbook.concurrency)
             .unwrap_or(DEFAULT_CONCURRENCY),
+        site: client.site.clone(),
         hosts: host_plans,
     })
 }

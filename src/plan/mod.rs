@@ -66,6 +66,8 @@ pub struct ClientPlan {
     pub pause_between_waves: Pause,
     /// Hosts of this client at once.
     pub concurrency: usize,
+    /// Only workers of this site take the client (`site:` in the inventory).
+    pub site: Option<String>,
 }
 
 impl ClientPlan {

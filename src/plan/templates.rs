@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tera::{Context, Kwargs, State, Tera, Value};
 
-use super::glob::glob_regex;
+use super::glob::{glob_regex, mdatp_folder};
 use super::redact::SecretFilter;
 use super::secrets::SecretStore;
 use super::template_secrets::{
@@ -89,6 +89,10 @@ impl Templates {
         });
         tera.register_filter("glob_regex", |v: Value, _: Kwargs, _: &State| {
             scalar_text(&v).map(|s| glob_regex(&s))
+        });
+        // "" where mdatp cannot express the mask: the playbook says so.
+        tera.register_filter("mdatp_folder", |v: Value, _: Kwargs, _: &State| {
+            scalar_text(&v).map(|s| mdatp_folder(&s).unwrap_or_default())
         });
         let store = Arc::clone(&secrets);
         tera.register_filter("json", move |v: Value, _: Kwargs, _: &State| {

@@ -109,35 +109,13 @@ pub async fn execute(
             },
         );
     } else {
-        events.emit_at(
-            started,
-            Event::RunStarted {
-                run_id: options.run_id.clone(),
-                playbook: plan.playbook_path.display().to_string(),
-                inventory: plan.inventory_path.display().to_string(),
-                started_at: timestamp(started),
-                check: options.check,
-                rehearsal: options.rehearsal,
-                clients: plan
-                    .clients
-                    .iter()
-                    .map(|c| events::ClientInfo {
-                        name: c.name.clone(),
-                        waves: c.waves.clone(),
-                        allowed_failures: c.allowed_failures,
-                        hosts: c
-                            .hosts
-                            .iter()
-                            .map(|h| events::HostInfo {
-                                name: h.name.clone(),
-                                wave: h.wave,
-                                skipped: h.skipped.clone(),
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-            },
-        );
+        events.emit_at(started, {
+            let mut event = run_started(&plan, &options.run_id, options.check, started);
+            if let Event::RunStarted { rehearsal, .. } = &mut event {
+                *rehearsal = options.rehearsal;
+            }
+            event
+        });
     }
     let scheduler = Arc::new(scheduler::Scheduler {
         resume: options.resume.map(Arc::new),
@@ -180,7 +158,45 @@ pub async fn execute(
     RunOutcome { status }
 }
 
-fn run_status(clients: &[(String, ClientStatus)]) -> RunStatus {
+/// The `RunStarted` event of `plan`: every client, its waves and hosts.
+/// Also what `run --queue` journals for the workers that run it.
+pub fn run_started(
+    plan: &Plan,
+    run_id: &str,
+    check: bool,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Event {
+    Event::RunStarted {
+        run_id: run_id.to_string(),
+        playbook: plan.playbook_path.display().to_string(),
+        inventory: plan.inventory_path.display().to_string(),
+        started_at: timestamp(started),
+        check,
+        rehearsal: false,
+        clients: plan
+            .clients
+            .iter()
+            .map(|c| events::ClientInfo {
+                name: c.name.clone(),
+                waves: c.waves.clone(),
+                allowed_failures: c.allowed_failures,
+                hosts: c
+                    .hosts
+                    .iter()
+                    .map(|h| events::HostInfo {
+                        name: h.name.clone(),
+                        wave: h.wave,
+                        skipped: h.skipped.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// A run's status from its clients' statuses (a rollback that failed
+/// outranks it: see [`execute`]).
+pub fn run_status(clients: &[(String, ClientStatus)]) -> RunStatus {
     let any = |s: ClientStatus| clients.iter().any(|(_, c)| *c == s);
     if any(ClientStatus::Interrupted) {
         RunStatus::Interrupted

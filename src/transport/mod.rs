@@ -16,6 +16,7 @@
 pub mod atomic_upload;
 pub mod local;
 pub mod output;
+pub mod script_args;
 pub mod ssh;
 pub mod sudo;
 pub mod upload;
@@ -410,6 +411,9 @@ pub trait Session: Send + Sync {
 pub struct Leftovers {
     /// Markers of commands whose end was not seen (see `ssh::exec`).
     pub commands: Vec<String>,
+    /// Those of [`Leftovers::commands`] that ran as the become user: only
+    /// that user (through sudo again) can kill them.
+    pub r#become: Vec<String>,
     /// Commands whose end was not seen that carry no marker to find them by.
     pub unmarked: usize,
     /// Temporary files of uploads that did not finish.

@@ -32,6 +32,9 @@ pub struct UploadSource {
     len: u64,
     modified: Option<SystemTime>,
     sha256: [u8; 32],
+    /// Contents made for one host (a script with its arguments inside, see
+    /// `script_args`), sent from memory instead of from `path`.
+    memory: Option<Arc<[u8]>>,
 }
 
 impl UploadSource {
@@ -59,7 +62,19 @@ impl UploadSource {
             len,
             modified: meta.modified().ok(),
             sha256: hasher.finalize().into(),
+            memory: None,
         })
+    }
+
+    /// `contents`, made from the file at `path` for one upload, sent from memory.
+    pub fn in_memory(path: &Path, contents: Vec<u8>) -> UploadSource {
+        UploadSource {
+            path: path.to_path_buf(),
+            len: contents.len() as u64,
+            modified: None,
+            sha256: Sha256::digest(&contents).into(),
+            memory: Some(contents.into()),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -86,10 +101,13 @@ impl UploadSource {
 
     /// Opens the file for one host's copy.
     pub async fn open(&self) -> std::io::Result<SourceReader> {
-        let file = tokio::fs::File::open(&self.path).await?;
+        let from = match &self.memory {
+            Some(contents) => Origin::Memory(contents.clone()),
+            None => Origin::File(tokio::fs::File::open(&self.path).await?),
+        };
         Ok(SourceReader {
             source: self.clone(),
-            file,
+            from,
             read: 0,
             buf: vec![0u8; CHUNK],
         })
@@ -108,9 +126,15 @@ impl UploadSource {
 /// One host's pass over an [`UploadSource`].
 pub struct SourceReader {
     source: UploadSource,
-    file: tokio::fs::File,
+    from: Origin,
     read: u64,
     buf: Vec<u8>,
+}
+
+/// Where a [`SourceReader`] reads.
+enum Origin {
+    File(tokio::fs::File),
+    Memory(Arc<[u8]>),
 }
 
 impl SourceReader {
@@ -118,9 +142,18 @@ impl SourceReader {
     /// the end, once the file is known to be the one hashed.
     pub async fn next_chunk_of(&mut self, max: usize) -> std::io::Result<Option<&[u8]>> {
         let want = max.min(CHUNK);
+        let file = match &mut self.from {
+            Origin::File(file) => file,
+            Origin::Memory(contents) => {
+                let at = self.read as usize;
+                let end = (at + want).min(contents.len());
+                self.read = end as u64;
+                return Ok((end > at).then(|| &contents[at..end]));
+            }
+        };
         let mut filled = 0;
         while filled < want {
-            let n = self.file.read(&mut self.buf[filled..want]).await?;
+            let n = file.read(&mut self.buf[filled..want]).await?;
             if n == 0 {
                 break;
             }
@@ -128,12 +161,12 @@ impl SourceReader {
         }
         self.read += filled as u64;
         if self.read > self.source.len {
-            return Err(self.changed());
+            return Err(changed(&self.source));
         }
         if filled == 0 {
-            let meta = self.file.metadata().await?;
+            let meta = file.metadata().await?;
             if self.read != self.source.len || !self.source.unchanged(&meta) {
-                return Err(self.changed());
+                return Err(changed(&self.source));
             }
             return Ok(None);
         }
@@ -143,15 +176,16 @@ impl SourceReader {
     pub async fn next_chunk(&mut self) -> std::io::Result<Option<&[u8]>> {
         self.next_chunk_of(CHUNK).await
     }
+}
 
-    fn changed(&self) -> std::io::Error {
-        std::io::Error::other(format!(
-            "{} changed while it was being uploaded (it had {} bytes, SHA-256 {})",
-            self.source.path.display(),
-            self.source.len,
-            self.source.sha256_hex()
-        ))
-    }
+/// The error of a file that is no longer what was hashed.
+fn changed(source: &UploadSource) -> std::io::Error {
+    std::io::Error::other(format!(
+        "{} changed while it was being uploaded (it had {} bytes, SHA-256 {})",
+        source.path.display(),
+        source.len,
+        source.sha256_hex()
+    ))
 }
 
 /// The files of a run's uploads, each hashed once for all hosts.
@@ -213,6 +247,16 @@ mod tests {
         let (_dir, path, body) = file_of(CHUNK * 2 + 17);
         let source = UploadSources::default().get(&path).await.unwrap();
         assert_eq!(source.len(), body.len() as u64);
+        assert_eq!(source.sha256_hex(), hex::encode(Sha256::digest(&body)));
+        let mut copy = Vec::new();
+        source.copy_to(&mut copy).await.unwrap();
+        assert_eq!(copy, body);
+    }
+
+    #[tokio::test]
+    async fn contents_in_memory_are_sent_in_chunks_with_their_hash() {
+        let body: Vec<u8> = (0..CHUNK + 5).map(|i| (i % 7) as u8).collect();
+        let source = UploadSource::in_memory(Path::new("made.sh"), body.clone());
         assert_eq!(source.sha256_hex(), hex::encode(Sha256::digest(&body)));
         let mut copy = Vec::new();
         source.copy_to(&mut copy).await.unwrap();

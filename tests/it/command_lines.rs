@@ -2,7 +2,9 @@
 //! by every user of the machine (`/proc/PID/cmdline`, `ps`), so a run over
 //! local hosts and over real sshd (whose endpoint processes run on this
 //! machine too) is watched by a sampler that reads every process's command
-//! line many times a second, and no form of a secret may show up there.
+//! line many times a second, and no form of a secret may show up there:
+//! not from a step's script, not from a `script` step's arguments. Over
+//! WinRM, the endpoint's record of every command line is searched.
 //! Also: the local transport's temporary files are not where another user
 //! could plant a symlink.
 
@@ -117,10 +119,22 @@ phases:
           test -n "$token" && echo used
       - name: a second step
         run: "sleep 0.3; echo {{ secret(name=\"CMDLINE_TEST_SECRET\") }} | wc -c"
+      - name: a script with the secret as its argument
+        script:
+          src: args.sh
+          args: ['{{ secret(name="CMDLINE_TEST_SECRET") }}', "two words"]
 "#;
+
+/// The `script` step's script: it fails unless it got both arguments.
+fn args_script() -> String {
+    format!(
+        "#!/bin/sh\nsleep 0.4\ntest \"$#|$1|$2\" = '2|{SECRET}|two words' || {{ echo \"got: $*\" >&2; exit 1; }}\n"
+    )
+}
 
 fn run_watched(scratch: &Scratch) -> (harness::Run, BTreeSet<String>) {
     scratch.write("playbook.yml", PLAYBOOK);
+    scratch.write("args.sh", &args_script());
     let sampler = CmdlineSampler::start();
     let run = scratch.orchestrate_env(
         &[
@@ -154,6 +168,8 @@ fn no_secret_on_any_command_line_over_local_hosts() {
         seen.iter().any(|l| l.starts_with("sh -c IFS= read")),
         "{seen:?}"
     );
+    // The script ran with its arguments inside its copy, none after it.
+    assert!(seen.iter().any(|l| l.ends_with("-args.sh")), "{seen:?}");
     assert_never_on_a_command_line(&seen, SECRET);
 }
 
@@ -177,7 +193,72 @@ fn no_secret_on_any_command_line_over_ssh() {
             .any(|l| l.starts_with("/bin/sh -c IFS= read") && l.ends_with("-end")),
         "{seen:?}"
     );
+    assert!(seen.iter().any(|l| l.ends_with("-args.sh")), "{seen:?}");
     assert_never_on_a_command_line(&seen, SECRET);
+}
+
+/// Over WinRM the script goes by Send to the stdin of a fixed command
+/// line: the endpoint's log of what each command was started with (what a
+/// Windows host's process list and process-creation events would show)
+/// never holds the secret, for `powershell` and `cmd` steps and a `script`
+/// step's arguments, while the scripts that came by Send do.
+#[test]
+fn no_secret_on_any_endpoint_command_line_over_winrm() {
+    use crate::windows_fleet::{Fleet, WINRM_PASSWORD, entry};
+    let fleet = Fleet::start(
+        &["w1"],
+        &[
+            entry("step", "^\\$token = ", "used\r\n", 0),
+            entry("script", "^& '", "ran\r\n", 0),
+        ],
+    );
+    fleet.inventory("acme", "[1]", "0", "{}");
+    let scratch = &fleet.scratch;
+    scratch.write("step.ps1", "param($Token)\nWrite-Output $Token.Length\n");
+    scratch.write(
+        "playbook.yml",
+        r#"name: secret in Windows steps
+phases:
+  - name: p
+    steps:
+      - name: powershell
+        powershell: |
+          $token = '{{ secret(name="CMDLINE_TEST_SECRET") }}'
+          Write-Output used
+      - name: cmd
+        cmd: echo {{ secret(name="CMDLINE_TEST_SECRET") }} > NUL
+      - name: script
+        script: { src: step.ps1, args: ['{{ secret(name="CMDLINE_TEST_SECRET") }}'] }
+"#,
+    );
+    let run = scratch.orchestrate_env(
+        &["run", "playbook.yml", "-i", "inventory.yml", "--yes"],
+        &[
+            ("WINRM_PASSWORD", WINRM_PASSWORD),
+            ("CMDLINE_TEST_SECRET", SECRET),
+        ],
+    );
+    run.expect_code(0);
+    let received = fleet.received();
+    let kinds: Vec<&str> = received.iter().map(|r| r.kind.as_str()).collect();
+    // Each step's script reached the host, the secret in it, by Send.
+    for kind in ["powershell", "cmd"] {
+        assert!(
+            received
+                .iter()
+                .any(|r| r.kind == kind && r.script.contains(SECRET)),
+            "{kind}: {kinds:?}"
+        );
+    }
+    assert!(
+        received
+            .iter()
+            .any(|r| r.script.starts_with("& '") && r.script.contains(SECRET)),
+        "{received:?}"
+    );
+    let lines: BTreeSet<String> = received.iter().map(|r| r.command_line.clone()).collect();
+    assert!(lines.iter().all(|l| !l.is_empty()), "{lines:?}");
+    assert_never_on_a_command_line(&lines, SECRET);
 }
 
 /// The old temporary name was `$TMPDIR/orchestrate-PID-HOST-NAME`: anyone

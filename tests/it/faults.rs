@@ -253,6 +253,62 @@ fn a_command_cut_off_by_a_broken_connection_is_killed_before_the_rollback() {
     journal_agrees(scratch, &report);
 }
 
+/// The same cut, of a step that runs as root through sudo: the login user
+/// cannot kill it, so the new connection kills it through sudo too, and
+/// only then rolls back.
+#[test]
+fn a_become_command_cut_off_by_a_broken_connection_is_killed_through_sudo() {
+    let rig = rig(0);
+    let (marks, scratch, proxy) = (&rig.marks, &rig.scratch, &rig.proxy);
+    let password = rig
+        .env
+        .password()
+        .expect("the test user's password (run as root)");
+    rig.write(CUT_MID_COMMAND, "5s");
+    let inventory = std::fs::read_to_string(scratch.path().join("inventory.yml")).unwrap();
+    scratch.write(
+        "inventory.yml",
+        &inventory.replacen(
+            "defaults:\n",
+            "defaults:\n  become: { method: sudo, password_secret: BECOME_TEST_PW }\n",
+            1,
+        ),
+    );
+    let playbook = std::fs::read_to_string(scratch.path().join("playbook.yml")).unwrap();
+    scratch.write(
+        "playbook.yml",
+        &playbook.replacen("name: faults\n", "name: faults\nbecome: true\n", 1),
+    );
+    let mut child = scratch
+        .command(RUN)
+        .env("BECOME_TEST_PW", &password)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("h01's step to start", || marks.join("h01.started").exists());
+    let started = Instant::now();
+    proxy.cut();
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+
+    sleep_past(started, Duration::from_secs(4));
+    assert!(
+        !marks.join("h01.uninstalled").exists(),
+        "the cut root command went on after the rollback"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let reinstalled = std::fs::metadata(marks.join("h01.reinstalled")).expect("the rollback ran");
+    assert_eq!(reinstalled.uid(), 0, "the rollback ran as root");
+    let report = report(scratch);
+    let h01 = host(&report, "h01");
+    assert_eq!(h01["status"], "failed", "{h01}");
+    assert_eq!(
+        rollback_of(&report, "h01"),
+        [("reinstall the product".into(), "ok".into())]
+    );
+    journal_agrees(scratch, &report);
+}
+
 const ONE_STEP: &str = r#"phases:
   - name: p
     steps:

@@ -4,16 +4,18 @@
 //! Every host is a `local` host whose steps append their name to a file in
 //! the host's own folder, so the tests can count how often each step really
 //! ran, across the killed run and its resumption.
+//!
+//! Each test runs twice, on a SQLite journal and on a PostgreSQL one
+//! (`name::sqlite`, `name::postgres`): the same guarantees on both.
 
 use crate::harness;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::journals::Journal;
 use harness::{Scratch, ctrl_c, wait_for};
 use serde_json::Value;
-
-const STATE: &str = ".orchestrate/state.db";
 
 fn fleet(scratch: &Scratch, hosts: usize) {
     let mut text = String::from("clients:\n  acme:\n    hosts:\n");
@@ -85,9 +87,9 @@ fn hosts_running_remove(scratch: &Scratch, count: usize) -> usize {
 }
 
 /// The one run in the journal.
-fn only_run_id(scratch: &Scratch) -> String {
+fn only_run_id(scratch: &Scratch, state: &str) -> String {
     let runs = scratch
-        .orchestrate(&["status", "--state", STATE, "--format", "json"])
+        .orchestrate(&["status", "--state", state, "--format", "json"])
         .expect_code(0)
         .json();
     assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
@@ -116,12 +118,19 @@ fn counts(lines: &[String]) -> BTreeMap<String, usize> {
     counts
 }
 
-#[test]
-fn a_run_killed_mid_wave_resumes_without_repeating_a_completed_step() {
-    let scratch = Scratch::new();
+fn a_run_killed_mid_wave_resumes_without_repeating_a_completed_step(journal: &Journal) {
+    let scratch = journal.scratch();
+    let state = journal.state();
     fleet(&scratch, 7);
     scratch.write("playbook.yml", &playbook("1", ""));
-    let mut child = scratch.spawn(&["run", "playbook.yml", "-i", "inventory.yml"]);
+    let mut child = scratch.spawn(&[
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--state",
+        state,
+    ]);
     // Wave 2 (h02..h04) is in its slow step: kill the controller outright.
     wait_for("wave 2 to be mid-way", || {
         hosts_running_remove(&scratch, 7) >= 3
@@ -138,9 +147,9 @@ fn a_run_killed_mid_wave_resumes_without_repeating_a_completed_step() {
     // Commands already running on the hosts go on without the controller;
     // let them end, as they would on real endpoints.
     std::thread::sleep(Duration::from_millis(1200));
-    let run_id = only_run_id(&scratch);
+    let run_id = only_run_id(&scratch, state);
 
-    let status = scratch.orchestrate(&["status", &run_id, "--state", STATE]);
+    let status = scratch.orchestrate(&["status", &run_id, "--state", state]);
     status.expect_code(0);
     assert!(status.stdout.contains("unfinished"), "{}", status.stdout);
 
@@ -148,7 +157,7 @@ fn a_run_killed_mid_wave_resumes_without_repeating_a_completed_step() {
         "resume",
         &run_id,
         "--state",
-        STATE,
+        state,
         "--report-json",
         "report.json",
     ]);
@@ -203,37 +212,44 @@ fn a_run_killed_mid_wave_resumes_without_repeating_a_completed_step() {
     // The run is now finished in the journal; the report from the journal
     // says the same as the one written at the end of the run.
     let from_journal = scratch
-        .orchestrate(&["report", &run_id, "--format", "json", "--state", STATE])
+        .orchestrate(&["report", &run_id, "--format", "json", "--state", state])
         .expect_code(0)
         .json();
     assert_eq!(from_journal["status"], "succeeded");
     assert_eq!(statuses(&from_journal), statuses(&report));
     let runs = scratch
-        .orchestrate(&["status", "--state", STATE, "--format", "json"])
+        .orchestrate(&["status", "--state", state, "--format", "json"])
         .expect_code(0)
         .json();
     assert_eq!(runs[0]["status"], "succeeded");
     assert!(runs[0]["finished_at"].is_string());
 }
 
-#[test]
-fn a_run_stopped_with_ctrl_c_resumes_to_the_end() {
-    let scratch = Scratch::new();
+fn a_run_stopped_with_ctrl_c_resumes_to_the_end(journal: &Journal) {
+    let scratch = journal.scratch();
+    let state = journal.state();
     fleet(&scratch, 7);
     scratch.write("playbook.yml", &playbook("1", ""));
-    let mut child = scratch.spawn(&["run", "playbook.yml", "-i", "inventory.yml"]);
+    let mut child = scratch.spawn(&[
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--state",
+        state,
+    ]);
     wait_for("wave 2 to be mid-way", || {
         hosts_running_remove(&scratch, 7) >= 3
     });
     ctrl_c(&child);
     assert_eq!(child.wait().unwrap().code(), Some(130));
-    let run_id = only_run_id(&scratch);
+    let run_id = only_run_id(&scratch, state);
     let before: BTreeMap<String, Vec<String>> = (1..=7)
         .map(|i| format!("h{i:02}"))
         .map(|h| (h.clone(), log_of(&scratch, &h)))
         .collect();
 
-    let resumed = scratch.orchestrate(&["resume", &run_id, "--state", STATE, "--format", "json"]);
+    let resumed = scratch.orchestrate(&["resume", &run_id, "--state", state, "--format", "json"]);
     resumed.expect_code(0);
     let report = resumed.json();
     assert!(
@@ -270,9 +286,9 @@ fn a_run_stopped_with_ctrl_c_resumes_to_the_end() {
     }
 }
 
-#[test]
-fn a_halted_client_resumes_after_the_operator_fixes_the_cause() {
-    let scratch = Scratch::new();
+fn a_halted_client_resumes_after_the_operator_fixes_the_cause(journal: &Journal) {
+    let scratch = journal.scratch();
+    let state = journal.state();
     fleet(&scratch, 5);
     // Host 3 cannot install until the operator creates a `fixed` file.
     let fixed = scratch.path().join("fixed");
@@ -283,11 +299,18 @@ fn a_halted_client_resumes_after_the_operator_fixes_the_cause() {
             &format!("; [ {{{{ n }}}} != 3 ] || [ -e {} ]", fixed.display()),
         ),
     );
-    let first = scratch.orchestrate(&["run", "playbook.yml", "-i", "inventory.yml"]);
+    let first = scratch.orchestrate(&[
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--state",
+        state,
+    ]);
     first.expect_code(1);
-    let run_id = only_run_id(&scratch);
+    let run_id = only_run_id(&scratch, state);
     let status = scratch
-        .orchestrate(&["status", &run_id, "--state", STATE, "--format", "json"])
+        .orchestrate(&["status", &run_id, "--state", state, "--format", "json"])
         .expect_code(0)
         .json();
     assert_eq!(status["clients"][0]["status"], "halted");
@@ -306,7 +329,7 @@ fn a_halted_client_resumes_after_the_operator_fixes_the_cause() {
     );
 
     std::fs::write(&fixed, "").unwrap();
-    let resumed = scratch.orchestrate(&["resume", &run_id, "--state", STATE, "--format", "json"]);
+    let resumed = scratch.orchestrate(&["resume", &run_id, "--state", state, "--format", "json"]);
     resumed.expect_code(0);
     assert!(statuses(&resumed.json()).values().all(|s| s == "succeeded"));
     assert_eq!(
@@ -333,17 +356,24 @@ fn a_halted_client_resumes_after_the_operator_fixes_the_cause() {
     );
 }
 
-#[test]
-fn resume_refuses_a_changed_playbook_unless_forced() {
-    let scratch = Scratch::new();
+fn resume_refuses_a_changed_playbook_unless_forced(journal: &Journal) {
+    let scratch = journal.scratch();
+    let state = journal.state();
     fleet(&scratch, 2);
     scratch.write("playbook.yml", &playbook("0", "; exit 1"));
     scratch
-        .orchestrate(&["run", "playbook.yml", "-i", "inventory.yml"])
+        .orchestrate(&[
+            "run",
+            "playbook.yml",
+            "-i",
+            "inventory.yml",
+            "--state",
+            state,
+        ])
         .expect_code(1);
-    let run_id = only_run_id(&scratch);
+    let run_id = only_run_id(&scratch, state);
     scratch.write("playbook.yml", &playbook("0", ""));
-    let refused = scratch.orchestrate(&["resume", &run_id, "--state", STATE]);
+    let refused = scratch.orchestrate(&["resume", &run_id, "--state", state]);
     refused.expect_code(2);
     assert!(
         refused.stderr.contains("the playbook") && refused.stderr.contains("changed since run"),
@@ -353,7 +383,7 @@ fn resume_refuses_a_changed_playbook_unless_forced() {
     assert!(refused.stderr.contains("--force"), "{}", refused.stderr);
     assert_eq!(log_of(&scratch, "h02"), Vec::<String>::new(), "nothing ran");
 
-    let forced = scratch.orchestrate(&["resume", &run_id, "--state", STATE, "--force"]);
+    let forced = scratch.orchestrate(&["resume", &run_id, "--state", state, "--force"]);
     forced.expect_code(0);
     assert!(
         forced.stderr.contains("warning: the playbook"),
@@ -362,9 +392,9 @@ fn resume_refuses_a_changed_playbook_unless_forced() {
     );
 }
 
-#[test]
-fn the_journal_holds_no_secret_and_lists_runs_newest_first() {
-    let scratch = Scratch::new();
+fn the_journal_holds_no_secret_and_lists_runs_newest_first(journal: &Journal) {
+    let scratch = journal.scratch();
+    let state = journal.state();
     fleet(&scratch, 1);
     scratch.write(
         "playbook.yml",
@@ -373,18 +403,23 @@ fn the_journal_holds_no_secret_and_lists_runs_newest_first() {
     for _ in 0..2 {
         scratch
             .orchestrate_env(
-                &["run", "playbook.yml", "-i", "inventory.yml"],
+                &[
+                    "run",
+                    "playbook.yml",
+                    "-i",
+                    "inventory.yml",
+                    "--state",
+                    state,
+                ],
                 &[("JOURNAL_TEST_PW", "hunter2-journal")],
             )
             .expect_code(0);
     }
-    let db = std::fs::read(scratch.path().join(STATE)).unwrap();
-    let wal = std::fs::read(scratch.path().join(".orchestrate/state.db-wal")).unwrap_or_default();
-    for bytes in [&db, &wal] {
-        assert!(!String::from_utf8_lossy(bytes).contains("hunter2-journal"));
-    }
+    let contents = journal.contents(&scratch);
+    assert!(contents.contains("password=***"), "the step is journaled");
+    assert!(!contents.contains("hunter2-journal"));
     let runs = scratch
-        .orchestrate(&["status", "--state", STATE, "--format", "json"])
+        .orchestrate(&["status", "--state", state, "--format", "json"])
         .expect_code(0)
         .json();
     let runs = runs.as_array().unwrap();
@@ -396,7 +431,7 @@ fn the_journal_holds_no_secret_and_lists_runs_newest_first() {
     for key in ["run_id", "playbook", "status", "started_at", "finished_at"] {
         assert!(runs[0].get(key).is_some(), "{key}");
     }
-    let human = scratch.orchestrate(&["status", "--state", STATE]);
+    let human = scratch.orchestrate(&["status", "--state", state]);
     human.expect_code(0);
     assert!(human.stdout.contains(runs[0]["run_id"].as_str().unwrap()));
     let report = scratch.orchestrate(&[
@@ -405,24 +440,33 @@ fn the_journal_holds_no_secret_and_lists_runs_newest_first() {
         "--format",
         "json",
         "--state",
-        STATE,
+        state,
     ]);
     report.expect_code(0);
     assert!(report.stdout.contains("password=***"), "{}", report.stdout);
 }
 
-#[test]
-fn status_and_report_explain_a_missing_journal_or_run() {
-    let scratch = Scratch::new();
-    let run = scratch.orchestrate(&["status"]);
-    run.expect_code(2);
-    assert!(run.stderr.contains("no journal here"), "{}", run.stderr);
+fn status_and_report_explain_a_missing_journal_or_run(journal: &Journal) {
+    let scratch = journal.scratch();
+    let state = journal.state();
+    if journal.is_sqlite() {
+        let run = scratch.orchestrate(&["status"]);
+        run.expect_code(2);
+        assert!(run.stderr.contains("no journal here"), "{}", run.stderr);
+    }
     fleet(&scratch, 1);
     scratch.write("playbook.yml", &playbook("0", ""));
     scratch
-        .orchestrate(&["run", "playbook.yml", "-i", "inventory.yml"])
+        .orchestrate(&[
+            "run",
+            "playbook.yml",
+            "-i",
+            "inventory.yml",
+            "--state",
+            state,
+        ])
         .expect_code(0);
-    let run = scratch.orchestrate(&["report", "nope", "--format", "json", "--state", STATE]);
+    let run = scratch.orchestrate(&["report", "nope", "--format", "json", "--state", state]);
     run.expect_code(2);
     assert!(
         run.stderr
@@ -432,16 +476,24 @@ fn status_and_report_explain_a_missing_journal_or_run() {
     );
 }
 
-#[test]
-fn report_renders_a_journaled_run_as_html_and_junit_files() {
-    let scratch = Scratch::new();
+fn report_renders_a_journaled_run_as_html_and_junit_files(journal: &Journal) {
+    let scratch = journal.scratch();
+    let state = journal.state();
     fleet(&scratch, 3);
     // Host 2 fails at install and is rolled back.
     scratch.write("playbook.yml", &playbook("0", "; [ {{ n }} != 2 ]"));
     scratch
-        .orchestrate(&["run", "playbook.yml", "-i", "inventory.yml", "--yes"])
+        .orchestrate(&[
+            "run",
+            "playbook.yml",
+            "-i",
+            "inventory.yml",
+            "--state",
+            state,
+            "--yes",
+        ])
         .expect_code(1);
-    let run_id = only_run_id(&scratch);
+    let run_id = only_run_id(&scratch, state);
 
     scratch
         .orchestrate(&[
@@ -452,7 +504,7 @@ fn report_renders_a_journaled_run_as_html_and_junit_files() {
             "-o",
             "report.html",
             "--state",
-            STATE,
+            state,
         ])
         .expect_code(0);
     let html = std::fs::read_to_string(scratch.path().join("report.html")).unwrap();
@@ -480,7 +532,7 @@ fn report_renders_a_journaled_run_as_html_and_junit_files() {
             "-o",
             "report.xml",
             "--state",
-            STATE,
+            state,
         ])
         .expect_code(0);
     let xml = std::fs::read_to_string(scratch.path().join("report.xml")).unwrap();
@@ -500,12 +552,19 @@ fn report_renders_a_journaled_run_as_html_and_junit_files() {
     assert_eq!(failed.attribute("name"), Some("h02"));
 }
 
-#[test]
-fn a_second_ctrl_c_stops_at_once_and_the_run_can_still_be_resumed() {
-    let scratch = Scratch::new();
+fn a_second_ctrl_c_stops_at_once_and_the_run_can_still_be_resumed(journal: &Journal) {
+    let scratch = journal.scratch();
+    let state = journal.state();
     fleet(&scratch, 3);
     scratch.write("playbook.yml", &playbook("30", ""));
-    let mut child = scratch.spawn(&["run", "playbook.yml", "-i", "inventory.yml"]);
+    let mut child = scratch.spawn(&[
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--state",
+        state,
+    ]);
     wait_for("the canary to be in its long step", || {
         hosts_running_remove(&scratch, 3) >= 1
     });
@@ -518,11 +577,11 @@ fn a_second_ctrl_c_stops_at_once_and_the_run_can_still_be_resumed() {
         started.elapsed() < Duration::from_secs(10),
         "did not wait for the 30 s step"
     );
-    let run_id = only_run_id(&scratch);
-    let status = scratch.orchestrate(&["status", &run_id, "--state", STATE, "--format", "json"]);
+    let run_id = only_run_id(&scratch, state);
+    let status = scratch.orchestrate(&["status", &run_id, "--state", state, "--format", "json"]);
     assert_eq!(status.json()["status"], "interrupted");
     let report = scratch
-        .orchestrate(&["report", &run_id, "--format", "json", "--state", STATE])
+        .orchestrate(&["report", &run_id, "--format", "json", "--state", state])
         .json();
     let canary = &report["clients"][0]["hosts"][0];
     assert!(
@@ -537,7 +596,7 @@ fn a_second_ctrl_c_stops_at_once_and_the_run_can_still_be_resumed() {
     // (its outcome was never recorded), after a fresh precheck.
     scratch.write("playbook.yml", &playbook("0", ""));
     let resumed = scratch.orchestrate(&[
-        "resume", &run_id, "--state", STATE, "--force", "--format", "json",
+        "resume", &run_id, "--state", state, "--force", "--format", "json",
     ]);
     resumed.expect_code(0);
     assert!(statuses(&resumed.json()).values().all(|s| s == "succeeded"));
@@ -599,18 +658,26 @@ fn kill_mid_settle(scratch: &Scratch, args: &[&str]) {
     std::thread::sleep(Duration::from_millis(1600));
 }
 
-const RUN: &[&str] = &["run", "playbook.yml", "-i", "inventory.yml"];
-
-#[test]
-fn a_value_captured_before_the_crash_is_there_after_resume() {
-    let scratch = Scratch::new();
+fn a_value_captured_before_the_crash_is_there_after_resume(journal: &Journal) {
+    let scratch = journal.scratch();
+    let state = journal.state();
     fleet(&scratch, 1);
     std::fs::write(scratch.path().join("hosts/h01/kaspersky"), "KES 12").unwrap();
     scratch.write("playbook.yml", &product_playbook(false));
-    kill_mid_settle(&scratch, RUN);
-    let run_id = only_run_id(&scratch);
+    kill_mid_settle(
+        &scratch,
+        &[
+            "run",
+            "playbook.yml",
+            "-i",
+            "inventory.yml",
+            "--state",
+            state,
+        ],
+    );
+    let run_id = only_run_id(&scratch, state);
     scratch
-        .orchestrate(&["resume", &run_id, "--state", STATE])
+        .orchestrate(&["resume", &run_id, "--state", state])
         .expect_code(0);
     let log = log_of(&scratch, "h01");
     assert_eq!(log.last().unwrap(), "verified 4.18", "{log:?}");
@@ -621,20 +688,30 @@ fn a_value_captured_before_the_crash_is_there_after_resume() {
     );
 }
 
-#[test]
-fn a_host_resumed_twice_still_rolls_back_what_it_did_before_the_first_crash() {
-    let scratch = Scratch::new();
+fn a_host_resumed_twice_still_rolls_back_what_it_did_before_the_first_crash(journal: &Journal) {
+    let scratch = journal.scratch();
+    let state = journal.state();
     fleet(&scratch, 1);
     let product = scratch.path().join("hosts/h01/kaspersky");
     std::fs::write(&product, "KES 12").unwrap();
     scratch.write("playbook.yml", &product_playbook(true));
-    kill_mid_settle(&scratch, RUN); // killed once, after `remove it`
-    let run_id = only_run_id(&scratch);
+    kill_mid_settle(
+        &scratch,
+        &[
+            "run",
+            "playbook.yml",
+            "-i",
+            "inventory.yml",
+            "--state",
+            state,
+        ],
+    ); // killed once, after `remove it`
+    let run_id = only_run_id(&scratch, state);
     // Resumed and killed again in the same slow step.
-    kill_mid_settle(&scratch, &["resume", &run_id, "--state", STATE]);
+    kill_mid_settle(&scratch, &["resume", &run_id, "--state", state]);
     // Resumed a second time: verify fails, and the rollback must still
     // restore the product removed before the first crash.
-    let last = scratch.orchestrate(&["resume", &run_id, "--state", STATE, "--format", "json"]);
+    let last = scratch.orchestrate(&["resume", &run_id, "--state", state, "--format", "json"]);
     last.expect_code(1);
     assert_eq!(statuses(&last.json())["h01"], "failed");
     assert_eq!(
@@ -645,25 +722,46 @@ fn a_host_resumed_twice_still_rolls_back_what_it_did_before_the_first_crash() {
     assert!(log_of(&scratch, "h01").contains(&"restored".to_string()));
 }
 
-#[test]
-fn resume_leaves_a_host_whose_rollback_failed_for_a_person() {
-    let scratch = Scratch::new();
+fn resume_leaves_a_host_whose_rollback_failed_for_a_person(journal: &Journal) {
+    let scratch = journal.scratch();
+    let state = journal.state();
     fleet(&scratch, 2);
     scratch.write(
         "playbook.yml",
         "name: x\nwaves: [\"100%\"]\nfailure_budget: \"100%\"\nphases:\n  - name: p\n    steps:\n      - name: change\n        sh: echo changed >> {{ dir }}/log; [ {{ n }} != 1 ]\n        rollback:\n          - sh: exit 9\n",
     );
-    let first = scratch.orchestrate(&["run", "playbook.yml", "-i", "inventory.yml"]);
+    let first = scratch.orchestrate(&[
+        "run",
+        "playbook.yml",
+        "-i",
+        "inventory.yml",
+        "--state",
+        state,
+    ]);
     first.expect_code(3);
-    let run_id = only_run_id(&scratch);
-    let resumed = scratch.orchestrate(&["resume", &run_id, "--state", STATE, "--format", "json"]);
+    let run_id = only_run_id(&scratch, state);
+    let resumed = scratch.orchestrate(&["resume", &run_id, "--state", state, "--format", "json"]);
     resumed.expect_code(3);
     assert_eq!(statuses(&resumed.json())["h01"], "rollback_failed");
     assert_eq!(log_of(&scratch, "h01"), ["changed"], "not touched again");
-    let status = scratch.orchestrate(&["status", &run_id, "--state", STATE]);
+    let status = scratch.orchestrate(&["status", &run_id, "--state", state]);
     assert!(
         status.stdout.contains("needs a person:") && status.stdout.contains("h01"),
         "{}",
         status.stdout
     );
 }
+
+crate::on_both_journals!(
+    a_run_killed_mid_wave_resumes_without_repeating_a_completed_step,
+    a_run_stopped_with_ctrl_c_resumes_to_the_end,
+    a_halted_client_resumes_after_the_operator_fixes_the_cause,
+    resume_refuses_a_changed_playbook_unless_forced,
+    the_journal_holds_no_secret_and_lists_runs_newest_first,
+    status_and_report_explain_a_missing_journal_or_run,
+    report_renders_a_journaled_run_as_html_and_junit_files,
+    a_second_ctrl_c_stops_at_once_and_the_run_can_still_be_resumed,
+    a_value_captured_before_the_crash_is_there_after_resume,
+    a_host_resumed_twice_still_rolls_back_what_it_did_before_the_first_crash,
+    resume_leaves_a_host_whose_rollback_failed_for_a_person,
+);

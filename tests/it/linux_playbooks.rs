@@ -364,3 +364,55 @@ fn a_stopped_kesl_stops_the_host_before_anything_is_removed() {
         "on_failure made sure some antivirus is on"
     );
 }
+
+#[test]
+fn kesl_masks_become_mdatp_folder_wildcards_and_what_mdatp_cannot_say_is_reported() {
+    let lab = Lab::new(&["nw-wms-app01"]);
+    // KESL masks: * within one name, ** across any number of folders.
+    lab.kesl_endpoint(
+        "nw-wms-app01",
+        &["/srv/*/cache", "/opt/app/**", "/srv/**/tmp"],
+    );
+    let vars = json!({ "exclusions": { "linux": {
+        "paths": ["/srv/wms/exports/*/tmp", "/data/**/spool"] } } });
+    lab.inventory(MDATP, "northwind", json!({}), vars);
+    let (run, report) = lab.run(MDATP, &[]);
+    run.expect_code(0);
+    let mut exclusions: Vec<String> = lab
+        .host("nw-wms-app01")
+        .state_file("mdatp/exclusions")
+        .lines()
+        .map(|l| l.replace('\t', " "))
+        .collect();
+    exclusions.sort();
+    // mdatp's * is one folder inside a path, as KESL's * is one name; a
+    // trailing ** is the folder itself (Microsoft, "Configure and validate
+    // exclusions for Microsoft Defender for Endpoint on Linux").
+    assert_eq!(
+        exclusions,
+        [
+            "folder /opt/app/",
+            "folder /srv/*/cache/",
+            "folder /srv/wms/exports/*/tmp/",
+        ],
+        "no mask carried as literal text, nothing widened"
+    );
+    let h = host_report(&report, "nw-wms-app01");
+    let listed = step(h, "list the exclusions to carry over")["stdout"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for said in [
+        "not carried: KESL /srv/**/tmp: mdatp has no wildcard for any number of folders (**)",
+        "not carried: inventory path /data/**/spool: mdatp has no wildcard",
+        "KESL folder: /srv/*/cache/",
+    ] {
+        assert!(listed.contains(said), "{said}:\n{listed}");
+    }
+    for name in [
+        "exclusions from the inventory are in Defender",
+        "exclusions exported from KESL are in Defender",
+    ] {
+        assert_eq!(step(h, name)["status"], "ok", "{name}");
+    }
+}

@@ -7,10 +7,12 @@
 //! links, not the compiles, dominated the build.
 //!
 //! Shared helpers: `harness` (scratch folders, running the binary,
-//! signals), `support` (the sshd fleet), `linux_lab` (Linux playbook hosts),
+//! signals), `journals` (each journal test on SQLite and on PostgreSQL),
+//! `support` (the sshd fleet, the PostgreSQL server), `linux_lab` (Linux playbook hosts),
 //! `windows_fleet` (the WinRM endpoint fleet), `report_fixture`.
 
 mod harness;
+mod journals;
 mod linux_lab;
 mod report_fixture;
 mod support;
@@ -31,6 +33,7 @@ mod linux_playbooks;
 mod linux_playbooks_plan;
 mod macos_kav_export;
 mod outputs;
+mod postgres_workers;
 mod rehearse;
 mod report_render;
 mod runner;
@@ -41,7 +44,9 @@ mod ssh_runs;
 mod ssh_transport;
 mod terminal_escapes;
 mod wave_order;
+mod windows_kaspersky_removal;
 mod windows_playbook_flow;
 mod windows_playbook_plan;
 mod windows_protection_checks;
+mod windows_sensors;
 mod winrm_transport;

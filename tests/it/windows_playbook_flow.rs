@@ -8,8 +8,9 @@
 //! received. The tests check what an operator checks: which scripts reached
 //! which host in which order (canary first, reboot where msiexec asked for
 //! one, rollback on the host that failed, nothing changed on a host with
-//! UltraAV or under --check) and the JSON report, for the Defender, Defender
-//! for Endpoint and CrowdStrike playbooks. Tables: tests/it/windows_fleet/.
+//! UltraAV or under --check) and the JSON report, for the Defender and
+//! CrowdStrike playbooks (Defender for Endpoint: windows_sensors.rs).
+//! Tables: tests/it/windows_fleet/.
 
 use crate::windows_fleet;
 
@@ -82,6 +83,7 @@ fn canary_first_then_the_rest_with_a_reboot_when_msiexec_asks_for_one() {
             "os info",
             "firewall state",
             "firewall export",
+            "log folder",
             "msiexec KES",
             "reboot",
             "msiexec Network Agent",
@@ -295,142 +297,12 @@ fn client_status(report: &Value) -> &str {
 }
 
 #[test]
-fn defender_for_endpoint_onboards_with_the_msp_package_and_verify_reads_the_state() {
-    let mut table = defender_table();
-    let state = |onboarded: bool| {
-        json!({ "OnboardingState": if onboarded { 1 } else { 0 },
-                "OrgId": if onboarded { "6f1c2f0e-2b7a-4c43-9a52-0d8e3b1f7a11" } else { "" },
-                "Sense": if onboarded { "Running" } else { "Stopped" } })
-        .to_string()
-    };
-    // Kept in front of the Defender entries: the first match answers.
-    table.splice(
-        0..0,
-        [
-            entry(
-                "package staged",
-                r"\(mde_onboarding_script\)",
-                "onboarding package staged: C:\\ProgramData\\MSP\\packages\\mde\\WindowsDefenderATPLocalOnboardingScript.cmd\r\n",
-                0,
-            ),
-            entry(
-                "onboarding script",
-                r"onboarding script exit code",
-                "onboarding script exit code: 0\r\nonboarded (OrgId 6f1c2f0e-2b7a-4c43-9a52-0d8e3b1f7a11), Sense running\r\n",
-                0,
-            ),
-            // The same script reads the state in precheck, then in verify.
-            json!({ "name": "state before", "match": r"Windows Advanced Threat Protection\\Status' -ErrorAction SilentlyContinue\s+\$sense",
-                    "stdout": state(false), "times": 1 }),
-            entry(
-                "state after",
-                r"Windows Advanced Threat Protection\\Status' -ErrorAction SilentlyContinue\s+\$sense",
-                &state(true),
-                0,
-            ),
-        ],
-    );
-    // srv12 is a Windows Server 2012 R2: the unified agent (md4ws.msi) brings
-    // Defender there, so it goes in, with its reboot, before Defender is
-    // turned on, and there is no Windows-Defender feature to enable.
-    table.insert(
-        0,
-        json!({ "name": "unified agent", "match": r"msiexec /i md4ws\.msi ->",
-                "stdout": "Microsoft Windows 11 Pro: Sense is built in, no unified agent needed.\r\n",
-                "hosts": { "srv12": { "exit_code": 3010,
-                    "stdout": "msiexec /i md4ws.msi -> 3010 (log: C:\\ProgramData\\MSP\\orchestrate\\md4ws-install.log)\r\n" } } }),
-    );
-    let server_2012r2 = os_info("Microsoft Windows Server 2012 R2 Standard", "9600", 3);
-    set(
-        &mut table,
-        "os info",
-        json!({ "hosts": { "srv12": { "stdout": server_2012r2.to_string() } } }),
-    );
-    let fleet = Fleet::start(&["ws01", "ws02", "srv12"], &table);
-    fleet.inventory(
-        "acme",
-        r#"[1, "100%"]"#,
-        "0",
-        "{ mde_onboarding_script: 'D:\\MSP\\mde\\WindowsDefenderATPLocalOnboardingScript.cmd', \
-           mde_unified_agent_msi: 'D:\\MSP\\mde\\md4ws.msi', \
-           mde_org_id: 6f1c2f0e-2b7a-4c43-9a52-0d8e3b1f7a11, exclusions: { processes: [DtxSvc.exe] } }",
-    );
-    let (run, report) = fleet.run("windows-kes-to-mde.yml", &[]);
-    run.expect_code(0);
-    let srv12 = fleet.answered("srv12");
-    assert_eq!(
-        position(&srv12, "unified agent") + 1,
-        position(&srv12, "reboot")
-    );
-    assert!(position(&srv12, "reboot") < position(&srv12, "turn Defender on"));
-    assert!(!srv12.contains(&"enable Defender feature".to_string()));
-    for name in ["ws01", "ws02", "srv12"] {
-        assert_eq!(host(&report, name)["status"], "succeeded");
-        let answered = fleet.answered(name);
-        assert!(position(&answered, "state before") < position(&answered, "msiexec KES"));
-        assert!(
-            position(&answered, "confirm real-time") < position(&answered, "onboarding script")
-        );
-        assert!(position(&answered, "onboarding script") < position(&answered, "state after"));
-        assert!(
-            steps(&report, name)
-                .contains(&("onboarded to Defender for Endpoint".into(), "ok".into()))
-        );
-    }
-    let onboard = fleet
-        .received()
-        .into_iter()
-        .find(|r| r.response.as_deref() == Some("onboarding script"))
-        .unwrap();
-    assert!(
-        onboard
-            .script
-            .contains("$script = 'D:\\MSP\\mde\\WindowsDefenderATPLocalOnboardingScript.cmd'"),
-        "the inventory's package path: {}",
-        onboard.script
-    );
-}
-
-#[test]
-fn defender_for_endpoint_reporting_to_another_tenant_fails_verify() {
-    let mut table = defender_table();
-    let other = json!({ "OnboardingState": 1, "OrgId": "00000000-aaaa-bbbb-cccc-000000000000", "Sense": "Running" });
-    table.splice(
-        0..0,
-        [
-            entry("package staged", r"\(mde_onboarding_script\)", "onboarding package staged\r\n", 0),
-            entry(
-                "state",
-                r"Windows Advanced Threat Protection\\Status' -ErrorAction SilentlyContinue\s+\$sense",
-                &other.to_string(),
-                0,
-            ),
-        ],
-    );
-    let fleet = Fleet::start(&["ws01"], &table);
-    fleet.inventory(
-        "acme",
-        r#"[1, "100%"]"#,
-        "0",
-        "{ mde_org_id: 6f1c2f0e-2b7a-4c43-9a52-0d8e3b1f7a11, exclusions: { processes: [DtxSvc.exe] } }",
-    );
-    let (run, report) = fleet.run("windows-kes-to-mde.yml", &[]);
-    run.expect_code(1);
-    let ws01 = steps(&report, "ws01");
-    // Already onboarded (to the other tenant): the onboarding step is skipped,
-    // and verify catches it.
-    assert!(ws01.contains(&("onboard to Defender for Endpoint".into(), "skipped".into())));
-    assert!(ws01.contains(&("onboarded to Defender for Endpoint".into(), "failed".into())));
-    assert_eq!(host(&report, "ws01")["status"], "failed");
-}
-
-#[test]
 fn crowdstrike_installs_with_the_cid_secret_and_checks_the_sensor_service() {
     let mut table = crowdstrike_table();
     set(
         &mut table,
         "sensor health",
-        json!({ "hosts": { "ws02": { "stdout": r#"{"service":"Stopped","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0"}"# } } }),
+        json!({ "hosts": { "ws02": { "stdout": r#"{"service":"Stopped","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":false}"# } } }),
     );
     let fleet = Fleet::start(&["ws01", "ws02"], &table);
     fleet.inventory("acme", r#"[1, "100%"]"#, "1", EXCLUSIONS);
@@ -445,10 +317,10 @@ fn crowdstrike_installs_with_the_cid_secret_and_checks_the_sensor_service() {
     // ws02's sensor service is stopped: verify fails, the host is rolled back
     // and on_failure makes sure some antivirus runs.
     assert_eq!(host(&report, "ws02")["status"], "failed");
-    assert!(
-        steps(&report, "ws02")
-            .contains(&("sensor is installed and running".into(), "failed".into()))
-    );
+    assert!(steps(&report, "ws02").contains(&(
+        "sensor is installed, registered and connected".into(),
+        "failed".into()
+    )));
     assert_eq!(fleet.answered("ws02").last().unwrap(), "some antivirus on");
 
     let received = fleet.received();
@@ -464,7 +336,7 @@ fn crowdstrike_installs_with_the_cid_secret_and_checks_the_sensor_service() {
     assert!(
         install
             .script
-            .contains("'/install /quiet /norestart CID={0}' -f $key")
+            .contains("'/install /quiet /noreboot CID={0}' -f $key")
     );
     for file in ["report.json", "events.jsonl"] {
         let text = std::fs::read_to_string(fleet.scratch.path().join(file)).unwrap();
@@ -486,7 +358,7 @@ fn crowdstrike_installs_with_the_cid_secret_and_checks_the_sensor_service() {
     );
     let ws01 = fleet.answered("ws01");
     assert!(position(&ws01, "export exclusions") < position(&ws01, "msiexec KES"));
-    assert!(position(&ws01, "install sensor") < position(&ws01, "sensor started"));
+    assert!(position(&ws01, "install sensor") < position(&ws01, "sensor up"));
 }
 
 #[test]
@@ -561,6 +433,7 @@ fn check_on_the_canary_runs_only_the_read_only_precheck() {
             "os info",
             "firewall state",
             "firewall export",
+            "log folder",
             "installer staged",
             "sensor before",
             "export exclusions"

@@ -92,7 +92,14 @@ fn every_windows_playbook_validates_and_dry_runs_on_the_example_inventory() {
                     }
                     v
                 });
-            assert_eq!(phases, ["precheck", "uninstall", "install", "verify"]);
+            // Defender for Endpoint goes in Microsoft's order: onboarded
+            // (and the sensor seen active) before Kaspersky is removed.
+            let expected: &[&str] = if playbook.ends_with("mde.yml") {
+                &["precheck", "onboard", "uninstall", "install", "verify"]
+            } else {
+                &["precheck", "uninstall", "install", "verify"]
+            };
+            assert_eq!(phases, expected, "{playbook}");
             // Reading the host is allowed in --check; the first change is not.
             let precheck = host["steps"].as_array().unwrap().iter();
             for s in precheck.filter(|s| s["phase"] == "precheck") {

@@ -17,16 +17,6 @@ use crate::windows_fleet::{
 const EXCLUSIONS: &str =
     "{ exclusions: { paths: ['D:\\Dentrix\\Data', /opt/dentrix], processes: [DtxSvc.exe] } }";
 
-/// The script a table entry answered on `host`.
-fn script(fleet: &Fleet, host: &str, response: &str) -> String {
-    fleet
-        .received()
-        .into_iter()
-        .find(|r| r.host == host && r.response.as_deref() == Some(response))
-        .unwrap_or_else(|| panic!("{response} on {host}"))
-        .script
-}
-
 /// Fails the Defender install on `hosts` at "carry exclusions over".
 fn fail_exclusions(table: &mut [Value], hosts: &[&str]) {
     let failing: serde_json::Map<String, Value> = hosts
@@ -72,7 +62,8 @@ fn a_stale_kaspersky_security_center_entry_with_nothing_running_is_not_protectio
         ]
     );
     assert!(
-        script(&fleet, "ws01", "clear stale entries")
+        fleet
+            .script("ws01", "clear stale entries")
             .contains("$names = @('Kaspersky Endpoint Security for Windows')")
     );
     assert_eq!(host(&report, "ws01")["status"], "failed");
@@ -128,7 +119,11 @@ fn a_policy_forcing_defender_passive_stops_the_host_in_precheck_saying_what_to_c
         "{ws02}"
     );
     nothing_changed(&fleet.answered("ws02"));
-    assert!(script(&fleet, "ws02", "stop: passive mode").contains("set it to 0 (or remove it)"));
+    assert!(
+        fleet
+            .script("ws02", "stop: passive mode")
+            .contains("set it to 0 (or remove it)")
+    );
 }
 
 #[test]
@@ -163,7 +158,7 @@ fn exclusions_the_tenant_manages_stop_the_host_in_precheck_listing_what_to_set_t
     ] {
         assert_eq!(host(&report, name)["status"], "failed", "{name}");
         nothing_changed(&fleet.answered(name));
-        let stop = script(&fleet, name, "stop: tenant exclusions");
+        let stop = fleet.script(name, "stop: tenant exclusions");
         assert!(stop.contains(why), "{name}: {stop}");
         assert!(
             stop.contains("Write-Output '  path: D:\\Dentrix\\Data'"),
@@ -211,7 +206,11 @@ fn windows_server_2012_r2_stops_in_precheck_on_the_defender_playbook() {
     let answered = fleet.answered("srv12");
     nothing_changed(&answered);
     assert!(!answered.contains(&"enable Defender feature".to_string()));
-    assert!(script(&fleet, "srv12", "stop: 2012 R2").contains("windows-kes-to-mde.yml"));
+    assert!(
+        fleet
+            .script("srv12", "stop: 2012 R2")
+            .contains("windows-kes-to-mde.yml")
+    );
 }
 
 #[test]
@@ -259,7 +258,9 @@ fn a_failed_server_is_rolled_back_to_kaspersky_alone_with_defender_disabled_afte
     );
     assert!(!answered.contains(&"some antivirus on".to_string()));
     assert!(
-        script(&fleet, "srv01", "disable Defender").contains("Dism.exe /Online /Disable-Feature")
+        fleet
+            .script("srv01", "disable Defender")
+            .contains("Dism.exe /Online /Disable-Feature")
     );
     let records = rollback(&report, "srv01");
     assert!(records.contains(&(

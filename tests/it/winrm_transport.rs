@@ -3,8 +3,9 @@
 //! whose behaviour is checked with pywinrm by the pytest suite beside it).
 //!
 //! Each test starts its own endpoint on loopback with its own credentials.
-//! Commands run there in `sh`: a PowerShell step's text is decoded from
-//! `-EncodedCommand` and handed to `sh`, so the scripts below are sh.
+//! Commands run there in `sh`: a PowerShell step's text, read from stdin
+//! as the transport's bootstrap reads it, is handed to `sh`, so the scripts
+//! below are sh.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -349,10 +350,15 @@ async fn long_command_needs_several_receive_polls_and_streams() {
 async fn stdin_exit_codes_and_powershell_errors() {
     let ep = http_ntlm("stdin", &[]).await;
     let session = session(&ep).await;
-    let mut cmd = Command::new(Script::Cmd("tr a-z A-Z".into()));
+    let mut cmd = ps("tr a-z A-Z");
     cmd.stdin = Some(b"hello stdin\n".to_vec());
     let done = session.execute(&cmd, None).await.unwrap();
     assert_eq!(text(&done.stdout), "HELLO STDIN\n");
+    // cmd.exe reads its commands from stdin: there is no room for data.
+    let mut cmd = Command::new(Script::Cmd("sort".into()));
+    cmd.stdin = Some(b"b\na\n".to_vec());
+    let refused = session.execute(&cmd, None).await.unwrap_err();
+    assert!(refused.to_string().contains("no stdin data"), "{refused}");
 
     let big: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let mut cmd = ps("wc -c");
@@ -400,7 +406,7 @@ async fn timeout_terminates_and_the_session_goes_on() {
 }
 
 #[tokio::test]
-async fn large_upload_is_checked_by_hash_and_long_scripts_go_as_files() {
+async fn large_upload_is_checked_by_hash_and_long_scripts_go_on_stdin() {
     let ep = http_ntlm("upload", &[]).await;
     let session = session(&ep).await;
     let contents: Vec<u8> = (0..2_500_000u32)
@@ -423,7 +429,8 @@ async fn large_upload_is_checked_by_hash_and_long_scripts_go_as_files() {
     session.remove(&dest).await.unwrap();
     assert!(!local.exists());
 
-    // A script longer than a command line allows is uploaded, run, removed.
+    // A script longer than a command line allows goes by Send like any
+    // other, with no file left behind.
     let filler = format!(": '{}'\n", "x".repeat(200)).repeat(60);
     let script = format!("echo start\n{filler}echo end\n");
     assert!(script.len() > 8191);

@@ -6,6 +6,15 @@ A real endpoint runs cmd.exe or PowerShell; this one hands what it receives to
 * `powershell ... -EncodedCommand B64` is decoded (UTF-16LE) and its text run
   by `sh -c`; stderr then comes back as a CLIXML error stream (`#< CLIXML`),
   the way powershell.exe reports errors to a non-console caller.
+* The transport's bootstrap (an encoded command whose first line is
+  `#orchestrate-helper: script-on-stdin`) reads its script from stdin, as
+  the bootstrap does in PowerShell: a line count, that many lines, then the
+  script's own stdin. So the command starts only once those lines have come
+  by Send (they can come in any number of pieces); stdin closed before they
+  all came exits 125 and runs nothing.
+* `cmd /d /q /k ...` is cmd.exe reading its commands from stdin: everything
+  sent, up to the end of stdin, minus the closing `exit %ERRORLEVEL%`, is run
+  by `sh -c`.
 * `powershell ... -File C:\\x.ps1` runs the mapped file with `sh`.
 * `cmd /c X` runs `sh -c X`; anything else runs `sh -c LINE`.
 * Windows paths `C:\\a\\b` map to `<root>/C/a/b`.
@@ -127,25 +136,46 @@ class Log:
 
 
 class Command:
-    """One running process, its buffered output and its exit code."""
+    """One running process, its buffered output and its exit code.
+
+    With `reader` (a `StdinScript`), the process is not started yet: what
+    Send delivers goes to the reader until it has the whole script; then
+    `on_script(script)` says what to run (argv, and a table's answer), and
+    whatever came after the script is the process's stdin."""
 
     def __init__(
-        self, argv: list[str], cwd: str, powershell: bool, reboot_after: bool = False, exit_code: int | None = None
+        self,
+        argv: list[str] | None,
+        cwd: str,
+        powershell: bool,
+        reboot_after: bool = False,
+        exit_code: int | None = None,
+        reader: "StdinScript | None" = None,
+        on_script=None,
     ) -> None:
         self.id = str(uuid.uuid4()).upper()
         self.powershell = powershell
-        # The host reboots once this command's end has been received.
-        self.reboot_after = reboot_after
-        # A table's answer: Windows exit codes do not fit in a POSIX status.
-        self.forced_exit = exit_code
+        self.cwd = cwd
+        self.reader, self.on_script = reader, on_script
         self.cond = threading.Condition()
         self.stdout = bytearray()
         self.stderr = bytearray()
         self.open_streams = 2
         self.exit_code: int | None = None
+        self.proc = None
+        self.killed = False
+        self.reboot_after, self.forced_exit = False, None
+        if argv is not None:
+            self.launch(argv, reboot_after, exit_code)
+
+    def launch(self, argv: list[str], reboot_after: bool, exit_code: int | None) -> None:
+        # The host reboots once this command's end has been received.
+        self.reboot_after = reboot_after
+        # A table's answer: Windows exit codes do not fit in a POSIX status.
+        self.forced_exit = exit_code
         self.proc = subprocess.Popen(
             argv,
-            cwd=cwd,
+            cwd=self.cwd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -176,6 +206,19 @@ class Command:
             self.cond.notify_all()
 
     def send(self, data: bytes, end: bool) -> None:
+        with self.cond:
+            if self.proc is None:
+                if self.killed:
+                    return
+                script, data = self.reader.feed(data, end)
+                if script is None and not end:
+                    return
+                if script is None:
+                    # stdin ended before the whole script came: run nothing
+                    self.launch(["sh", "-c", "exit 125"], False, None)
+                else:
+                    argv, reboot_after, exit_code = self.on_script(script)
+                    self.launch(argv, reboot_after, exit_code)
         try:
             if data:
                 self.proc.stdin.write(data)
@@ -212,11 +255,51 @@ class Command:
             return out, err, (self.exit_code if done else None)
 
     def terminate(self) -> None:
+        with self.cond:
+            if self.proc is None:
+                # killed before its script came: it never ran
+                self.killed = True
+                self.open_streams = 0
+                self.exit_code = 1
+                self.cond.notify_all()
+                return
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+class StdinScript:
+    """Reads a script from a command's stdin as the transport's readers do.
+
+    `payload`: the bootstrap's format, a line count, then that many lines
+    (the script), then the script's own stdin. `cmd`: cmd.exe reading
+    commands, everything up to the end of stdin."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.buf = bytearray()
+
+    def feed(self, data: bytes, end: bool) -> tuple[str | None, bytes]:
+        """Returns (script, the bytes after it) once the script is whole."""
+        self.buf.extend(data)
+        if self.kind == "cmd":
+            if not end:
+                return None, b""
+            text = self.buf.decode("utf-8", "replace").replace("\r\n", "\n")
+            text = re.sub(r"\n*exit %ERRORLEVEL%\n$", "\n", text)
+            return text, b""
+        head, nl, rest = bytes(self.buf).partition(b"\n")
+        if not nl:
+            return None, b""
+        # "N" or, from Windows over SSH, "N MARKER" (the bootstrap's pid file)
+        want = int((head.split() or [b"0"])[0])
+        lines = rest.split(b"\n", want)
+        if len(lines) <= want:
+            return None, b""
+        script = b"\n".join(lines[:want]) + (b"\n" if want else b"")
+        return script.decode("utf-8", "replace"), lines[want]
 
 
 class Shell:
@@ -244,17 +327,26 @@ class Shell:
 
     def start(self, command_line: str) -> tuple[Command, bool]:
         """Starts a command; returns it and whether it asks for a reboot."""
+        reader = self.stdin_reader(command_line)
+        if reader is not None:
+            # The script comes by Send; the command starts when it is whole.
+            def on_script(script: str):
+                if reader.kind == "cmd":
+                    self.seen = ("cmd", script, None)
+                    argv, powershell, reboot = ["sh", "-c", script], False, False
+                else:
+                    argv, powershell, reboot = self.powershell_text(script)
+                answer = self.record(command_line)
+                return argv, bool(reboot or (answer and answer.get("reboot"))), (
+                    int(answer.get("exit_code", 0)) if answer else None
+                )
+
+            cmd = Command(None, self.root, reader.kind == "payload", reader=reader, on_script=on_script)
+            with self.lock:
+                self.commands[cmd.id] = cmd
+            return cmd, False
         argv, powershell, reboot = self.translate(command_line)
-        kind, script, answer = self.seen
-        if self.log is not None:
-            self.log.write(
-                host=self.host,
-                address=self.address,
-                kind=kind,
-                script=script,
-                response=answer.get("name") if answer else None,
-                exit_code=answer.get("exit_code", 0) if answer else None,
-            )
+        answer = self.record(command_line)
         cmd = Command(
             argv,
             self.root,
@@ -265,6 +357,35 @@ class Shell:
         with self.lock:
             self.commands[cmd.id] = cmd
         return cmd, reboot
+
+    def record(self, command_line: str) -> dict | None:
+        """Logs what translate() saw, with the command line it came on."""
+        kind, script, answer = self.seen
+        if self.log is not None:
+            self.log.write(
+                host=self.host,
+                address=self.address,
+                kind=kind,
+                script=script,
+                command_line=command_line,
+                response=answer.get("name") if answer else None,
+                exit_code=answer.get("exit_code", 0) if answer else None,
+            )
+        return answer
+
+    def stdin_reader(self, line: str) -> StdinScript | None:
+        """A reader if `line` starts a program that reads its script from stdin."""
+        words = line.strip().split()
+        lower = [w.lower() for w in words]
+        if lower[:4] == ["cmd", "/d", "/q", "/k"]:
+            return StdinScript("cmd")
+        if lower and lower[0] in ("powershell", "powershell.exe", "pwsh", "pwsh.exe"):
+            for flag in ("-encodedcommand", "-enc", "-e", "-ec"):
+                if flag in lower and lower.index(flag) + 1 < len(words):
+                    text = base64.b64decode(words[lower.index(flag) + 1]).decode("utf-16-le")
+                    if text.lstrip().startswith("#orchestrate-helper: script-on-stdin"):
+                        return StdinScript("payload")
+        return None
 
     def get(self, command_id: str) -> Command | None:
         with self.lock:

@@ -192,6 +192,51 @@ def encoded(script: str) -> list[str]:
     return ["-NoProfile", "-NonInteractive", "-EncodedCommand", base64.b64encode(script.encode("utf-16-le")).decode()]
 
 
+# The first line is what the endpoint knows the transport's bootstrap by
+# (src/transport/wrapper.rs); the rest stands for its PowerShell.
+BOOTSTRAP = "#orchestrate-helper: script-on-stdin\n$orchestrateIn = [Console]::OpenStandardInput()\n"
+
+
+def test_a_script_sent_to_stdin_runs_and_never_reaches_the_command_line(tmp_path):
+    log = tmp_path / "received.jsonl"
+    ep = Endpoint(tmp_path, "--user", "alice", "--password", "pw", "--log", str(log))
+    try:
+        p = ntlm_protocol(ep, user="alice", password="pw")
+        shell = p.open_shell(codepage=65001)
+        try:
+            script = "echo s3cret-on-stdin\ntr a-z A-Z\nexit 4\n"
+            payload = ("3\n" + script + "own data\n").encode()
+            cid = p.run_command(shell, "powershell", encoded(BOOTSTRAP))
+            # In two Sends, the first ending inside the script's first line.
+            p.send_command_input(shell, cid, payload[:7])
+            p.send_command_input(shell, cid, payload[7:], end=True)
+            out, _, code = p.get_command_output(shell, cid)
+            assert (out, code) == (b"s3cret-on-stdin\nOWN DATA\n", 4)
+            record = [json.loads(line) for line in log.read_text().splitlines()][-1]
+            assert record["kind"] == "powershell" and record["script"] == script
+            assert "s3cret" not in record["command_line"]
+            assert "s3cret" not in base64.b64decode(record["command_line"].split()[-1]).decode("utf-16-le")
+
+            # stdin closed before the whole script came: nothing of it runs.
+            cid = p.run_command(shell, "powershell", encoded(BOOTSTRAP))
+            p.send_command_input(shell, cid, b"2\ntouch ran\n", end=True)
+            _, _, code = p.get_command_output(shell, cid)
+            assert code == 125 and not (tmp_path / "root" / "ran").exists()
+
+            # cmd.exe reading its commands from stdin, then `exit %ERRORLEVEL%`.
+            cid = p.run_command(shell, "cmd", ["/d", "/q", "/k", "rem", "orchestrate"])
+            p.send_command_input(shell, cid, b"echo via cmd s3cret\r\nfalse\r\n\r\nexit %ERRORLEVEL%\r\n", end=True)
+            out, _, code = p.get_command_output(shell, cid)
+            assert (out, code) == (b"via cmd s3cret\n", 1)
+            record = [json.loads(line) for line in log.read_text().splitlines()][-1]
+            assert record["kind"] == "cmd" and "s3cret" in record["script"]
+            assert "s3cret" not in record["command_line"]
+        finally:
+            p.close_shell(shell)
+    finally:
+        ep.stop()
+
+
 def test_several_addresses_in_parallel(tmp_path):
     hosts = ["127.0.0.%d" % i for i in range(2, 8)]
     ep = Endpoint(tmp_path, "--user", "alice", "--password", "pw", hosts=hosts)

@@ -54,7 +54,20 @@ pub(super) async fn perform(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "script".into());
             let remote = session.temp_path(&name);
-            session.upload(&source, &remote, 0o755).await?;
+            // A shell script's arguments go inside its copy, kept from
+            // other users, not on its command line (see `script_args`).
+            // (Not for a become user other than root, who could not read
+            // the login user's private copy.)
+            let private = !r#become || run.host.target.r#become.user == "root";
+            let inside = match run.host.os.is_posix() && !args.is_empty() && private {
+                true => args_inside(&source, args).await?,
+                false => None,
+            };
+            let (source, mode, args) = match inside {
+                Some(copy) => (copy, 0o700, &[][..]),
+                None => (source, 0o755, &args[..]),
+            };
+            session.upload(&source, &remote, mode).await?;
             let mut command = Command::new(script_command(run, &remote, &name, args));
             command.timeout = timeout;
             command.r#become = r#become;
@@ -122,6 +135,24 @@ fn move_into_place(staged: &str, dest: &str, mode: u32) -> String {
         "umask 077 && cp {staged} {next} && chmod {mode:04o} {next} && mv -f {next} {dest} \
          && rm -f {staged} || {{ rm -f {next}; exit 1; }}"
     )
+}
+
+/// The copy of a shell script with `args` set inside it; `None`: not a
+/// shell script (or too large to rewrite), so they stay arguments.
+async fn args_inside(
+    source: &UploadSource,
+    args: &[String],
+) -> Result<Option<UploadSource>, TransportError> {
+    use crate::transport::script_args;
+    if source.len() >= script_args::MAX_REWRITTEN {
+        return Ok(None);
+    }
+    let mut contents = Vec::with_capacity(source.len() as usize);
+    source.copy_to(&mut contents).await.map_err(|e| {
+        TransportError::Other(format!("cannot read {}: {e}", source.path().display()))
+    })?;
+    Ok(script_args::with_args_inside(&contents, args)
+        .map(|copy| UploadSource::in_memory(source.path(), copy)))
 }
 
 async fn local_source(src: &std::path::Path) -> Result<UploadSource, TransportError> {

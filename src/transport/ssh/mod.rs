@@ -113,6 +113,7 @@ impl Connector for SshConnector {
             unique: AtomicU64::new(0),
             fresh_temp: Default::default(),
             in_flight: Mutex::new(Vec::new()),
+            in_flight_become: Mutex::new(Vec::new()),
             partial_uploads: Mutex::new(Vec::new()),
         }))
     }
@@ -138,6 +139,8 @@ pub struct SshSession {
     fresh_temp: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Markers of commands started and not seen to end.
     in_flight: Mutex<Vec<String>>,
+    /// Those of them run as the become user.
+    in_flight_become: Mutex<Vec<String>>,
     /// Temporary copies of uploads not yet renamed into place.
     partial_uploads: Mutex<Vec<String>>,
 }
@@ -238,6 +241,35 @@ impl SshSession {
         live.handle.is_closed()
     }
 
+    /// Kills the commands marked `markers` (as the become user if
+    /// `r#become`) and checks that none is left: by process group on POSIX
+    /// hosts, by pid file and command line with every child on Windows
+    /// (see `wrapper::powershell_kill_marked_and_check`).
+    async fn kill_leftovers(
+        &self,
+        markers: &[String],
+        r#become: bool,
+    ) -> Result<(), TransportError> {
+        let script = match self.target.os {
+            Os::Windows => Script::PowerShell(wrapper::powershell_kill_marked_and_check(markers)),
+            _ => Script::Sh(exec::kill_marked_and_check(markers)),
+        };
+        let mut kill = Command::new(script);
+        kill.timeout = Some(CLEAN_UP_LIMIT);
+        kill.r#become = r#become;
+        let done = self.execute(&kill, None).await?;
+        match done.status {
+            ExitStatus::Code(0) => Ok(()),
+            other => Err(TransportError::Other(format!(
+                "host {}: the command the lost connection left running{} could not be shown \
+                 killed ({other:?}): {}",
+                self.host(),
+                if r#become { " as the become user" } else { "" },
+                String::from_utf8_lossy(&done.stderr).trim()
+            ))),
+        }
+    }
+
     /// Waits until the old connection is gone, then reconnects, within `timeout`.
     async fn come_back(&self, old: &Live, timeout: Duration) -> Result<(), TransportError> {
         let deadline = Instant::now() + timeout;
@@ -264,10 +296,9 @@ impl SshSession {
                 Ok(handle) => {
                     *self.live.write().await = Arc::new(Live { handle });
                     // Nothing the host ran before its reboot still runs.
-                    self.in_flight
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clear();
+                    for list in [&self.in_flight, &self.in_flight_become] {
+                        list.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    }
                     return Ok(());
                 }
                 // A different key after a reboot is a reinstalled (or spoofed) host: stop.
@@ -293,7 +324,7 @@ impl Session for SshSession {
         // Unique in this controller process, not only on this session:
         // the markers of two hosts on one machine must never match.
         let token = exec::marker(std::process::id(), exec::next_command());
-        let mut wire = command::wire(&self.target, &command.script, &token)?;
+        let mut wire = command::wire(&self.target, command, &token)?;
         let posix = self.target.os.is_posix();
         let handshake = if command.r#become {
             let handshake = self.become_handshake(&command.script)?;
@@ -302,19 +333,20 @@ impl Session for SshSession {
         } else {
             None
         };
-        // The script goes on stdin ahead of the command's own data; a `cmd`
-        // line has only the data.
-        let input = match &wire.script {
-            Some(script) => Some(wrapper::payload(script, command.stdin.as_deref())),
-            None => command.stdin.clone(),
-        };
+        let input = Some(wire.input);
         let _permit = self.channels.acquire().await.expect("never closed");
         let live = self.current().await;
         let wait = command.timeout.unwrap_or(CHANNEL_WAIT).min(CHANNEL_WAIT);
         let channel = self.open_channel(&live, wait).await?;
         // Until its end is seen, the command may be running on the host.
         note(&self.in_flight, &token, true);
-        let ended = || note(&self.in_flight, &token, false);
+        if command.r#become {
+            note(&self.in_flight_become, &token, true);
+        }
+        let ended = || {
+            note(&self.in_flight, &token, false);
+            note(&self.in_flight_become, &token, false);
+        };
         let fallback = posix.then(|| {
             let live = live.clone();
             let token = token.clone();
@@ -465,18 +497,16 @@ impl Session for SshSession {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        match self.target.os {
-            // Windows commands carry no marker (yet): nothing to find them by.
-            Os::Windows => Leftovers {
-                unmarked: commands.len(),
-                commands: Vec::new(),
-                files,
-            },
-            _ => Leftovers {
-                commands,
-                unmarked: 0,
-                files,
-            },
+        let r#become = self
+            .in_flight_become
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Leftovers {
+            commands,
+            r#become,
+            unmarked: 0,
+            files,
         }
     }
 
@@ -487,26 +517,24 @@ impl Session for SshSession {
         }
         if leftovers.unmarked > 0 {
             return Err(TransportError::Unsupported(format!(
-                "host {}: {} command(s) of the lost connection cannot be found on a Windows host \
-                 to make sure they ended",
+                "host {}: {} command(s) of the lost connection carry no marker to find them \
+                 by and make sure they ended",
                 self.host(),
                 leftovers.unmarked
             )));
         }
-        if leftovers.commands.is_empty() {
-            return Ok(());
+        // What ran as the become user is killed as that user, through
+        // sudo again; the rest as the login user.
+        let (as_become, as_login): (Vec<String>, Vec<String>) = leftovers
+            .commands
+            .iter()
+            .cloned()
+            .partition(|m| leftovers.r#become.contains(m));
+        for (markers, r#become) in [(as_login, false), (as_become, true)] {
+            if !markers.is_empty() {
+                self.kill_leftovers(&markers, r#become).await?;
+            }
         }
-        let mut kill = Command::new(Script::Sh(exec::kill_marked_and_check(&leftovers.commands)));
-        kill.timeout = Some(CLEAN_UP_LIMIT);
-        let done = self.execute(&kill, None).await?;
-        match done.status {
-            ExitStatus::Code(0) => Ok(()),
-            other => Err(TransportError::Other(format!(
-                "host {}: the command the lost connection left running could not be shown \
-                 killed ({other:?}): {}",
-                self.host(),
-                String::from_utf8_lossy(&done.stderr).trim()
-            ))),
-        }
+        Ok(())
     }
 }

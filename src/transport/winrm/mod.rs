@@ -35,14 +35,12 @@ use tokio::sync::Mutex;
 
 use super::{
     Command, Connector, Execution, OutputSink, Script, Secret, Session, Target, TransportError,
-    UploadSource, WinrmAuth,
+    UploadSource, WinrmAuth, wrapper,
 };
 use http::{Connection, HttpError};
 use ntlm::NtlmContext;
 use wsman::Fault;
 
-/// Longest command line cmd.exe accepts.
-const MAX_COMMAND_LINE: usize = 8191;
 /// OperationTimeout of a Receive when the step has no (nearer) deadline.
 const RECEIVE_WAIT: Duration = Duration::from_secs(20);
 /// How long any other request may take to be answered.
@@ -418,37 +416,31 @@ impl WinrmSession {
         Ok(id)
     }
 
-    /// The command line for a script, and the temporary file it needs, if
-    /// the script is too long for a command line.
-    async fn command_line(
-        &self,
-        st: &mut State,
-        script: &Script,
-    ) -> Result<(String, Option<String>), TransportError> {
-        match script {
-            Script::Cmd(text) => Ok((text.clone(), None)),
+    /// The command line for a script and what goes to its stdin: a fixed
+    /// line (PowerShell's bootstrap, cmd.exe reading commands) and the
+    /// script by Send, so that no script, and no secret in one, is ever on
+    /// the endpoint's command line (see [`wrapper`]).
+    fn command_line(&self, command: &Command) -> Result<(String, Vec<u8>), TransportError> {
+        match &command.script {
+            Script::Cmd(text) => {
+                if command.stdin.is_some() {
+                    return Err(TransportError::Unsupported(format!(
+                        "host {}: a `cmd` step reads its commands from stdin and takes no \
+                         stdin data of its own; use `powershell`",
+                        self.ep.host
+                    )));
+                }
+                Ok((wrapper::cmd_line("orchestrate"), wrapper::cmd_payload(text)))
+            }
             Script::Sh(_) => Err(TransportError::Unsupported(format!(
                 "host {}: `sh` steps need a POSIX host; this host is reached over WinRM \
                  (use `powershell` or `cmd`)",
                 self.ep.host
             ))),
-            Script::PowerShell(text) | Script::Default(text) => {
-                let line = ops::encoded_powershell(text);
-                if line.len() <= MAX_COMMAND_LINE {
-                    return Ok((line, None));
-                }
-                let path = self.temp_path(&format!("script-{}.ps1", uuid::Uuid::new_v4().simple()));
-                let mut contents = b"\xEF\xBB\xBF".to_vec();
-                contents.extend_from_slice(text.as_bytes());
-                self.upload_locked(st, ops::UploadContents::Memory(&contents), &path)
-                    .await?;
-                Ok((
-                    format!(
-                        "powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -File \"{path}\""
-                    ),
-                    Some(path),
-                ))
-            }
+            Script::PowerShell(text) | Script::Default(text) => Ok((
+                wrapper::powershell_line("powershell"),
+                wrapper::payload(text, command.stdin.as_deref()),
+            )),
         }
     }
 }
@@ -460,28 +452,18 @@ impl Session for WinrmSession {
         command: &Command,
         sink: Option<OutputSink>,
     ) -> Result<Execution, TransportError> {
-        let mut st = self.state.lock().await;
-        let (line, temp) = self.command_line(&mut st, &command.script).await?;
+        let (line, input) = self.command_line(command)?;
         let powershell = !matches!(command.script, Script::Cmd(_));
-        let result = self
-            .run(
-                &mut st,
-                &line,
-                match command.stdin.as_deref() {
-                    Some(data) => ops::Stdin::Bytes(data),
-                    None => ops::Stdin::Closed,
-                },
-                command.timeout,
-                sink,
-                powershell,
-            )
-            .await;
-        if let Some(path) = temp
-            && let Err(e) = self.remove_locked(&mut st, &path).await
-        {
-            tracing::debug!(host = %self.ep.host, "cannot remove {path}: {e}");
-        }
-        result
+        let mut st = self.state.lock().await;
+        self.run(
+            &mut st,
+            &line,
+            ops::Stdin::Bytes(&input),
+            command.timeout,
+            sink,
+            powershell,
+        )
+        .await
     }
 
     async fn upload(

@@ -26,10 +26,9 @@ pub(super) enum Stdin<'a> {
     Base64Lines(UploadContents<'a>),
 }
 
-/// What an upload sends: a file read in chunks, or a script in memory.
+/// What an upload sends: a file read in chunks.
 #[derive(Clone, Copy)]
 pub(super) enum UploadContents<'a> {
-    Memory(&'a [u8]),
     File(&'a UploadSource),
 }
 
@@ -176,17 +175,6 @@ impl WinrmSession {
                     }
                 }
             }
-            Stdin::Base64Lines(UploadContents::Memory(data)) => {
-                for piece in data.chunks(UPLOAD_LINE) {
-                    if !self
-                        .send(st, &shell, &id, &base64_line(piece), false)
-                        .await?
-                    {
-                        break;
-                    }
-                }
-                self.send(st, &shell, &id, &[], true).await?;
-            }
             Stdin::Base64Lines(UploadContents::File(source)) => {
                 let unreadable = |e: std::io::Error| {
                     TransportError::Other(format!(
@@ -317,9 +305,6 @@ impl WinrmSession {
         dest: &str,
     ) -> Result<(), TransportError> {
         let want = match contents {
-            UploadContents::Memory(data) => {
-                crate::transport::atomic_upload::Expected::of(data).sha256
-            }
             UploadContents::File(source) => source.sha256_hex(),
         };
         let unique = uuid::Uuid::new_v4().simple().to_string();

@@ -12,13 +12,29 @@ pub const JOURNAL: &str = ".orchestrate/state.db";
 /// A scratch folder, removed when the test ends.
 pub struct Scratch {
     dir: tempfile::TempDir,
+    /// Environment every `orchestrate` started from here gets.
+    env: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl Scratch {
     pub fn new() -> Scratch {
         Scratch {
             dir: tempfile::tempdir().expect("a temporary folder"),
+            env: Default::default(),
         }
+    }
+
+    /// Sets `key` in the environment of every `orchestrate` started from
+    /// this folder (a journal's password file, say).
+    pub fn set_env(&self, key: &str, value: &str) {
+        self.env
+            .lock()
+            .unwrap()
+            .push((key.to_string(), value.to_string()));
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        self.env.lock().unwrap().clone()
     }
 
     pub fn path(&self) -> &Path {
@@ -37,7 +53,7 @@ impl Scratch {
 
     /// `orchestrate ARGS...` run in this folder.
     pub fn orchestrate(&self, args: &[&str]) -> Run {
-        Run::new(orchestrate_in(self.path(), args, &[]))
+        self.orchestrate_env(args, &[])
     }
 
     /// `orchestrate ARGS...` started in the background in this folder
@@ -78,7 +94,8 @@ impl Scratch {
         command
             .args(args)
             .current_dir(self.path())
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .envs(self.env());
         command
     }
 
@@ -142,7 +159,9 @@ impl Scratch {
     }
 
     pub fn orchestrate_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        Run::new(orchestrate_in(self.path(), args, env))
+        let mut command = self.command(args);
+        command.envs(env.iter().copied());
+        Run::new(command.output().expect("orchestrate runs"))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Helpers shared by integration tests (`mod support;` in a test file).
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod proxy;
 pub mod sshd;
 

@@ -17,7 +17,10 @@
 //! - resets the next N connections at once (RST before the banner, as a
 //!   firewall or a restarting host does, [`Proxy::reset_next`]) or closes
 //!   them without a word (what sshd does past `MaxStartups`,
-//!   [`Proxy::close_next`]).
+//!   [`Proxy::close_next`]);
+//! - delays every byte by half a round-trip time each way
+//!   ([`Proxy::set_rtt`]), as a WAN link does: a propagation delay, not a
+//!   bandwidth limit (bytes keep flowing, each arriving RTT/2 after it left).
 //!
 //! It runs on a tokio runtime of its own so that the (synchronous) tests can
 //! drive it while the `orchestrate` binary they started talks through it.
@@ -48,6 +51,8 @@ struct Rules {
     reset_next: usize,
     close_next: usize,
     refuse_until: Option<Instant>,
+    /// Each direction delays what it forwards by half of this.
+    rtt: Duration,
 }
 
 struct Shared {
@@ -173,6 +178,12 @@ impl Proxy {
         self.shared.rules.send_modify(|r| r.close_next = count);
     }
 
+    /// Delays every byte by `rtt / 2` each way from now on (new and live
+    /// connections): a round trip through the proxy takes `rtt` more.
+    pub fn set_rtt(&self, rtt: Duration) {
+        self.shared.rules.send_modify(|r| r.rtt = rtt);
+    }
+
     /// Connections accepted so far (turned away ones included).
     pub fn accepted(&self) -> usize {
         self.shared.accepted.load(Ordering::Relaxed)
@@ -267,37 +278,60 @@ async fn serve(client: TcpStream, shared: Arc<Shared>) {
 }
 
 /// Copies one direction, holding chunks while stalled; towards the server,
-/// counts bytes for [`Proxy::cut_after_bytes`].
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, shared: &Shared, upward: bool) {
+/// counts bytes for [`Proxy::cut_after_bytes`]. With a round-trip time
+/// set, a chunk is handed to a writer that sends it RTT/2 after it was
+/// read, so the reader goes on reading meanwhile (a delay, not a throttle).
+async fn pump(mut from: OwnedReadHalf, to: OwnedWriteHalf, shared: &Shared, upward: bool) {
     let mut rules = shared.rules.subscribe();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if rules.wait_for(|r| !r.stalled).await.is_err() {
-            return;
+    let (delayed, mut due) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>, bool)>();
+    let writer = async move {
+        let mut to = to;
+        while let Some((at, bytes, cut)) = due.recv().await {
+            tokio::time::sleep_until(at.into()).await;
+            if to.write_all(&bytes).await.is_err() || cut {
+                return;
+            }
         }
-        let mut take = n;
-        let mut cut = false;
-        if upward {
-            shared.rules.send_if_modified(|r| match r.cut_bytes {
-                Some(left) if (n as u64) >= left => {
-                    take = left as usize;
-                    cut = true;
-                    r.cut_bytes = None;
-                    true
-                }
-                Some(left) => {
-                    r.cut_bytes = Some(left - n as u64);
-                    false
-                }
-                None => false,
-            });
+    };
+    let reader = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let read_at = Instant::now();
+            if rules.wait_for(|r| !r.stalled).await.is_err() {
+                return;
+            }
+            let mut take = n;
+            let mut cut = false;
+            if upward {
+                shared.rules.send_if_modified(|r| match r.cut_bytes {
+                    Some(left) if (n as u64) >= left => {
+                        take = left as usize;
+                        cut = true;
+                        r.cut_bytes = None;
+                        true
+                    }
+                    Some(left) => {
+                        r.cut_bytes = Some(left - n as u64);
+                        false
+                    }
+                    None => false,
+                });
+            }
+            let at = read_at + rules.borrow().rtt / 2;
+            if delayed.send((at, buf[..take].to_vec(), cut)).is_err() || cut {
+                return;
+            }
         }
-        if to.write_all(&buf[..take]).await.is_err() || cut {
-            return;
-        }
+    };
+    tokio::pin!(writer);
+    tokio::select! {
+        _ = &mut writer => return,
+        _ = reader => {}
     }
+    // The reader is done (end of stream, or the cut): what it read still goes.
+    writer.await;
 }

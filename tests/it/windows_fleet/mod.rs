@@ -23,6 +23,8 @@ pub struct Received {
     /// powershell, upload, remove, reboot, down, up
     pub kind: String,
     pub script: String,
+    /// The command line the script came with (the script itself came by Send).
+    pub command_line: String,
     /// The table entry that answered.
     pub response: Option<String>,
 }
@@ -103,6 +105,19 @@ impl Fleet {
     /// (NTLM, sealed HTTP), waves of `waves`, no pause between them.
     /// `client_vars` and `host_vars` are YAML flow mappings.
     pub fn inventory(&self, client: &str, waves: &str, budget: &str, client_vars: &str) {
+        self.inventory_with_host_vars(client, waves, budget, client_vars, &[]);
+    }
+
+    /// [`Fleet::inventory`], with `vars` (a YAML flow mapping) on the hosts
+    /// named in `host_vars`.
+    pub fn inventory_with_host_vars(
+        &self,
+        client: &str,
+        waves: &str,
+        budget: &str,
+        client_vars: &str,
+        host_vars: &[(&str, &str)],
+    ) {
         let mut text = format!(
             "defaults:\n  transport: winrm\n  user: 'MSP\\msp-admin'\n  \
              winrm: {{ tls: false, auth: ntlm, password_secret: WINRM_PASSWORD }}\n\
@@ -110,8 +125,13 @@ impl Fleet {
              pause_between_waves: 0s\n    vars: {client_vars}\n    hosts:\n"
         );
         for (name, address, port) in &self.hosts {
+            let vars = host_vars
+                .iter()
+                .find(|(h, _)| h == name)
+                .map(|(_, v)| format!(", vars: {v}"))
+                .unwrap_or_default();
             text.push_str(&format!(
-                "      - {{ name: {name}, address: {address}, port: {port}, os: windows }}\n"
+                "      - {{ name: {name}, address: {address}, port: {port}, os: windows{vars} }}\n"
             ));
         }
         self.scratch.write("inventory.yml", &text);
@@ -120,6 +140,16 @@ impl Fleet {
     /// `orchestrate run PLAYBOOK -i inventory.yml` with the secrets the
     /// Windows playbooks read; returns the run and its JSON report.
     pub fn run(&self, playbook: &str, extra: &[&str]) -> (harness::Run, Value) {
+        self.run_with_env(playbook, extra, &[])
+    }
+
+    /// [`Fleet::run`] with more secrets in the environment.
+    pub fn run_with_env(
+        &self,
+        playbook: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> (harness::Run, Value) {
         let playbook = harness::repo().join("playbooks").join(playbook);
         let playbook = playbook.to_str().unwrap();
         let mut args = vec![
@@ -132,14 +162,13 @@ impl Fleet {
             "report.json",
         ];
         args.extend_from_slice(extra);
-        let run = self.scratch.orchestrate_env(
-            &args,
-            &[
-                ("WINRM_PASSWORD", WINRM_PASSWORD),
-                ("KES_PASSWORD", "kes-Secret-1"),
-                ("FALCON_CID", "0123456789ABCDEF0123456789ABCDEF-12"),
-            ],
-        );
+        let mut secrets = vec![
+            ("WINRM_PASSWORD", WINRM_PASSWORD),
+            ("KES_PASSWORD", "kes-Secret-1"),
+            ("FALCON_CID", "0123456789ABCDEF0123456789ABCDEF-12"),
+        ];
+        secrets.extend_from_slice(env);
+        let run = self.scratch.orchestrate_env(&args, &secrets);
         let text =
             std::fs::read_to_string(self.scratch.path().join("report.json")).unwrap_or_default();
         let report = serde_json::from_str(&text).unwrap_or_else(|e| {
@@ -164,10 +193,20 @@ impl Fleet {
                     host: v["host"].as_str().unwrap().to_string(),
                     kind: v["kind"].as_str().unwrap().to_string(),
                     script: v["script"].as_str().unwrap().to_string(),
+                    command_line: v["command_line"].as_str().unwrap_or("").to_string(),
                     response: v["response"].as_str().map(str::to_string),
                 }
             })
             .collect()
+    }
+
+    /// The script the table entry `response` answered on `host`.
+    pub fn script(&self, host: &str, response: &str) -> String {
+        self.received()
+            .into_iter()
+            .find(|r| r.host == host && r.response.as_deref() == Some(response))
+            .unwrap_or_else(|| panic!("{response} on {host}"))
+            .script
     }
 
     /// The names of the table entries that answered `host`, in order, with
@@ -267,16 +306,29 @@ pub fn kaspersky_host() -> Vec<Value> {
             "Windows Firewall policy saved to C:\\ProgramData\\MSP\\orchestrate\\firewall-before-kes-removal-20261122-081500.wfw\r\n",
             0,
         ),
+        // icacls /inheritance:r /grant:r on a folder the admin owns exits 0
+        // ("Successfully processed 1 files"; Microsoft, "icacls" command
+        // reference); the ACL then holds only the two SIDs granted.
+        entry(
+            "log folder",
+            r"installer logs go to \$dir",
+            "installer logs go to C:\\ProgramData\\MSP\\orchestrate\\logs (Administrators and SYSTEM only)\r\n",
+            0,
+        ),
+        // msiexec exits 0 once the product is removed, 1605 if it is not
+        // installed, 3010 / 1641 when a reboot is needed / started, 1603 on a
+        // fatal error (Microsoft, "MsiExec.exe and InstMsi.exe error
+        // messages"); the verbose log goes to the private log folder.
         entry(
             "msiexec KES",
             r"kes-uninstall-",
-            "msiexec /x {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} -> 0 (log: C:\\ProgramData\\MSP\\orchestrate\\kes-uninstall-8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C.log)\r\n",
+            "msiexec /x {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} -> 0 (log: C:\\ProgramData\\MSP\\orchestrate\\logs\\kes-uninstall-8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C.log)\r\n",
             0,
         ),
         entry(
             "msiexec Network Agent",
             r"klnagent-uninstall-",
-            "msiexec /x {2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B} -> 0 (log: C:\\ProgramData\\MSP\\orchestrate\\klnagent-uninstall-2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B.log)\r\n",
+            "msiexec /x {2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B} -> 0 (log: C:\\ProgramData\\MSP\\orchestrate\\logs\\klnagent-uninstall-2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B.log)\r\n",
             0,
         ),
         entry(
@@ -317,7 +369,9 @@ pub fn kaspersky_host() -> Vec<Value> {
 /// policy in the way: change fields to put one there.
 pub fn os_info(caption: &str, build: &str, product_type: i64) -> Value {
     let server = product_type != 1;
-    json!({ "caption": caption, "build": build, "product_type": product_type,
+    // OperatingSystemSKU: 48 Professional, 7 Server Standard (GetProductInfo).
+    let sku = if server { 7 } else { 48 };
+    json!({ "caption": caption, "build": build, "product_type": product_type, "sku": sku,
         "is_server": server, "ps_version": "5.1.22621.4391", "windefend_present": !server,
         "windefend_status": if server { "missing" } else { "Stopped" },
         "gpo_disables_defender": false, "force_passive_mode": false,
@@ -444,17 +498,79 @@ pub fn position(answered: &[String], name: &str) -> usize {
 }
 
 /// The CrowdStrike playbook's own steps, answered as on a host where the
-/// Falcon sensor installs and runs.
+/// Falcon sensor installs, registers and connects.
 pub fn crowdstrike_table() -> Vec<Value> {
     let mut table = kaspersky_host();
     table.extend([
         entry("installer staged", r"MISSING: sensor installer", "installer staged: C:\\ProgramData\\MSP\\packages\\falcon\\WindowsSensor.exe (CrowdStrike Falcon Sensor 7.18.18905.0)\r\n", 0),
-        entry("sensor before", r"running = \[bool\]", r#"{"service":"missing","running":false}"#, 0),
+        // No sensor yet: no CSFalconService, no AG value under either key
+        // falcon-scripts' Get-AID reads.
+        entry("sensor before", r"running = \[bool\]", r#"{"service":"missing","running":false,"aid":""}"#, 0),
         entry("export exclusions", r"sensor-exclusions\.csv", "2 exclusion(s) for the Falcon console, saved to C:\\ProgramData\\MSP\\orchestrate\\sensor-exclusions.csv:\r\n", 0),
+        // WindowsSensor.exe exits 0 once installed and provisioned; 1244 when
+        // it cannot reach the CrowdStrike cloud (falcon-scripts,
+        // powershell/install/falcon_windows_install.ps1).
         entry("install sensor", r"sensor installer exit code", "sensor installer exit code: 0\r\n", 0),
-        entry("sensor started", r"is not running after", "CSFalconService is running\r\n", 0),
+        entry("stop: cloud unreachable", r"The sensor installer exited with 1244", "The sensor installer exited with 1244: the sensor could not reach the CrowdStrike cloud.\r\n", 1),
+        // Provisioned: AG holds the 16-byte agent id (read as hex, as
+        // Get-AID does); the service's process keeps its TLS connection to
+        // the cloud on 443 open (CrowdStrike's sensor guide, "Verify the
+        // host's connection to the CrowdStrike cloud": netstat shows it
+        // ESTABLISHED).
+        entry("sensor up", r"\$connected = \[bool\]",
+            r#"{"service":"Running","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":true}"#, 0),
         entry("sensor health", r"product = \$\(if",
-            r#"{"service":"Running","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0"}"#, 0),
+            r#"{"service":"Running","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":true}"#, 0),
     ]);
+    table
+}
+
+/// The state `HKLM:\SOFTWARE\Microsoft\Windows Advanced Threat
+/// Protection\Status` and the Sense service show, as the MDE playbook reads
+/// them: onboarded to the tenant `org`, or not onboarded (Sense stopped).
+pub fn mde_state(onboarded: bool, org: &str) -> Value {
+    json!({ "OnboardingState": if onboarded { 1 } else { 0 },
+            "OrgId": if onboarded { org } else { "" },
+            "Sense": if onboarded { "Running" } else { "Stopped" } })
+}
+
+pub const MDE_ORG: &str = "6f1c2f0e-2b7a-4c43-9a52-0d8e3b1f7a11";
+
+/// The Defender for Endpoint playbook's own steps in front of the Defender
+/// ones (the first matching entry answers), as on hosts where onboarding
+/// works: not onboarded before, onboarded to [`MDE_ORG`] after.
+pub fn mde_table() -> Vec<Value> {
+    let mut table = defender_table();
+    let mut active = mde_state(true, MDE_ORG);
+    // Onboarded beside a third-party antivirus, Defender Antivirus runs in
+    // passive mode (Microsoft, "Defender Antivirus compatibility with other
+    // security products"; Get-MpComputerStatus AMRunningMode "Passive Mode").
+    active["AMRunningMode"] = json!("Passive Mode");
+    table.splice(
+        0..0,
+        [
+            entry("stop: home", r"is a Home edition", "Microsoft Windows 11 Home (SKU 101) is a Home edition: Defender for Endpoint does not support it.\r\n", 1),
+            entry("package staged", r"\(mde_onboarding_script\)", "onboarding package staged: C:\\ProgramData\\MSP\\packages\\mde\\WindowsDefenderATPOnboardingScript.cmd\r\n", 0),
+            // Get-HotFix lists installed updates by KB id (Microsoft,
+            // Get-HotFix); Install.ps1 checks the same three on 2012 R2.
+            entry("downlevel prerequisites", r"KB2999226", "Server 2012 R2: KB2999226 installed, KB3080149 installed, KB3045999 installed; SCEP absent\r\n", 0),
+            entry("passive mode set", r"-Name ForceDefenderPassiveMode -PropertyType DWord -Value 1", "ForceDefenderPassiveMode = 1: Defender stays passive beside Kaspersky until it is removed.\r\n", 0),
+            entry("passive mode kept", r"Defender stays passive beside it", "ForceDefenderPassiveMode removed: Defender may become active.\r\n", 0),
+            entry("passive mode lifted", r"Defender becomes the active antivirus", "ForceDefenderPassiveMode removed: Defender becomes the active antivirus.\r\n", 0),
+            entry("Defender feature off again", r"Kaspersky is not back; leaving Defender enabled", "Kaspersky is not back; leaving Defender enabled.\r\n", 0),
+            // DISM /Add-Capability exits 0 once added, 3010 when it needs a
+            // reboot (DISM capabilities package servicing options).
+            entry("Sense capability", r"Microsoft\.Windows\.Sense\.Client~~~~", "DISM /Add-Capability Microsoft.Windows.Sense.Client exit code: 0\r\n", 0),
+            entry("Install.ps1", r"Install\.ps1 exit code: \{0\}", "Install.ps1 exit code: 0\r\n", 0),
+            entry("Install.ps1 again", r"Install\.ps1 exit code \(second run\)", "Install.ps1 exit code (second run): 0\r\n", 0),
+            entry("onboarding script", r"onboarding script exit code", "onboarding script exit code: 0\r\n", 0),
+            entry("offboarding script", r"offboarding script exit code", "Kaspersky is not being put back: the host stays onboarded.\r\n", 0),
+            entry("sensor active", r"\$mp = Get-MpComputerStatus", &active.to_string(), 0),
+            // The same script reads the state in precheck, then in verify.
+            json!({ "name": "state before", "match": r"Windows Advanced Threat Protection\\Status' -ErrorAction SilentlyContinue\s+\$sense",
+                    "stdout": mde_state(false, MDE_ORG).to_string(), "times": 1 }),
+            entry("state after", r"Windows Advanced Threat Protection\\Status' -ErrorAction SilentlyContinue\s+\$sense", &mde_state(true, MDE_ORG).to_string(), 0),
+        ],
+    );
     table
 }
