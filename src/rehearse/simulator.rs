@@ -291,6 +291,7 @@ async fn command(
     };
     let script = match wire::classify(&line) {
         Line::Reader | Line::Become { .. } => wire::script_of(&input),
+        Line::Cmd => wire::cmd_script_of(&input),
         Line::Direct(text) => text,
     };
     let reply = fleet.answer(index, &script);

@@ -21,6 +21,9 @@ pub enum Line {
     /// A `become` reader under sudo: it must print `marker` on standard
     /// error first (a NOPASSWD rule), then the script comes on stdin.
     Become { marker: String },
+    /// cmd.exe reading commands from stdin (`cmd /d /q /k rem MARKER`):
+    /// the text, then `exit %ERRORLEVEL%`.
+    Cmd,
     /// The line is the script (with `cmd /c ` taken off).
     Direct(String),
 }
@@ -41,15 +44,22 @@ pub fn classify(line: &str) -> Line {
     if trimmed.starts_with("exec /bin/sh -c 'IFS= read -r orchestrate_lines") {
         return Line::Reader;
     }
+    if trimmed.starts_with("cmd /d /q /k rem ") {
+        return Line::Cmd;
+    }
     let words: Vec<&str> = trimmed.split_whitespace().collect();
-    if let Some(program) = words.first()
-        && ["powershell", "pwsh", "powershell.exe", "pwsh.exe"]
-            .contains(&program.to_ascii_lowercase().as_str())
+    // PowerShell, alone (Windows) or under a waiting `sh -c` (pwsh elsewhere).
+    let program = words.iter().position(|w| {
+        let w = w.trim_start_matches('\'').to_ascii_lowercase();
+        ["powershell", "pwsh", "powershell.exe", "pwsh.exe"].contains(&w.as_str())
+    });
+    if program.is_some()
         && let Some(at) = words
             .iter()
             .position(|w| w.eq_ignore_ascii_case("-EncodedCommand"))
         && let Some(encoded) = words.get(at + 1)
     {
+        let encoded = encoded.trim_end_matches(';');
         let text = decode_utf16_base64(encoded).unwrap_or_default();
         // The bootstrap reads the script from stdin; any other encoded
         // text (the transport's fixed helpers) is the script itself.
@@ -85,15 +95,29 @@ pub fn script_of(payload: &[u8]) -> String {
     let Some((count, rest)) = text.split_once('\n') else {
         return String::new();
     };
-    let lines: usize = count.trim().parse().unwrap_or(0);
+    // The header may carry a marker after the count (`N MARKER`).
+    let lines: usize = count
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     rest.split_inclusive('\n').take(lines).collect()
+}
+
+/// The text a [`Line::Cmd`] reader was sent, without the `exit` that ends it.
+pub fn cmd_script_of(input: &[u8]) -> String {
+    let text = String::from_utf8_lossy(input);
+    text.trim_end()
+        .trim_end_matches("exit %ERRORLEVEL%")
+        .trim_end()
+        .replace("\r\n", "\n")
 }
 
 /// A script that is the transport's housekeeping, not a playbook step:
 /// finding and killing what a lost connection left running. Nothing runs
 /// on a simulated host, so there is never anything left to kill.
 pub fn is_housekeeping(script: &str) -> bool {
-    script.contains("o[r]chestrate-")
+    script.contains("o[r]chestrate-") || script.contains("\"orchestrate-$marker.pid\"")
 }
 
 /// A script that restarts the host (the transport's reboot command, or a
@@ -134,6 +158,18 @@ mod tests {
         assert_eq!(classify(&helper), Line::Direct("Get-Date".into()));
         let payload = wrapper::payload("a\nb", Some(b"own input"));
         assert_eq!(script_of(&payload), "a\nb\n");
+        let marked = wrapper::payload_marked("a\nb", None, "orchestrate-1-2-end");
+        assert_eq!(script_of(&marked), "a\nb\n");
+        assert_eq!(classify(&wrapper::cmd_line("m-1")), Line::Cmd);
+        assert_eq!(cmd_script_of(&wrapper::cmd_payload("dir\nver")), "dir\nver");
+        let pwsh = format!(
+            "exec /bin/sh -c '{}; exit $? # m'",
+            wrapper::powershell_line("pwsh")
+        );
+        assert_eq!(classify(&pwsh), Line::Reader);
+        assert!(is_housekeeping(&wrapper::powershell_kill_marked_and_check(
+            &["m".into()]
+        )));
         assert!(is_reboot("shutdown /r /t 0") && is_reboot("shutdown -r now"));
         assert!(is_housekeeping("pids=$(pgrep -f 'o[r]chestrate-1-2-end')"));
     }
