@@ -358,7 +358,7 @@ pub(super) fn replan(
 ) -> Result<(Plan, journal::Replay), i32> {
     let playbook = PathBuf::from(&row.playbook);
     let inventory = PathBuf::from(&row.inventory);
-    let changed = match journal.files(&row) {
+    let changed = match journal.files(row) {
         Ok(recorded) => journal::changes(&row.run_id, &recorded),
         Err(e) => {
             eprintln!("error: {e}");
@@ -530,6 +530,7 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         confirm,
         resume,
         earlier,
+        clock: clock_from_env(),
     };
     let outcome = run::execute(
         Arc::new(plan),
@@ -582,4 +583,14 @@ pub(super) fn init_tracing(bars: bool, verbose: u8) {
             .with(fmt.with_writer(std::io::stderr).with_filter(filter))
             .try_init();
     }
+}
+
+/// The run's clock: the system's, or, for tests, one that starts at
+/// `ORCHESTRATE_NOW` (RFC 3339) and runs on at the real pace.
+pub(super) fn clock_from_env() -> run::Clock {
+    std::env::var("ORCHESTRATE_NOW")
+        .ok()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.trim()).ok())
+        .map(|t| run::Clock::starting_at(t.with_timezone(&chrono::Utc)))
+        .unwrap_or_default()
 }

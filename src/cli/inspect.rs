@@ -85,6 +85,9 @@ pub fn status(args: &StatusArgs) -> i32 {
         })
         .map(|h| serde_json::json!({ "host": h.name, "status": h.status, "error": h.error }))
         .collect();
+    let unsupported: Vec<serde_json::Value> = on_unsupported_product(&report)
+        .map(|h| serde_json::json!({ "host": h.name, "error": h.error }))
+        .collect();
     match args.format {
         Format::Json => {
             let doc = serde_json::json!({
@@ -95,6 +98,7 @@ pub fn status(args: &StatusArgs) -> i32 {
                 "finished_at": report.finished_at,
                 "clients": clients,
                 "needs_a_person": attention,
+                "on_unsupported_product": unsupported,
             });
             output::println(&serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
@@ -203,19 +207,50 @@ fn human_status(report: &Report, clients: &[ClientStatusView]) -> String {
             )
         })
         .collect();
-    if !attention.is_empty() {
-        let _ = writeln!(out, "\nneeds a person:");
-        for h in attention {
+    let waiting: Vec<_> = report.hosts().filter(|h| h.waiting.is_some()).collect();
+    if !waiting.is_empty() {
+        let _ = writeln!(out, "\nwaiting to reboot:");
+        for h in waiting {
             let _ = writeln!(
                 out,
-                "  {} {}: {}",
-                h.status.as_str(),
+                "  {}: {}",
                 inert(&h.name),
-                inert(h.error.as_deref().unwrap_or(""))
+                inert(h.waiting.as_deref().unwrap_or(""))
             );
         }
     }
+    hosts_under(&mut out, "needs a person", &attention);
+    let unsupported: Vec<_> = on_unsupported_product(report).collect();
+    hosts_under(
+        &mut out,
+        "rolled back to a product that no longer gets updates (move them to a supported one)",
+        &unsupported,
+    );
     out
+}
+
+/// A titled list of hosts with their status and error; nothing if empty.
+fn hosts_under(out: &mut String, title: &str, hosts: &[&run_json::HostReport]) {
+    if hosts.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{title}:");
+    for h in hosts {
+        let _ = writeln!(
+            out,
+            "  {} {}: {}",
+            h.status.as_str(),
+            inert(&h.name),
+            inert(h.error.as_deref().unwrap_or(""))
+        );
+    }
+}
+
+/// The hosts a rollback left on a product that no longer gets updates.
+fn on_unsupported_product(report: &Report) -> impl Iterator<Item = &run_json::HostReport> {
+    report
+        .hosts()
+        .filter(|h| h.status == HostStatus::RolledBackToUnsupportedProduct)
 }
 
 pub fn report(args: &ReportArgs) -> i32 {

@@ -1,6 +1,6 @@
 //! How the operator reaches a running run: the signals that stop it
-//! (SIGINT, SIGTERM, SIGHUP) and the answer to `pause_between_waves:
-//! confirm`. Kept apart from launching a run because both run for the
+//! (SIGINT, SIGTERM, SIGHUP) and the answers to `pause_between_waves:
+//! confirm` and `reboot: ask`. Kept apart from launching a run because both run for the
 //! whole run beside it, on their own task or thread, and neither may ever
 //! block a host: a stop is a token the runner watches, an answer arrives
 //! over a channel.
@@ -88,14 +88,10 @@ impl AskOnTerminal {
     }
 }
 
-#[async_trait]
-impl Confirm for AskOnTerminal {
-    async fn confirm(&self, client: &str, next_wave: usize, so_far: &str) -> Result<(), String> {
+impl AskOnTerminal {
+    /// Asks `question`; true for a yes.
+    async fn ask(&self, question: &str) -> bool {
         let mut answers = self.answers.lock().await;
-        let question = format!(
-            "{}: start wave {next_wave}? ({so_far}) [y/N] ",
-            crate::report::terminal::inert(client)
-        );
         if self.bars {
             tracing::warn!("{question}");
         } else {
@@ -103,11 +99,41 @@ impl Confirm for AskOnTerminal {
             eprint!("{question}");
             let _ = std::io::stderr().flush();
         }
-        match answers.recv().await {
-            Some(line) if matches!(line.trim().to_lowercase().as_str(), "y" | "yes") => Ok(()),
-            _ => Err(format!(
+        matches!(answers.recv().await, Some(line) if matches!(line.trim().to_lowercase().as_str(), "y" | "yes"))
+    }
+}
+
+#[async_trait]
+impl Confirm for AskOnTerminal {
+    async fn confirm(&self, client: &str, next_wave: usize, so_far: &str) -> Result<(), String> {
+        let question = format!(
+            "{}: start wave {next_wave}? ({so_far}) [y/N] ",
+            crate::report::terminal::inert(client)
+        );
+        if self.ask(&question).await {
+            Ok(())
+        } else {
+            Err(format!(
                 "the operator did not confirm wave {next_wave}; resume the run to go on"
-            )),
+            ))
+        }
+    }
+
+    async fn confirm_reboot(&self, client: &str, host: &str, why: &str) -> Result<(), String> {
+        use crate::report::terminal::inert;
+        let question = format!(
+            "{}/{}: reboot now? ({}) [y/N] ",
+            inert(client),
+            inert(host),
+            inert(why)
+        );
+        if self.ask(&question).await {
+            Ok(())
+        } else {
+            Err(
+                "the operator did not confirm the reboot (reboot: ask); the host was not rebooted"
+                    .into(),
+            )
         }
     }
 }
@@ -121,5 +147,9 @@ impl Confirm for NoTerminal {
         Err(format!(
             "wave {next_wave} needs confirmation (pause_between_waves: confirm) and there is no terminal to ask; resume the run with --yes to go on without asking"
         ))
+    }
+
+    async fn confirm_reboot(&self, _client: &str, _host: &str, _why: &str) -> Result<(), String> {
+        Err("the reboot needs the operator's confirmation (reboot: ask) and there is no terminal to ask; the host was not rebooted (run it on a terminal, or with --yes to reboot without asking)".into())
     }
 }

@@ -271,6 +271,7 @@ async fn run_client(
         confirm,
         resume: Some(replay.hosts),
         earlier,
+        clock: super::execute::clock_from_env(),
     };
     run::execute(
         Arc::new(plan),
@@ -426,6 +427,16 @@ impl Confirm for Approvals {
                 Err(e) => return Err(format!("cannot ask for wave {next_wave}'s approval: {e}")),
             }
             tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
+    /// Nobody is at a worker's terminal: only `--yes` (given when the run
+    /// was queued) answers.
+    async fn confirm_reboot(&self, _client: &str, _host: &str, _why: &str) -> Result<(), String> {
+        if self.yes {
+            Ok(())
+        } else {
+            Err("the reboot needs the operator's confirmation (reboot: ask) and a queued run has no terminal to ask; the host was not rebooted (queue the run with --yes, or give the host reboot: window)".into())
         }
     }
 }

@@ -87,6 +87,29 @@ pub(crate) fn fact_of(event: &Event) -> Option<Fact<'_>> {
             error: Some(reason),
             protection_gap_ms: None,
         },
+        // A host whose reboot waits (`reboot: window | ask`) says so, with
+        // why, until the reboot starts.
+        Event::RebootWaiting {
+            client,
+            host,
+            reason,
+            ..
+        } => Fact::Host {
+            client,
+            host,
+            wave: None,
+            status: "waiting_for_reboot",
+            error: Some(reason),
+            protection_gap_ms: None,
+        },
+        Event::Rebooting { client, host } => Fact::Host {
+            client,
+            host,
+            wave: None,
+            status: "running",
+            error: None,
+            protection_gap_ms: None,
+        },
         Event::StepFinished { host, step, .. } => Fact::Step {
             host,
             index: step.index as i64,

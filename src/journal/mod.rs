@@ -49,7 +49,7 @@ pub fn default_path(inventory: &Path) -> PathBuf {
 #[derive(Debug, Clone)]
 pub enum Location {
     File(PathBuf),
-    Postgres(postgres::Target),
+    Postgres(Box<postgres::Target>),
 }
 
 impl Location {
@@ -67,7 +67,7 @@ impl Location {
     pub fn parse(state: &Path) -> Result<Location, JournalError> {
         match state.to_str() {
             Some(text) if postgres::is_postgres(text) => postgres::Target::parse(text)
-                .map(Location::Postgres)
+                .map(|target| Location::Postgres(Box::new(target)))
                 .map_err(|message| JournalError {
                     path: postgres::target::redact_url(text),
                     message,

@@ -74,6 +74,11 @@ pub fn replay(events: &[(String, Event)]) -> Replay {
                     progress.carried.captured_at.insert(step.index, snapshot);
                 }
             }
+            Event::BaselineTaken { host, probes, .. } => {
+                if let Some(progress) = in_flight.get_mut(host) {
+                    progress.carried.baseline_before = Some(probes.clone());
+                }
+            }
             Event::HostFinished { host, status, .. } => {
                 let progress = in_flight.remove(host);
                 let resume = match status {

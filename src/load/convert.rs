@@ -118,7 +118,7 @@ impl Loader {
 
     /// The converted contents of the file `include` names: a YAML list of
     /// what `convert` converts, in a scope of its own.
-    fn included<D: serde::de::DeserializeOwned, T>(
+    pub(super) fn included<D: serde::de::DeserializeOwned, T>(
         &mut self,
         scope: &Scope,
         include: &Spanned<String>,
@@ -152,7 +152,7 @@ impl Loader {
     }
 
     /// One step (not an include) as the model has it.
-    fn step(&mut self, scope: &Scope, doc: Spanned<StepDoc>) -> Option<Step> {
+    pub(super) fn step(&mut self, scope: &Scope, doc: Spanned<StepDoc>) -> Option<Step> {
         let source = &scope.source;
         let at = Place::of(&doc.referenced);
         let d = doc.value;

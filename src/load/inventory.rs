@@ -15,6 +15,7 @@ use serde_saphyr::Spanned;
 
 use super::diagnostic::{InputError, InputErrors, SourceFile};
 use super::playbook::{Place, Vars, check_wave_list};
+use super::reboot::{RebootKind, RebootPolicy, RebootWindow, RebootWindowDoc};
 use super::values::{HumanDuration, Pause, Size};
 use crate::transport::{BecomeMethod, Os, TransportKind, WinrmAuth};
 
@@ -27,6 +28,8 @@ pub struct Inventory {
     /// Resolved against the inventory's folder.
     pub secrets_dir: Option<PathBuf>,
     pub clients: Vec<Client>,
+    /// `must_reach` of the defaults (a client's or a host's list wins).
+    pub must_reach: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +48,7 @@ pub struct Client {
     pub os: Option<Os>,
     pub hosts: Vec<Host>,
     pub at: Place,
+    pub must_reach: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +59,7 @@ pub struct Host {
     pub connection: Connection,
     pub vars: Vars,
     pub at: Place,
+    pub must_reach: Option<Vec<String>>,
 }
 
 /// Connection settings at one level; `None` means "from the level above".
@@ -73,6 +78,14 @@ pub struct Connection {
     pub connect_timeout: Option<HumanDuration>,
     #[serde(default)]
     pub reboot_command: Option<String>,
+    /// `now`, `window` or `ask`: when a reboot a step asks for happens.
+    #[serde(default)]
+    pub reboot: Option<RebootKind>,
+    /// The maintenance window `reboot: window` waits for (as a whole: the
+    /// nearest level that has one).
+    #[serde(default)]
+    #[schemars(with = "Option<RebootWindowDoc>")]
+    pub reboot_window: Option<RebootWindow>,
     #[serde(default)]
     pub ssh: SshDoc,
     #[serde(default)]
@@ -149,6 +162,8 @@ impl Connection {
             jump_host: nearest!(self, outer; jump_host),
             connect_timeout: nearest!(self, outer; connect_timeout),
             reboot_command: nearest!(self, outer; reboot_command),
+            reboot: nearest!(self, outer; reboot),
+            reboot_window: nearest!(self, outer; reboot_window),
             ssh: SshDoc {
                 identity_file: nearest!(self, outer; ssh.identity_file),
                 passphrase_secret: nearest!(self, outer; ssh.passphrase_secret),
@@ -238,6 +253,11 @@ struct DefaultsDoc {
     #[serde(default)]
     reboot_command: Option<String>,
     #[serde(default)]
+    reboot: Option<RebootKind>,
+    #[serde(default)]
+    #[schemars(with = "Option<RebootWindowDoc>")]
+    reboot_window: Option<RebootWindow>,
+    #[serde(default)]
     ssh: SshDoc,
     #[serde(default)]
     winrm: WinrmDoc,
@@ -247,6 +267,10 @@ struct DefaultsDoc {
     os: Option<Os>,
     #[serde(default)]
     vars: Vars,
+    /// `host:port` targets the endpoint must still reach after the change (checked from the endpoint, before and after). The nearest level's list wins.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    must_reach: Option<Vec<Spanned<String>>>,
 }
 
 // The connection keys are written out in each level's document rather than
@@ -268,6 +292,11 @@ struct ClientDoc {
     connect_timeout: Option<HumanDuration>,
     #[serde(default)]
     reboot_command: Option<String>,
+    #[serde(default)]
+    reboot: Option<RebootKind>,
+    #[serde(default)]
+    #[schemars(with = "Option<RebootWindowDoc>")]
+    reboot_window: Option<RebootWindow>,
     #[serde(default)]
     ssh: SshDoc,
     #[serde(default)]
@@ -294,6 +323,10 @@ struct ClientDoc {
     #[serde(default)]
     #[schemars(with = "Option<Vec<HostDoc>>")]
     hosts: Option<Spanned<Vec<Spanned<HostDoc>>>>,
+    /// `host:port` targets the endpoint must still reach after the change (checked from the endpoint, before and after). The nearest level's list wins.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    must_reach: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -317,6 +350,11 @@ struct HostDoc {
     #[serde(default)]
     reboot_command: Option<String>,
     #[serde(default)]
+    reboot: Option<RebootKind>,
+    #[serde(default)]
+    #[schemars(with = "Option<RebootWindowDoc>")]
+    reboot_window: Option<RebootWindow>,
+    #[serde(default)]
     host_key: Option<String>,
     #[serde(default)]
     ssh: SshDoc,
@@ -326,6 +364,10 @@ struct HostDoc {
     r#become: BecomeDoc,
     #[serde(default)]
     vars: Vars,
+    /// `host:port` targets the endpoint must still reach after the change (checked from the endpoint, before and after). The nearest level's list wins.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    must_reach: Option<Vec<Spanned<String>>>,
 }
 
 /// Builds a [`Connection`] from the connection keys of any level's document.
@@ -338,6 +380,8 @@ macro_rules! connection_of {
             jump_host: $doc.jump_host,
             connect_timeout: $doc.connect_timeout,
             reboot_command: $doc.reboot_command,
+            reboot: $doc.reboot,
+            reboot_window: $doc.reboot_window,
             ssh: $doc.ssh,
             winrm: $doc.winrm,
             r#become: $doc.r#become,
@@ -395,6 +439,7 @@ pub fn parse_inventory(source: SourceFile) -> Result<Inventory, InputErrors> {
                 format!("client `{name}`: concurrency 0 would never start a host"),
             ));
         }
+        let must_reach = super::must_reach::check(&source, c.must_reach, &mut errors);
         let mut hosts = Vec::new();
         for host in host_docs {
             let host_at = Place::of(&host.referenced);
@@ -435,6 +480,7 @@ pub fn parse_inventory(source: SourceFile) -> Result<Inventory, InputErrors> {
             }
             let os = h.os;
             let vars = std::mem::take(&mut h.vars);
+            let must_reach = super::must_reach::check(&source, h.must_reach.take(), &mut errors);
             let connection = connection_of!(h);
             if os.or(c.os).or(doc.defaults.os).is_none() {
                 errors.push(source.error_at(
@@ -451,6 +497,7 @@ pub fn parse_inventory(source: SourceFile) -> Result<Inventory, InputErrors> {
                 connection,
                 vars,
                 at: host_at,
+                must_reach,
             });
         }
         clients.push(Client {
@@ -469,9 +516,11 @@ pub fn parse_inventory(source: SourceFile) -> Result<Inventory, InputErrors> {
             os: c.os,
             hosts,
             at,
+            must_reach,
             connection: connection_of!(c),
         });
     }
+    let must_reach = super::must_reach::check(&source, doc.defaults.must_reach, &mut errors);
     if !errors.is_empty() {
         return Err(InputErrors(errors));
     }
@@ -483,10 +532,25 @@ pub fn parse_inventory(source: SourceFile) -> Result<Inventory, InputErrors> {
         default_os,
         secrets_dir: None,
         clients,
+        must_reach,
         source,
     };
     inventory.secrets_dir = doc.secrets_dir.map(|d| inventory.resolve_path(&d));
     Ok(inventory)
+}
+
+impl Inventory {
+    /// A host's reboot policy, its window checked to be there.
+    pub fn reboot_policy(&self, client: &Client, host: &Host) -> Result<RebootPolicy, String> {
+        let c = self.connection(client, host);
+        match c.reboot.unwrap_or_default() {
+            RebootKind::Now => Ok(RebootPolicy::Now),
+            RebootKind::Ask => Ok(RebootPolicy::Ask),
+            RebootKind::Window => c.reboot_window.map(RebootPolicy::Window).ok_or_else(|| {
+                "`reboot: window` needs a `reboot_window` (host, client or defaults), e.g. { days: [sat, sun], start: \"22:00\", end: \"04:00\", tz: America/New_York }".to_string()
+            }),
+        }
+    }
 }
 
 impl Host {
@@ -496,5 +560,19 @@ impl Host {
             .or(client.os)
             .or(inventory.default_os)
             .unwrap_or(Os::Linux)
+    }
+
+    /// What the host must still reach: its own list, its client's or the
+    /// defaults' (the nearest list wins, whole).
+    pub fn must_reach_in<'a>(
+        &'a self,
+        client: &'a Client,
+        inventory: &'a Inventory,
+    ) -> &'a [String] {
+        self.must_reach
+            .as_deref()
+            .or(client.must_reach.as_deref())
+            .or(inventory.must_reach.as_deref())
+            .unwrap_or(&[])
     }
 }

@@ -75,6 +75,8 @@ pub struct Playbook {
     pub files: Vec<PathBuf>,
     /// The top level's `become` (steps already carry what applies to them).
     pub r#become: bool,
+    /// `baseline:` probes, includes expanded, in order.
+    pub baseline: Vec<super::baseline::Probe>,
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +189,11 @@ pub enum Mark {
     ProtectionOff,
     /// After this step the new product protects the host.
     ProtectionOn,
+    /// On a rollback or `on_failure` step: it puts back a product that no
+    /// longer gets updates (Kaspersky for US customers since 29 September
+    /// 2024). A host whose rollback ran such a step to success ends
+    /// `rolled_back_to_unsupported_product`, not `failed`.
+    RestoresUnsupportedProduct,
 }
 
 /// Reads and checks a playbook file.
@@ -216,6 +223,7 @@ pub fn parse_playbook(source: SourceFile) -> Result<Playbook, InputErrors> {
         ));
     }
     let phases = loader.phases(&root, doc.phases.value);
+    let baseline = loader.probes(&root, doc.baseline);
     let Loader {
         includes,
         mut errors,
@@ -233,6 +241,8 @@ pub fn parse_playbook(source: SourceFile) -> Result<Playbook, InputErrors> {
         }
     }
     check_captures(&phases, &mut errors);
+    super::baseline::check_names(&baseline, &mut errors);
+    check_marks(&phases, &mut errors);
     if let Some(waves) = &doc.waves {
         check_wave_list(&source, waves, &mut errors);
     }
@@ -269,6 +279,7 @@ pub fn parse_playbook(source: SourceFile) -> Result<Playbook, InputErrors> {
         phases,
         files: includes.files,
         r#become: top_become,
+        baseline,
         source,
     })
 }
@@ -301,6 +312,23 @@ pub(crate) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `restores_unsupported_product` says what undoing a step puts back, so
+/// it belongs on rollback and `on_failure` steps only.
+fn check_marks(phases: &[Phase], errors: &mut Vec<InputError>) {
+    for step in phases.iter().flat_map(|p| &p.steps) {
+        if step.marks == Some(Mark::RestoresUnsupportedProduct) {
+            errors.push(step.source.error_at(
+                step.at.line,
+                step.at.column,
+                format!(
+                    "step `{}`: `marks: restores_unsupported_product` goes on a rollback or on_failure step (the one that puts the old product back), not on a step of a phase",
+                    step.name
+                ),
+            ));
+        }
+    }
 }
 
 /// Two steps capturing into the same name would make later templates

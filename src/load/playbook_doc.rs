@@ -53,6 +53,10 @@ pub(super) struct PlaybookDoc {
     /// Run every step as the inventory's `become` user (sudo) on POSIX hosts. Default: false.
     #[serde(default, rename = "become")]
     pub(super) r#become: Option<bool>,
+    /// Probes run on every host before anything changes and again at the end, compared item by item; each `include:` inserts the probes of a file.
+    #[serde(default)]
+    #[schemars(with = "Vec<super::baseline::ProbeDoc>")]
+    pub(super) baseline: Vec<Spanned<super::baseline::ProbeDoc>>,
 }
 
 /// The keys that make a step's action; a step has exactly one.
@@ -97,7 +101,7 @@ pub(super) struct PhaseDoc {
 
 /// A step, or `include:` of a file of steps (then only `vars` may be
 /// beside it): one struct for both, as for a phase.
-#[derive(Deserialize, JsonSchema)]
+#[derive(Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 #[schemars(transform = one_action_or_include)]
 pub(super) struct StepDoc {
@@ -186,7 +190,7 @@ pub(super) struct StepDoc {
     /// Its output is never stored or shown. Default: false.
     #[serde(default)]
     pub(super) sensitive: bool,
-    /// `protection_off` or `protection_on`: the protection gap runs between them.
+    /// `protection_off` or `protection_on`: the protection gap runs between them; `restores_unsupported_product` (rollback and on_failure steps): it puts back a product that no longer gets updates.
     #[serde(default)]
     pub(super) marks: Option<Mark>,
 }

@@ -11,6 +11,7 @@
 
 use schemars::generate::SchemaSettings;
 
+use super::baseline::ProbeDoc;
 use super::inventory::InventoryDoc;
 use super::playbook_doc::{PhaseDoc, PlaybookDoc, StepDoc};
 
@@ -25,14 +26,17 @@ pub enum SchemaKind {
     Steps,
     /// A file of phases, for `include:` in `phases:`.
     Phases,
+    /// A file of baseline probes, for `include:` in `baseline:`.
+    Probes,
 }
 
 impl SchemaKind {
-    pub const ALL: [SchemaKind; 4] = [
+    pub const ALL: [SchemaKind; 5] = [
         SchemaKind::Playbook,
         SchemaKind::Inventory,
         SchemaKind::Steps,
         SchemaKind::Phases,
+        SchemaKind::Probes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +45,7 @@ impl SchemaKind {
             SchemaKind::Inventory => "inventory",
             SchemaKind::Steps => "steps",
             SchemaKind::Phases => "phases",
+            SchemaKind::Probes => "probes",
         }
     }
 }
@@ -53,12 +58,14 @@ pub fn schema(kind: SchemaKind) -> serde_json::Value {
         SchemaKind::Inventory => generator.into_root_schema_for::<InventoryDoc>(),
         SchemaKind::Steps => generator.into_root_schema_for::<Vec<StepDoc>>(),
         SchemaKind::Phases => generator.into_root_schema_for::<Vec<PhaseDoc>>(),
+        SchemaKind::Probes => generator.into_root_schema_for::<Vec<ProbeDoc>>(),
     };
     let title = match kind {
         SchemaKind::Playbook => "orchestrate playbook",
         SchemaKind::Inventory => "orchestrate inventory",
         SchemaKind::Steps => "orchestrate steps file (include: in steps, on_failure, rollback)",
         SchemaKind::Phases => "orchestrate phases file (include: in phases)",
+        SchemaKind::Probes => "orchestrate probes file (include: in baseline)",
     };
     schema.insert("title".into(), title.into());
     schema.to_value()

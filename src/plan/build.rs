@@ -11,6 +11,7 @@ use std::sync::Arc;
 use globset::{Glob, GlobMatcher};
 use serde_json::{Map, Value, json};
 
+use super::baseline::{ProbeDef, plan_probes};
 use super::secrets::{MissingSecrets, SecretStore};
 use super::steps::{Failures, HostPlanner, all_captures, define};
 use super::targets::target_for;
@@ -79,6 +80,7 @@ pub fn build_plan(
             )
         })
         .collect();
+    let probes = super::baseline::define_probes(&playbook.baseline, &mut templates, &mut errors);
     if !errors.is_empty() {
         return Err(InputErrors(errors));
     }
@@ -94,6 +96,7 @@ pub fn build_plan(
             &hosts,
             &defs,
             &on_failure,
+            &probes,
             &templates,
             &secrets,
             options,
@@ -179,6 +182,7 @@ fn plan_client(
     hosts: &[&Host],
     defs: &[Arc<StepDef>],
     on_failure: &[Arc<StepDef>],
+    probes: &[ProbeDef],
     templates: &Templates,
     secrets: &SecretStore,
     options: &PlanOptions,
@@ -245,13 +249,20 @@ fn plan_client(
                 format!("host `{}`: {m}", host.name),
             )
         })?;
+        let reboot = inventory.reboot_policy(client, host).map_err(|m| {
+            inventory.source.error_at(
+                host.at.line,
+                host.at.column,
+                format!("host `{}`: {m}", host.name),
+            )
+        })?;
         let vars = host_vars(playbook, inventory, client, host, os, &target);
         let skipped = (!applies(host)).then(|| {
             let wanted: Vec<&str> = playbook.os.iter().flatten().map(|o| o.as_str()).collect();
             format!("the playbook is for {}, not {os}", wanted.join(", "))
         });
-        let (steps, on_fail) = if skipped.is_some() {
-            (Vec::new(), Vec::new())
+        let (steps, on_fail, baseline) = if skipped.is_some() {
+            (Vec::new(), Vec::new(), Vec::new())
         } else {
             let context = tera::Context::from_serialize(&vars).expect("a JSON map is a context");
             let mut planner = HostPlanner {
@@ -265,6 +276,14 @@ fn plan_client(
                 failures,
                 secrets,
             };
+            // Probes run first, before anything is captured.
+            let baseline = plan_probes(
+                &mut planner,
+                probes,
+                host.must_reach_in(client, inventory),
+                &inventory.source,
+                host.at,
+            );
             let mut steps = Vec::new();
             for def in defs {
                 let planned = planner.plan_step(def, false);
@@ -285,7 +304,7 @@ fn plan_client(
                     planned
                 })
                 .collect();
-            (steps, on_fail)
+            (steps, on_fail, baseline)
         };
         host_plans.push(HostPlan {
             name: host.name.clone(),
@@ -297,6 +316,8 @@ fn plan_client(
             vars,
             steps,
             on_failure: on_fail,
+            baseline,
+            reboot,
         });
     }
     Ok(ClientPlan {
@@ -345,7 +366,24 @@ fn host_vars(
             "os": os.as_str(),
             "client": client.name,
             "transport": target.kind.as_str(),
+            "must_reach": host.must_reach_in(client, inventory),
+            "must_reach_names": must_reach_names(host.must_reach_in(client, inventory)),
         }),
     );
     vars
+}
+
+/// The DNS names among `must_reach` targets (not addresses), each once:
+/// what a baseline's DNS probe resolves from the endpoint.
+fn must_reach_names(targets: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for target in targets {
+        if let Ok(t) = crate::load::must_reach::Target::parse(target)
+            && t.is_name()
+            && !names.contains(&t.host)
+        {
+            names.push(t.host);
+        }
+    }
+    names
 }

@@ -7,6 +7,7 @@
 //! can be rendered then), so a typo fails the whole run up front instead of
 //! on host 312 of 400. `--dry-run` prints a plan; the runner executes one.
 
+pub mod baseline;
 pub mod glob;
 pub mod redact;
 pub mod secrets;
@@ -96,6 +97,10 @@ pub struct HostPlan {
     pub vars: serde_json::Map<String, serde_json::Value>,
     pub steps: Vec<PlannedStep>,
     pub on_failure: Vec<PlannedStep>,
+    /// Probes run before the first step and after the last, compared.
+    pub baseline: Vec<baseline::PlannedProbe>,
+    /// When a reboot a step asks for may happen (`reboot:` in the inventory).
+    pub reboot: crate::load::RebootPolicy,
 }
 
 /// A step as defined in the playbook, shared by all hosts' plans.

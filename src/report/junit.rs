@@ -8,7 +8,9 @@
 //! outcome; a skipped or not-started host carries `<skipped>`. Every host
 //! that ran lists its steps in `<system-out>`. JUnit has no notion of a
 //! rollback or a halt, so `errors` stays 0 and the client's status and halt
-//! reason go in `<properties>`.
+//! reason go in `<properties>`. A host whose baseline was compared has a
+//! second test case, `HOST baseline`, failing with the difference when
+//! anything changed that the playbook did not expect.
 //!
 //! The XML is written with `quick-xml`'s writer, which escapes attribute
 //! values and text; untrusted text is [`clean`]ed first because XML 1.0 has
@@ -21,6 +23,7 @@ use chrono::{DateTime, FixedOffset};
 use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesText, Event};
 
+use super::baseline;
 use super::run_json::{ClientReport, HostReport, Report, counts};
 use super::text::{self, clean, excerpt, failing_step, host_ms};
 use crate::run::HostStatus;
@@ -50,13 +53,21 @@ struct Tally {
 impl Tally {
     fn of(client: &ClientReport) -> Tally {
         let c = counts(client);
+        let baselines: Vec<&HostReport> = client
+            .hosts
+            .iter()
+            .filter(|h| baseline::compared(h))
+            .collect();
         let started = text::earliest(client.waves.iter().filter_map(|w| w.started_at.as_deref()));
         let finished = text::latest(client.waves.iter().filter_map(|w| w.finished_at.as_deref()));
         Tally {
-            tests: client.hosts.len(),
-            failures: c[&HostStatus::Failed]
-                + c[&HostStatus::RollbackFailed]
-                + c[&HostStatus::Unreachable],
+            tests: client.hosts.len() + baselines.len(),
+            failures: HostStatus::ALL
+                .iter()
+                .filter(|s| s.is_failure())
+                .map(|s| c[s])
+                .sum::<usize>()
+                + baselines.iter().filter(|h| baseline::regressed(h)).count(),
             skipped: c[&HostStatus::Skipped] + c[&HostStatus::NotStarted],
             ms: started
                 .zip(finished)
@@ -155,6 +166,9 @@ fn write_suite(
             })?;
             for host in &client.hosts {
                 write_case(w, client, host)?;
+                if baseline::compared(host) {
+                    write_baseline_case(w, client, host)?;
+                }
             }
             Ok(())
         })?;
@@ -169,7 +183,10 @@ fn write_case(w: &mut Writer<Vec<u8>>, client: &ClientReport, host: &HostReport)
         .with_attribute(("time", seconds(host_ms(host)).as_str()));
     case.write_inner_content(|w| {
         match host.status {
-            HostStatus::Failed | HostStatus::RollbackFailed | HostStatus::Unreachable => {
+            HostStatus::Failed
+            | HostStatus::RolledBackToUnsupportedProduct
+            | HostStatus::RollbackFailed
+            | HostStatus::Unreachable => {
                 w.create_element("failure")
                     .with_attribute(("message", failure_message(host).as_str()))
                     .with_attribute(("type", host.status.as_str()))
@@ -189,6 +206,47 @@ fn write_case(w: &mut Writer<Vec<u8>>, client: &ClientReport, host: &HostReport)
         if !host.steps.is_empty() || !host.rollback.is_empty() {
             w.create_element("system-out")
                 .write_text_content(BytesText::new(&step_log(host)))?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// A host's baseline as a test case of its own (`HOST baseline`): a
+/// regression, on a `fail` probe or a `warn` one, is a failure whose body
+/// is the difference; a host whose only differences were expected passes.
+fn write_baseline_case(
+    w: &mut Writer<Vec<u8>>,
+    client: &ClientReport,
+    host: &HostReport,
+) -> io::Result<()> {
+    let name = format!("{} baseline", host.name);
+    let case = w
+        .create_element("testcase")
+        .with_attribute(("name", clean(&name).as_ref()))
+        .with_attribute(("classname", clean(&client.name).as_ref()))
+        .with_attribute(("time", "0.000"));
+    let diff = clean(&baseline::diff_lines(&host.baseline)).into_owned();
+    case.write_inner_content(|w| {
+        if baseline::regressed(host) {
+            let what: Vec<String> = host
+                .baseline
+                .iter()
+                .filter(|d| d.fails_host() || d.warns())
+                .map(|d| d.summary())
+                .collect();
+            let kind = if host.baseline.iter().any(|d| d.fails_host()) {
+                "baseline_regression"
+            } else {
+                "baseline_warning"
+            };
+            w.create_element("failure")
+                .with_attribute(("message", one_line(&what.join("; ")).as_str()))
+                .with_attribute(("type", kind))
+                .write_text_content(BytesText::new(&diff))?;
+        } else {
+            w.create_element("system-out")
+                .write_text_content(BytesText::new(&diff))?;
         }
         Ok(())
     })?;
@@ -218,6 +276,9 @@ fn failure_message(host: &HostReport) -> String {
     };
     let outcome = match host.status {
         HostStatus::Failed => "; rolled back",
+        HostStatus::RolledBackToUnsupportedProduct => {
+            "; rolled back to a product that no longer gets updates"
+        }
         HostStatus::RollbackFailed => "; ROLLBACK FAILED, needs a person",
         _ => "",
     };
@@ -261,6 +322,9 @@ fn failure_body(host: &HostReport) -> String {
                 }
             }
         }
+    }
+    if baseline::regressed(host) {
+        out.push_str(&baseline::diff_lines(&host.baseline));
     }
     if host.status != HostStatus::Unreachable {
         let rollback_ok = host.rollback.iter().all(|r| !text::step_failed(r.status));

@@ -23,6 +23,7 @@ fn label(status: HostStatus) -> &'static str {
     match status {
         HostStatus::Succeeded => "    OK",
         HostStatus::Failed => "FAILED",
+        HostStatus::RolledBackToUnsupportedProduct => "FAILED, BACK ON UNSUPPORTED PRODUCT",
         HostStatus::RollbackFailed => "ROLLBACK FAILED",
         HostStatus::Unreachable => "UNREACHABLE",
         HostStatus::Skipped => "  SKIP",
@@ -50,6 +51,9 @@ impl<W: Write + Send> Observer for Lines<W> {
                     None => format!("  {} {client}/{host}", label(*status)),
                 })
             }
+            Event::RebootWaiting { client, host, reason, .. } => {
+                Some(format!("  WAITING {}/{}: {}", inert(client), inert(host), inert(reason)))
+            }
             Event::RollbackStarted { client, host, .. } => {
                 Some(format!("  rolling back {}/{}", inert(client), inert(host)))
             }
@@ -62,6 +66,17 @@ impl<W: Write + Send> Observer for Lines<W> {
                     inert(&step.phase),
                     step.detail.as_ref().map(|d| format!(": {}", inert(d))).unwrap_or_default()
                 ))
+            }
+            Event::BaselineCompared { host, probes, .. } => {
+                let flagged: Vec<String> = probes
+                    .iter()
+                    .filter(|d| d.fails_host() || d.warns())
+                    .map(|d| {
+                        let level = if d.warns() { "warning" } else { "regression" };
+                        format!("    {}: {level}: {}", inert(host), inert(&d.summary()))
+                    })
+                    .collect();
+                (!flagged.is_empty()).then(|| flagged.join("\n"))
             }
             Event::Interrupting => Some(
                 "interrupted: no new host or step starts; running steps finish and half-done hosts are rolled back (a second Ctrl-C, SIGTERM or SIGHUP stops at once)".into(),

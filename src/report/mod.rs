@@ -7,6 +7,7 @@
 //! [`text`] holds what those two share; [`terminal`] makes untrusted text
 //! inert for every human reporter.
 
+pub mod baseline;
 pub mod html;
 pub mod junit;
 pub mod lines;

@@ -1,6 +1,7 @@
 //! The plan as JSON (`run --dry-run --format json`), in a fixed shape
 //! (tests and tools read it): `clients[].waves[]` as in the report, and per host `name`, `wave`,
-//! `status` (`planned` | `skipped`) and `steps[]` with `phase`, `name` and
+//! `status` (`planned` | `skipped`), `reboot` (`policy`: `now` | `window` |
+//! `ask`, and the `window`) and `steps[]` with `phase`, `name` and
 //! `command` (secrets as `***`; `null` where rendered at run time), and the
 //! `origin` of each step: the file (the playbook or one it includes) and
 //! line it is written at.
@@ -37,8 +38,39 @@ pub struct HostDoc<'a> {
     pub os: &'static str,
     pub address: &'a str,
     pub transport: &'static str,
+    pub reboot: RebootDoc,
     pub steps: Vec<StepDoc<'a>>,
     pub on_failure: Vec<StepDoc<'a>>,
+    /// Probes run before the first step and after the last, compared.
+    pub baseline: Vec<ProbeDoc<'a>>,
+}
+
+/// A baseline probe: how it is judged, and its command as a step's.
+#[derive(Serialize)]
+pub struct ProbeDoc<'a> {
+    pub probe: &'a str,
+    pub parse: crate::load::ProbeFormat,
+    pub key: Option<&'a str>,
+    pub on_regression: crate::load::OnRegression,
+    pub expect: ExpectDoc<'a>,
+    #[serde(flatten)]
+    pub step: StepDoc<'a>,
+}
+
+#[derive(Serialize)]
+pub struct ExpectDoc<'a> {
+    pub appear: Vec<&'a str>,
+    pub disappear: Vec<&'a str>,
+    pub change: Vec<&'a str>,
+}
+
+/// The host's reboot policy: `now`, `window` (with when) or `ask`.
+#[derive(Serialize)]
+pub struct RebootDoc {
+    pub policy: &'static str,
+    /// `sat,sun 22:00-04:00 America/New_York`; only with `window`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -98,16 +130,51 @@ pub fn plan_doc<'a>(plan: &'a Plan, redactor: &Redactor) -> PlanDoc<'a> {
                         os: h.os.as_str(),
                         address: &h.target.address,
                         transport: h.target.kind.as_str(),
+                        reboot: RebootDoc {
+                            policy: h.reboot.kind(),
+                            window: match &h.reboot {
+                                crate::load::RebootPolicy::Window(w) => Some(w.describe()),
+                                _ => None,
+                            },
+                        },
                         steps: h.steps.iter().map(|s| step_doc(s, h, redactor)).collect(),
                         on_failure: h
                             .on_failure
                             .iter()
                             .map(|s| step_doc(s, h, redactor))
                             .collect(),
+                        baseline: h
+                            .baseline
+                            .iter()
+                            .map(|p| probe_doc(p, h, redactor))
+                            .collect(),
                     })
                     .collect(),
             })
             .collect(),
+    }
+}
+
+fn probe_doc<'a>(
+    planned: &'a crate::plan::baseline::PlannedProbe,
+    host: &'a HostPlan,
+    redactor: &Redactor,
+) -> ProbeDoc<'a> {
+    let probe = &planned.probe;
+    let texts = |patterns: &'a [crate::load::Pattern]| -> Vec<&'a str> {
+        patterns.iter().map(|p| p.text.as_str()).collect()
+    };
+    ProbeDoc {
+        probe: &probe.name,
+        parse: probe.parse,
+        key: probe.key.as_deref(),
+        on_regression: probe.on_regression,
+        expect: ExpectDoc {
+            appear: texts(&probe.expect.appear),
+            disappear: texts(&probe.expect.disappear),
+            change: texts(&probe.expect.change),
+        },
+        step: step_doc(&planned.step, host, redactor),
     }
 }
 

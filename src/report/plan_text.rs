@@ -95,6 +95,7 @@ fn render_client(out: &mut String, client: &ClientPlan, redactor: &Redactor) {
             inert(&wave.hosts.join(", "))
         );
     }
+    render_reboots(out, client);
     render_skipped(out, client);
 
     // Group hosts by their rendered steps.
@@ -108,6 +109,29 @@ fn render_client(out: &mut String, client: &ClientPlan, redactor: &Redactor) {
         let _ = writeln!(out);
         let _ = writeln!(out, "  steps on {}:", group_label(&names));
         out.push_str(&section);
+    }
+}
+
+/// When the hosts may reboot (`reboot:` in the inventory), one line per
+/// policy; "all hosts" when they share one.
+fn render_reboots(out: &mut String, client: &ClientPlan) {
+    let mut by_policy: IndexMap<String, Vec<&str>> = IndexMap::new();
+    for host in client.hosts.iter().filter(|h| h.skipped.is_none()) {
+        let policy = match &host.reboot {
+            crate::load::RebootPolicy::Now => "at once (now)".to_string(),
+            crate::load::RebootPolicy::Ask => "after the operator confirms (ask)".to_string(),
+            crate::load::RebootPolicy::Window(w) => format!("in the window {}", w.describe()),
+        };
+        by_policy.entry(policy).or_default().push(&host.name);
+    }
+    let all = by_policy.len() == 1;
+    for (policy, names) in by_policy {
+        let who = if all {
+            "all hosts".to_string()
+        } else {
+            inert(&names.join(", ")).into_owned()
+        };
+        let _ = writeln!(out, "  reboots {policy}: {who}");
     }
 }
 
@@ -171,6 +195,16 @@ struct Users {
 fn render_steps(out: &mut String, host: &HostPlan, redactor: &Redactor) {
     let users = users_of(host);
     let users = users.as_ref();
+    if !host.baseline.is_empty() {
+        let _ = writeln!(
+            out,
+            "    baseline (before the first step, again after the last; compared)"
+        );
+        for probe in &host.baseline {
+            render_step(out, &probe.step, "-", 6, redactor, users);
+            let _ = writeln!(out, "        {}", probe_terms(&probe.probe));
+        }
+    }
     let mut phase = "";
     for (i, step) in host.steps.iter().enumerate() {
         if step.phase() != phase {
@@ -185,6 +219,29 @@ fn render_steps(out: &mut String, host: &HostPlan, redactor: &Redactor) {
             render_step(out, step, "-", 6, redactor, users);
         }
     }
+}
+
+/// How a probe's items are read and judged, in one line.
+fn probe_terms(probe: &crate::load::Probe) -> String {
+    let mut terms = vec![format!("parse {}", crate::run::name_of(&probe.parse))];
+    if let Some(key) = &probe.key {
+        terms.push(format!("key {key}"));
+    }
+    for (verb, patterns) in [
+        ("may appear", &probe.expect.appear),
+        ("may disappear", &probe.expect.disappear),
+        ("may change", &probe.expect.change),
+    ] {
+        if !patterns.is_empty() {
+            let list: Vec<&str> = patterns.iter().map(|p| p.text.as_str()).collect();
+            terms.push(format!("{verb}: {}", list.join(", ")));
+        }
+    }
+    terms.push(format!(
+        "on regression: {}",
+        crate::run::name_of(&probe.on_regression)
+    ));
+    inert(&terms.join("; ")).into_owned()
 }
 
 fn render_step(

@@ -5,7 +5,7 @@
 //! Names and messages are drawn through [`inert`]: they came from the
 //! inventory or the endpoints.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use indicatif::ProgressStyle;
 use tracing::{Span, info_span, warn};
@@ -18,15 +18,29 @@ use crate::run::{Event, HostStatus, Observer};
 struct Counts {
     ok: u64,
     failed: u64,
+    /// Rolled back to a product that no longer gets updates.
+    unsupported: u64,
     unreachable: u64,
     not_started: u64,
     running: u64,
+    /// Running hosts whose reboot waits (a window, an answer).
+    waiting: u64,
 }
 
 impl Counts {
     fn message(&self) -> String {
+        let unsupported = if self.unsupported > 0 {
+            format!(" (unsupported product {})", self.unsupported)
+        } else {
+            String::new()
+        };
+        let waiting = if self.waiting > 0 {
+            format!(" (waiting to reboot {})", self.waiting)
+        } else {
+            String::new()
+        };
         format!(
-            "running {}  ok {}  failed {}  unreachable {}  not started {}",
+            "running {}{waiting}  ok {}  failed {}{unsupported}  unreachable {}  not started {}",
             self.running, self.ok, self.failed, self.unreachable, self.not_started
         )
     }
@@ -37,6 +51,8 @@ pub struct Progress {
     overall: Option<Span>,
     clients: HashMap<String, (Span, Counts)>,
     total: Counts,
+    /// Hosts whose reboot waits, by (client, host).
+    waiting: HashSet<(String, String)>,
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -73,6 +89,20 @@ impl Observer for Progress {
                 self.overall = Some(overall);
             }
             Event::HostStarted { client, .. } => self.update(client, |c| c.running += 1, 0),
+            Event::RebootWaiting {
+                client,
+                host,
+                reason,
+                ..
+            } => {
+                tracing::info!("{}/{}: {}", inert(client), inert(host), inert(reason));
+                if self.waiting.insert((client.clone(), host.clone())) {
+                    self.update(client, |c| c.waiting += 1, 0);
+                }
+            }
+            Event::Rebooting { client, host } | Event::StepFinished { client, host, .. } => {
+                self.done_waiting(client, host)
+            }
             Event::HostFinished {
                 client,
                 status,
@@ -84,6 +114,7 @@ impl Observer for Progress {
                 if status == HostStatus::Skipped {
                     return;
                 }
+                self.done_waiting(client, host);
                 if status.is_failure() {
                     warn!(
                         "{}/{}: {} {}",
@@ -101,6 +132,10 @@ impl Observer for Progress {
                             HostStatus::Succeeded => c.ok += 1,
                             HostStatus::Unreachable => c.unreachable += 1,
                             HostStatus::NotStarted => c.not_started += 1,
+                            HostStatus::RolledBackToUnsupportedProduct => {
+                                c.failed += 1;
+                                c.unsupported += 1;
+                            }
                             _ => c.failed += 1,
                         }
                     },
@@ -137,6 +172,12 @@ impl Observer for Progress {
 }
 
 impl Progress {
+    fn done_waiting(&mut self, client: &str, host: &str) {
+        if self.waiting.remove(&(client.to_string(), host.to_string())) {
+            self.update(client, |c| c.waiting = c.waiting.saturating_sub(1), 0);
+        }
+    }
+
     fn update(&mut self, client: &str, change: impl Fn(&mut Counts), done: u64) {
         if let Some((span, counts)) = self.clients.get_mut(client) {
             change(counts);

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use indexmap::IndexMap;
 use serde::Serialize;
 
+use crate::run::baseline::ProbeDiff;
 use crate::run::{ClientStatus, Event, HostStatus, Observer, RunStatus, StepStatus};
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -57,6 +58,12 @@ pub struct HostReport {
     pub finished_at: Option<String>,
     pub steps: Vec<StepReport>,
     pub rollback: Vec<RollbackReport>,
+    /// Per probe, what differs between before and after (or, with
+    /// `--check`, what was recorded).
+    pub baseline: Vec<ProbeDiff>,
+    /// While its reboot waits (`reboot: window | ask`): why, and until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -160,6 +167,8 @@ impl Report {
                                 finished_at: None,
                                 steps: Vec::new(),
                                 rollback: Vec::new(),
+                                baseline: Vec::new(),
+                                waiting: None,
                             })
                             .collect(),
                     })
@@ -173,8 +182,24 @@ impl Report {
                     client.halted = None;
                 }
             }
+            Event::RebootWaiting {
+                client,
+                host,
+                reason,
+                ..
+            } => {
+                if let Some(h) = self.host_mut(client, host) {
+                    h.waiting = Some(reason.clone());
+                }
+            }
+            Event::Rebooting { client, host } => {
+                if let Some(h) = self.host_mut(client, host) {
+                    h.waiting = None;
+                }
+            }
             Event::StepFinished { client, host, step } => {
                 if let Some(h) = self.host_mut(client, host) {
+                    h.waiting = None;
                     h.steps.push(StepReport {
                         phase: step.phase.clone(),
                         name: step.name.clone(),
@@ -200,6 +225,24 @@ impl Report {
                         stdout: step.stdout.clone(),
                         stderr: step.stderr.clone(),
                     });
+                }
+            }
+            Event::BaselineTaken {
+                client,
+                host,
+                probes,
+            } => {
+                if let Some(h) = self.host_mut(client, host) {
+                    h.baseline = probes.iter().map(ProbeDiff::recorded).collect();
+                }
+            }
+            Event::BaselineCompared {
+                client,
+                host,
+                probes,
+            } => {
+                if let Some(h) = self.host_mut(client, host) {
+                    h.baseline = probes.clone();
                 }
             }
             Event::HostFinished {
@@ -314,17 +357,8 @@ impl Observer for ReportBuilder {
 
 /// Per client, host counts by status, in a fixed order.
 pub fn counts(client: &ClientReport) -> IndexMap<HostStatus, usize> {
-    let mut counts: IndexMap<HostStatus, usize> = [
-        HostStatus::Succeeded,
-        HostStatus::Failed,
-        HostStatus::RollbackFailed,
-        HostStatus::Unreachable,
-        HostStatus::NotStarted,
-        HostStatus::Skipped,
-    ]
-    .into_iter()
-    .map(|s| (s, 0))
-    .collect();
+    let mut counts: IndexMap<HostStatus, usize> =
+        HostStatus::ALL.into_iter().map(|s| (s, 0)).collect();
     for host in &client.hosts {
         *counts.entry(host.status).or_default() += 1;
     }

@@ -1,6 +1,11 @@
 //! The table printed when a run ends: per client, hosts by outcome, and
-//! the hosts that need a person, with the reason. Names and errors are
+//! the hosts that need a person, with the reason. Hosts rolled back to a
+//! product that no longer gets updates have a column of their own
+//! (`unsupported`): they failed like `failed` ones, but are left on
+//! decaying protection, and are said so under the table. Names and errors are
 //! drawn through [`inert`]: they came from the inventory or the endpoints.
+//! Then, per client with a baseline, what changed besides the antivirus,
+//! and the hosts that succeeded with a `warn` probe's regression.
 
 use std::fmt::Write;
 
@@ -30,11 +35,12 @@ pub fn render(report: &Report) -> String {
         .max(6);
     let _ = writeln!(
         out,
-        "  {:width$}  {:11}  {:>9}  {:>6}  {:>15}  {:>11}  {:>11}  {:>7}  {:>9}",
+        "  {:width$}  {:11}  {:>9}  {:>6}  {:>11}  {:>15}  {:>11}  {:>11}  {:>7}  {:>9}",
         "client",
         "status",
         "succeeded",
         "failed",
+        "unsupported",
         "rollback_failed",
         "unreachable",
         "not_started",
@@ -54,11 +60,12 @@ pub fn render(report: &Report) -> String {
             .unwrap_or_else(|| "running".into());
         let _ = writeln!(
             out,
-            "  {:width$}  {:11}  {:>9}  {:>6}  {:>15}  {:>11}  {:>11}  {:>7}  {:>9}",
+            "  {:width$}  {:11}  {:>9}  {:>6}  {:>11}  {:>15}  {:>11}  {:>11}  {:>7}  {:>9}",
             inert(&client.name),
             status,
             c[&HostStatus::Succeeded],
             c[&HostStatus::Failed],
+            c[&HostStatus::RolledBackToUnsupportedProduct],
             c[&HostStatus::RollbackFailed],
             c[&HostStatus::Unreachable],
             c[&HostStatus::NotStarted],
@@ -71,15 +78,44 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(out, "\n{} halted: {}", inert(&client.name), inert(reason));
         }
     }
-    let attention: Vec<_> = report
+    for client in &report.clients {
+        if let Some(sentence) = super::baseline::client_summary(client) {
+            let _ = writeln!(
+                out,
+                "\n{} baseline: {}",
+                inert(&client.name),
+                inert(&sentence)
+            );
+        }
+        // Succeeded, but flagged: a `warn` probe saw something unexpected.
+        for host in client
+            .hosts
+            .iter()
+            .filter(|h| h.status == HostStatus::Succeeded)
+        {
+            for diff in host.baseline.iter().filter(|d| d.warns()) {
+                let _ = writeln!(
+                    out,
+                    "  warning {}: {}",
+                    inert(&host.name),
+                    inert(&diff.summary())
+                );
+            }
+        }
+    }
+    let unsupported = report
         .hosts()
-        .filter(|h| {
-            matches!(
-                h.status,
-                HostStatus::RollbackFailed | HostStatus::Unreachable | HostStatus::Failed
-            )
-        })
-        .collect();
+        .filter(|h| h.status == HostStatus::RolledBackToUnsupportedProduct)
+        .count();
+    if unsupported > 0 {
+        let _ = writeln!(
+            out,
+            "\n{unsupported} host{} rolled back to a product that no longer gets updates (rolled_back_to_unsupported_product): protected today, less every day; move {} to a supported product",
+            if unsupported == 1 { " was" } else { "s were" },
+            if unsupported == 1 { "it" } else { "them" },
+        );
+    }
+    let attention: Vec<_> = report.hosts().filter(|h| h.status.is_failure()).collect();
     if !attention.is_empty() {
         let _ = writeln!(out, "\nhosts that did not make it:");
         for host in attention {

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::Wave;
+use crate::run::baseline::{ProbeDiff, ProbeSnapshot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -34,7 +35,14 @@ pub enum StepStatus {
 #[serde(rename_all = "snake_case")]
 pub enum HostStatus {
     Succeeded,
+    /// Failed and rolled back.
     Failed,
+    /// Failed and rolled back, by a rollback step marked
+    /// `restores_unsupported_product`: the host is protected again, but by
+    /// a product that no longer gets updates (Kaspersky for US customers
+    /// after 29 September 2024), so its protection decays. A failure like
+    /// `failed`, counted apart so that nobody takes it for done.
+    RolledBackToUnsupportedProduct,
     RollbackFailed,
     Unreachable,
     Skipped,
@@ -42,11 +50,27 @@ pub enum HostStatus {
 }
 
 impl HostStatus {
+    /// Every status, in the order summaries, charts and tables show them.
+    pub const ALL: [HostStatus; 7] = [
+        HostStatus::Succeeded,
+        HostStatus::Failed,
+        HostStatus::RolledBackToUnsupportedProduct,
+        HostStatus::RollbackFailed,
+        HostStatus::Unreachable,
+        HostStatus::NotStarted,
+        HostStatus::Skipped,
+    ];
+
     /// Counts against the client's failure budget.
     pub fn is_failure(self) -> bool {
+        self.rolled_back() || matches!(self, HostStatus::RollbackFailed | HostStatus::Unreachable)
+    }
+
+    /// Failed, and its rollback succeeded.
+    pub fn rolled_back(self) -> bool {
         matches!(
             self,
-            HostStatus::Failed | HostStatus::RollbackFailed | HostStatus::Unreachable
+            HostStatus::Failed | HostStatus::RolledBackToUnsupportedProduct
         )
     }
 
@@ -54,6 +78,7 @@ impl HostStatus {
         match self {
             HostStatus::Succeeded => "succeeded",
             HostStatus::Failed => "failed",
+            HostStatus::RolledBackToUnsupportedProduct => "rolled_back_to_unsupported_product",
             HostStatus::RollbackFailed => "rollback_failed",
             HostStatus::Unreachable => "unreachable",
             HostStatus::Skipped => "skipped",
@@ -207,9 +232,31 @@ pub enum Event {
         host: String,
         step: RollbackRecord,
     },
+    /// A reboot a step asked for waits, by the host's reboot policy: for
+    /// its maintenance window (`until` it opens) or for the operator.
+    RebootWaiting {
+        client: String,
+        host: String,
+        reason: String,
+        until: Option<String>,
+    },
     Rebooting {
         client: String,
         host: String,
+    },
+    /// The baseline probes ran before the host's first step (and before
+    /// anything changed): what they saw, journaled for the comparison.
+    BaselineTaken {
+        client: String,
+        host: String,
+        probes: Vec<ProbeSnapshot>,
+    },
+    /// The baseline probes ran again after the host's last step: what
+    /// differs, probe by probe.
+    BaselineCompared {
+        client: String,
+        host: String,
+        probes: Vec<ProbeDiff>,
     },
     HostFinished {
         client: String,

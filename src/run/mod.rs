@@ -9,7 +9,9 @@
 //! code: reporters render the status the `RunFinished` event carries and
 //! decide nothing.
 
+pub mod baseline;
 pub mod capture;
+pub mod clock;
 pub mod events;
 mod host;
 pub mod scheduler;
@@ -19,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
 
+pub use clock::Clock;
 pub use events::{
     CaptureRecord, ClientStatus, Event, Events, HostStatus, Observer, Recorder, RunStatus,
     StepRecord, StepStatus, name_of, timestamp,
@@ -53,6 +56,8 @@ pub struct Carried {
     /// For each completed step, the captured values as they were when it
     /// ran: its rollback needs those, not what a re-run precheck sees now.
     pub captured_at: std::collections::BTreeMap<usize, serde_json::Map<String, serde_json::Value>>,
+    /// The baseline taken before the host was first touched, to compare with.
+    pub baseline_before: Option<Vec<baseline::ProbeSnapshot>>,
 }
 
 /// Per host, where a resumed run picks up.
@@ -70,6 +75,8 @@ pub struct RunOptions {
     /// Resuming: each host's status as the run's earlier processes left
     /// it. A host left `rollback_failed` keeps the whole run so.
     pub earlier: HashMap<String, HostStatus>,
+    /// The time of day, for reboot windows.
+    pub clock: Clock,
 }
 
 /// How a run ended: the status its `RunFinished` event carries, and the
@@ -127,6 +134,7 @@ pub async fn execute(
         confirm: options.confirm,
         interrupt: interrupt.clone(),
         check: options.check,
+        clock: options.clock,
         hosts: Mutex::new(options.earlier),
     });
     let clients = tokio::select! {

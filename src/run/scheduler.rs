@@ -34,6 +34,10 @@ use crate::transport::Connectors;
 pub trait Confirm: Send + Sync {
     /// `Ok(())` to go on; `Err(why)` halts the client with that reason.
     async fn confirm(&self, client: &str, next_wave: usize, so_far: &str) -> Result<(), String>;
+
+    /// `reboot: ask`: `Ok(())` to reboot `host` now; `Err(why)` fails the
+    /// step that asked for the reboot, with that reason.
+    async fn confirm_reboot(&self, client: &str, host: &str, why: &str) -> Result<(), String>;
 }
 
 /// `--yes`: every confirmation is answered yes.
@@ -42,6 +46,10 @@ pub struct AlwaysYes;
 #[async_trait]
 impl Confirm for AlwaysYes {
     async fn confirm(&self, _: &str, _: usize, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn confirm_reboot(&self, _: &str, _: &str, _: &str) -> Result<(), String> {
         Ok(())
     }
 }
@@ -64,6 +72,7 @@ pub struct Scheduler {
     pub confirm: Arc<dyn Confirm>,
     pub interrupt: Interrupt,
     pub check: bool,
+    pub clock: super::Clock,
     pub redactor: Arc<LiveRedactor>,
     /// Where each host picks up, when resuming.
     pub resume: Option<Arc<super::Resume>>,
@@ -258,6 +267,8 @@ impl Scheduler {
             redactor: &self.redactor,
             stop: &self.interrupt.soft,
             check: self.check,
+            confirm: self.confirm.as_ref(),
+            clock: self.clock,
         };
         let status = run_host(run, &self.connectors).await;
         self.hosts
@@ -266,7 +277,7 @@ impl Scheduler {
             .insert(name.to_string(), status);
         // A host rolled back because of Ctrl-C did not fail on its own: it
         // does not count against the budget (the client stops anyway).
-        let interrupted = self.interrupt.soft.is_cancelled() && status == HostStatus::Failed;
+        let interrupted = self.interrupt.soft.is_cancelled() && status.rolled_back();
         if status.is_failure() && !interrupted {
             let failed = state.failed.fetch_add(1, Ordering::SeqCst) + 1;
             if failed > client.allowed_failures {

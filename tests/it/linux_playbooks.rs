@@ -39,6 +39,18 @@ const KESL_EXCLUSIONS: &[&str] = &[
     "off /srv/old-exports",
 ];
 
+/// The exclusions the mdatp stand-in holds on `host`, as `KIND VALUE`, sorted.
+fn mdatp_exclusions(lab: &Lab, host: &str) -> Vec<String> {
+    let mut exclusions: Vec<String> = lab
+        .host(host)
+        .state_file("mdatp/exclusions")
+        .lines()
+        .map(|l| l.replace('\t', " "))
+        .collect();
+    exclusions.sort();
+    exclusions
+}
+
 #[test]
 fn defender_gets_the_exclusions_of_kesl_and_of_the_inventory_and_is_onboarded() {
     let lab = Lab::new(&["nw-edi01"]);
@@ -49,12 +61,7 @@ fn defender_gets_the_exclusions_of_kesl_and_of_the_inventory_and_is_onboarded() 
     let (run, report) = lab.run(MDATP, &[]);
     run.expect_code(0);
     let host = lab.host("nw-edi01");
-    let mut exclusions: Vec<String> = host
-        .state_file("mdatp/exclusions")
-        .lines()
-        .map(|l| l.replace('\t', " "))
-        .collect();
-    exclusions.sort();
+    let exclusions = mdatp_exclusions(&lab, "nw-edi01");
     assert_eq!(
         exclusions,
         [
@@ -378,13 +385,7 @@ fn kesl_masks_become_mdatp_folder_wildcards_and_what_mdatp_cannot_say_is_reporte
     lab.inventory(MDATP, "northwind", json!({}), vars);
     let (run, report) = lab.run(MDATP, &[]);
     run.expect_code(0);
-    let mut exclusions: Vec<String> = lab
-        .host("nw-wms-app01")
-        .state_file("mdatp/exclusions")
-        .lines()
-        .map(|l| l.replace('\t', " "))
-        .collect();
-    exclusions.sort();
+    let exclusions = mdatp_exclusions(&lab, "nw-wms-app01");
     // mdatp's * is one folder inside a path, as KESL's * is one name; a
     // trailing ** is the folder itself (Microsoft, "Configure and validate
     // exclusions for Microsoft Defender for Endpoint on Linux").

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-const KINDS: [&str; 4] = ["playbook", "inventory", "steps", "phases"];
+const KINDS: [&str; 5] = ["playbook", "inventory", "steps", "phases", "probes"];
 
 fn schema_path(kind: &str) -> PathBuf {
     repo().join(format!("docs/schema/{kind}.schema.json"))
@@ -94,6 +94,8 @@ fn every_shipped_file_names_its_schema_and_validates_against_it() {
         let text = std::fs::read_to_string(&path).unwrap();
         let kind = if text.contains("$schema=../../docs/schema/phases.schema.json") {
             "phases"
+        } else if text.contains("$schema=../../docs/schema/probes.schema.json") {
+            "probes"
         } else {
             "steps"
         };

@@ -575,3 +575,39 @@ async fn a_host_gone_silent_mid_command_is_detected_by_keepalives() {
         started.elapsed()
     );
 }
+
+/// Over a slow link no step waits a round trip for its channel to open:
+/// the next step's channel is opened while a step runs. A step then costs
+/// about 2.5 round trips (exec to exit status, and what sshd holds back:
+/// see BENCHMARKS.md, "Latency"), where opening its channel first made 3.5.
+#[test]
+fn over_a_slow_link_no_step_waits_for_its_channel_to_open() {
+    let env = SshdEnv::new();
+    let server = env.server(1);
+    let proxy = support::proxy::Proxy::start(&server.host());
+    env.trust(&[proxy.host()]);
+    let rtt = Duration::from_millis(200);
+    proxy.set_rtt(rtt);
+    let target = env.target("slow", &proxy.host());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let per_step = runtime.block_on(async {
+        let session = no_agent().connect(&target).await.expect("connects");
+        assert_eq!(run(&*session, "true").await.0, ExitStatus::Code(0));
+        let started = Instant::now();
+        for _ in 0..4 {
+            assert_eq!(run(&*session, "true").await.0, ExitStatus::Code(0));
+        }
+        let per_step = started.elapsed() / 4;
+        session.close().await;
+        per_step
+    });
+    assert!(per_step >= rtt, "{per_step:?}: faster than light");
+    assert!(
+        per_step < rtt * 3,
+        "{per_step:?} per step over a {rtt:?} round trip: a channel opened per step costs one more"
+    );
+}

@@ -248,7 +248,11 @@ fn a_failed_server_is_rolled_back_to_kaspersky_alone_with_defender_disabled_afte
     );
     let (run, report) = fleet.run("windows-kes-to-defender.yml", &[]);
     run.expect_code(1);
-    assert_eq!(host(&report, "srv01")["status"], "failed", "rolled back");
+    // Rolled back, to Kaspersky: which no longer gets updates in the US.
+    assert_eq!(
+        host(&report, "srv01")["status"],
+        "rolled_back_to_unsupported_product"
+    );
     let answered = fleet.answered("srv01");
     assert!(position(&answered, "enable Defender feature") < position(&answered, "add exclusions"));
     // Kaspersky first, then Defender off; nothing turns Defender on again.

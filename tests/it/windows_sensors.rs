@@ -119,10 +119,8 @@ fn the_sensor_installs_as_crowdstrike_s_script_does_and_exit_1244_says_check_the
         position(&answered, "install sensor") + 1,
         position(&answered, "stop: cloud unreachable")
     );
-    for file in ["report.json"] {
-        let text = std::fs::read_to_string(fleet.scratch.path().join(file)).unwrap();
-        assert!(!text.contains("4f9d2c1b-prov-token"), "the token leaked");
-    }
+    let text = std::fs::read_to_string(fleet.scratch.path().join("report.json")).unwrap();
+    assert!(!text.contains("4f9d2c1b-prov-token"), "the token leaked");
 }
 
 fn mde_vars(extra: &str) -> String {

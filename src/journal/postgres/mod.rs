@@ -13,7 +13,9 @@
 //! several writers: an event's `seq` comes from a sequence (two workers on
 //! one run never collide), and each event carries an id of its own, so an
 //! insert retried after a lost connection that had in fact committed is
-//! not recorded twice.
+//! not recorded twice. The statements of an event's commit are prepared
+//! once per connection (deadpool's statement cache): a commit is then
+//! `BEGIN`, its statements and `COMMIT`, a round trip each.
 
 mod bridge;
 pub mod leases;
@@ -76,10 +78,9 @@ async fn record(
     let data = serde_json::to_string(&event).unwrap_or_default();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let inserted = tx
-        .execute(
-            "INSERT INTO events (run_id, event_id, time, kind, data) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (event_id) DO NOTHING",
+    let inserted = tx.execute(
+            &tx.prepare_cached("INSERT INTO events (run_id, event_id, time, kind, data) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (event_id) DO NOTHING").await?,
             &[&run_id, &event_id, &time, &kind_of(&event), &data],
         )
         .await?;
@@ -97,12 +98,12 @@ async fn record(
             protection_gap_ms,
         }) => {
             tx.execute(
-                "INSERT INTO hosts (run_id, client, host, wave, status, error, protection_gap_ms, updated_at)
+                &tx.prepare_cached("INSERT INTO hosts (run_id, client, host, wave, status, error, protection_gap_ms, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (run_id, host) DO UPDATE SET
                     wave = COALESCE(excluded.wave, hosts.wave), status = excluded.status,
                     error = excluded.error, protection_gap_ms = excluded.protection_gap_ms,
-                    updated_at = excluded.updated_at",
+                    updated_at = excluded.updated_at").await?,
                 &[&run_id, &client, &host, &wave, &status, &error, &protection_gap_ms, &time],
             )
             .await?;
@@ -121,8 +122,8 @@ async fn record(
             stderr,
         }) => {
             tx.execute(
-                "INSERT INTO steps (run_id, host, idx, phase, name, status, exit_code, attempts, duration_ms, detail, stdout, stderr, finished_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                &tx.prepare_cached("INSERT INTO steps (run_id, host, idx, phase, name, status, exit_code, attempts, duration_ms, detail, stdout, stderr, finished_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)").await?,
                 &[&run_id, &host, &index, &phase, &name, &status, &exit_code, &attempts, &duration_ms, &detail, &stdout, &stderr, &time],
             )
             .await?;
@@ -135,14 +136,17 @@ async fn record(
             detail,
         }) => {
             tx.execute(
-                "INSERT INTO rollbacks (run_id, host, name, status, exit_code, detail, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &tx.prepare_cached("INSERT INTO rollbacks (run_id, host, name, status, exit_code, detail, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7)").await?,
                 &[&run_id, &host, &name, &status, &exit_code, &detail, &time],
             )
             .await?;
         }
         Some(Fact::Reopened) => {
             tx.execute(
-                "UPDATE runs SET finished_at = NULL, status = NULL WHERE run_id = $1",
+                &tx.prepare_cached(
+                    "UPDATE runs SET finished_at = NULL, status = NULL WHERE run_id = $1",
+                )
+                .await?,
                 &[&run_id],
             )
             .await?;
@@ -152,7 +156,10 @@ async fn record(
             status,
         }) => {
             tx.execute(
-                "UPDATE runs SET finished_at = $2, status = $3 WHERE run_id = $1",
+                &tx.prepare_cached(
+                    "UPDATE runs SET finished_at = $2, status = $3 WHERE run_id = $1",
+                )
+                .await?,
                 &[&run_id, &finished_at, &status],
             )
             .await?;

@@ -127,6 +127,9 @@ fn rollback(out: &mut String, host: &HostReport) {
         HostStatus::RollbackFailed => {
             "Rollback <strong>failed</strong>: a person must look at this endpoint"
         }
+        HostStatus::RolledBackToUnsupportedProduct => {
+            "Rollback succeeded, but it put back a product that <strong>no longer gets updates</strong>: this endpoint's protection decays until it is moved to a supported product"
+        }
         _ if host.rollback.is_empty() => "Rollback: nothing had to be undone",
         _ => "Rollback succeeded: the endpoint was put back as it was",
     };

@@ -32,6 +32,7 @@ macro_rules! put {
     }};
 }
 
+mod baseline;
 mod hosts;
 mod svg;
 
@@ -42,20 +43,14 @@ const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:;
                    base-uri 'none'; form-action 'none'";
 
 /// The outcomes in the order the charts, legends and tables show them.
-const OUTCOMES: [HostStatus; 6] = [
-    HostStatus::Succeeded,
-    HostStatus::Failed,
-    HostStatus::RollbackFailed,
-    HostStatus::Unreachable,
-    HostStatus::NotStarted,
-    HostStatus::Skipped,
-];
+const OUTCOMES: [HostStatus; 7] = HostStatus::ALL;
 
 /// An outcome as the page words it.
 fn label(status: HostStatus) -> &'static str {
     match status {
         HostStatus::Succeeded => "Succeeded",
         HostStatus::Failed => "Failed, rolled back",
+        HostStatus::RolledBackToUnsupportedProduct => "Rolled back to an unsupported product",
         HostStatus::RollbackFailed => "Rollback failed",
         HostStatus::Unreachable => "Unreachable",
         HostStatus::NotStarted => "Not started",
@@ -229,6 +224,7 @@ fn client_section(out: &mut String, index: usize, client: &ClientReport) {
     outcomes(out, client);
     waves_table(out, client);
     hosts::attention(out, client);
+    baseline::section(out, client);
     hosts::gap_summary(out, client);
     hosts::host_list(out, client);
     out.push_str("</section>\n");

@@ -144,6 +144,7 @@ pub(super) async fn attempt_step(
     let execution = match perform(
         run,
         session,
+        &def.name,
         &action,
         def.timeout.map(|t| t.0),
         def.r#become,
@@ -186,6 +187,13 @@ pub(super) async fn attempt_step(
                 return attempt;
             }
             if def.reboot_codes.contains(&code) {
+                if let Err(why) = super::reboot::permit(run, &def.name).await {
+                    attempt.status = StepStatus::Failed;
+                    attempt.detail = Some(format!(
+                        "exited with {code}, which asks for a reboot: {why}"
+                    ));
+                    return attempt;
+                }
                 run.events.emit(Event::Rebooting {
                     client: run.client(),
                     host: run.host.name.clone(),

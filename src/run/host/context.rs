@@ -27,6 +27,10 @@ pub(crate) struct HostRun<'a> {
     pub check: bool,
     /// Resuming a host caught mid-way: what it had completed.
     pub resume: Option<crate::run::Carried>,
+    /// Asks the operator (`reboot: ask`).
+    pub confirm: &'a dyn crate::run::Confirm,
+    /// The time of day (`reboot: window`).
+    pub clock: crate::run::Clock,
 }
 
 impl HostRun<'_> {

@@ -14,8 +14,10 @@
 //! host's steps in order.
 
 mod attempt;
+mod baseline;
 mod context;
 mod perform;
+mod reboot;
 mod recover;
 mod rollback;
 
@@ -74,6 +76,18 @@ async fn run_steps(
             }
         }
     }
+
+    // The baseline is taken before anything changes, once: a resumed host
+    // compares with what it was before it was first touched.
+    let carried_before = run.resume.as_ref().and_then(|r| r.baseline_before.clone());
+    let before = match carried_before {
+        Some(before) => before,
+        None if run.host.baseline.is_empty() => Vec::new(),
+        None => match baseline::take_before(run, session).await {
+            Ok(before) => before,
+            Err(error) => return run.finish(HostStatus::Failed, Some(error), gap.end()),
+        },
+    };
 
     for (index, step) in run.host.steps.iter().enumerate() {
         if run.stop.is_cancelled() {
@@ -148,6 +162,22 @@ async fn run_steps(
         }
         changed |= !def.check_safe;
         done.push(step);
+    }
+    if !run.check && !run.host.baseline.is_empty() {
+        match baseline::compare_after(run, session, &before).await {
+            baseline::After::Passed => {}
+            baseline::After::Regressed(error) => {
+                return roll_back(run, session, &done, &mut vars, error, gap).await;
+            }
+            baseline::After::Lost(error) => {
+                let lost = LostStep {
+                    session,
+                    to_undo: &done,
+                    error,
+                };
+                return reconnect_and_roll_back(run, lost, connectors, &mut vars, gap).await;
+            }
+        }
     }
     run.finish(HostStatus::Succeeded, None, gap.end())
 }

@@ -31,6 +31,7 @@ static UPLOAD_SOURCES: std::sync::LazyLock<UploadSources> =
 pub(super) async fn perform(
     run: &HostRun<'_>,
     session: &dyn Session,
+    step: &str,
     action: &RenderedAction,
     timeout: Option<Duration>,
     r#become: bool,
@@ -99,6 +100,9 @@ pub(super) async fn perform(
             Ok(done())
         }
         RenderedAction::Reboot { timeout } => {
+            super::reboot::permit(run, step)
+                .await
+                .map_err(TransportError::Other)?;
             run.events.emit(Event::Rebooting {
                 client: run.client(),
                 host: run.host.name.clone(),

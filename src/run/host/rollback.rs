@@ -3,7 +3,11 @@
 //!
 //! Every rollback step is tried even when one fails (each may restore a
 //! different part of the protection), and a host whose rollback did not
-//! fully succeed is `rollback_failed`: a person must look at it.
+//! fully succeed is `rollback_failed`: a person must look at it. One that
+//! was rolled back by a step marked `restores_unsupported_product` (it put
+//! back a product that no longer gets updates) is
+//! `rolled_back_to_unsupported_product`, not `failed`: protected today, but
+//! less every day.
 //!
 //! It attempts steps by the same rules as the run ([`super::attempt`]) and
 //! is called by the host's run ([`super`]), never the other way round.
@@ -12,6 +16,7 @@ use serde_json::{Map, Value};
 
 use super::attempt::{Attempt, attempt_step, kept, skip_reason, skipped};
 use super::context::{Gap, HostRun};
+use crate::load::Mark;
 use crate::plan::PlannedStep;
 use crate::run::events::{Event, HostStatus, RollbackRecord, StepStatus};
 use crate::transport::{BoundedOutput, Session};
@@ -49,7 +54,7 @@ pub(super) async fn roll_back_as(
         host: run.host.name.clone(),
         reason: run.redactor.redact(&reason),
     });
-    let mut all_ok = true;
+    let mut undone = Undone::default();
     for step in done.iter().rev() {
         // A step carried over from before a resume is undone with the
         // values captured when it ran, not with the precheck's fresh ones
@@ -71,12 +76,15 @@ pub(super) async fn roll_back_as(
             None => vars,
         };
         for undo in &step.rollback {
-            all_ok &= run_rollback_step(run, session, undo, step_vars).await;
+            let status = run_rollback_step(run, session, undo, step_vars).await;
+            undone.note(undo, status);
         }
     }
     for step in &run.host.on_failure {
-        all_ok &= run_rollback_step(run, session, step, vars).await;
+        let status = run_rollback_step(run, session, step, vars).await;
+        undone.note(step, status);
     }
+    let all_ok = !undone.failed;
     if in_doubt {
         let how = if all_ok {
             "the rollback ran"
@@ -93,7 +101,16 @@ pub(super) async fn roll_back_as(
         // Rolled back: protection is what it was before (or on_failure
         // switched some on).
         gap.on();
-        run.finish(HostStatus::Failed, Some(reason), gap.end())
+        match undone.unsupported {
+            Some(step) => run.finish(
+                HostStatus::RolledBackToUnsupportedProduct,
+                Some(format!(
+                    "{reason}; rolled back by `{step}` to a product that no longer gets updates: move this host to a supported product"
+                )),
+                gap.end(),
+            ),
+            None => run.finish(HostStatus::Failed, Some(reason), gap.end()),
+        }
     } else {
         run.finish(
             HostStatus::RollbackFailed,
@@ -105,12 +122,36 @@ pub(super) async fn roll_back_as(
     }
 }
 
+/// What the rollback steps came to, as they end.
+#[derive(Default)]
+struct Undone {
+    /// Some step failed (or timed out).
+    failed: bool,
+    /// The first step marked `restores_unsupported_product` that ran to
+    /// success (skipped by its `when`, it put nothing back).
+    unsupported: Option<String>,
+}
+
+impl Undone {
+    fn note(&mut self, step: &PlannedStep, status: StepStatus) {
+        let def = &step.def.step;
+        match status {
+            StepStatus::Ok if def.marks == Some(Mark::RestoresUnsupportedProduct) => {
+                self.unsupported.get_or_insert_with(|| def.name.clone());
+            }
+            StepStatus::Ok | StepStatus::Skipped => {}
+            StepStatus::Failed | StepStatus::TimedOut => self.failed = true,
+        }
+    }
+}
+
+/// Runs one rollback step with its retries; returns how it ended.
 async fn run_rollback_step(
     run: &HostRun<'_>,
     session: &dyn Session,
     step: &PlannedStep,
     vars: &mut Map<String, Value>,
-) -> bool {
+) -> StepStatus {
     let def = &step.def.step;
     let record = |attempt: &Attempt| {
         let keep = |output: &BoundedOutput| (!def.sensitive).then(|| kept(run, output));
@@ -129,7 +170,7 @@ async fn run_rollback_step(
     };
     if let Some(reason) = skip_reason(run, step, vars) {
         record(&skipped(reason));
-        return true;
+        return StepStatus::Skipped;
     }
     let mut attempts = 0;
     loop {
@@ -137,7 +178,7 @@ async fn run_rollback_step(
         let attempt = attempt_step(run, session, step, vars).await;
         if attempt.status == StepStatus::Ok || attempts > def.retries {
             record(&attempt);
-            return attempt.status == StepStatus::Ok;
+            return attempt.status;
         }
         tokio::time::sleep(def.retry_delay.0).await;
     }

@@ -23,6 +23,7 @@ mod files;
 pub mod keyscan;
 pub mod known_hosts;
 pub mod retry;
+mod spare;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -105,11 +106,16 @@ impl SshConnector {
 impl Connector for SshConnector {
     async fn connect(&self, target: &Target) -> Result<Box<dyn Session>, TransportError> {
         let handle = self.dialer.open(target).await?;
+        let live = Arc::new(Live { handle });
+        // The first step's channel opens while the runner gets to it.
+        let spare = spare::Spare::default();
+        spare.prepare(&live);
         Ok(Box::new(SshSession {
             target: target.clone(),
             dialer: self.dialer.clone(),
-            live: RwLock::new(Arc::new(Live { handle })),
+            live: RwLock::new(live),
             channels: Semaphore::new(MAX_CHANNELS),
+            spare,
             unique: AtomicU64::new(0),
             fresh_temp: Default::default(),
             in_flight: Mutex::new(Vec::new()),
@@ -132,6 +138,8 @@ pub struct SshSession {
     dialer: Arc<Dialer>,
     live: RwLock<Arc<Live>>,
     channels: Semaphore,
+    /// The channel of the next step, opened while this one runs.
+    spare: spare::Spare,
     unique: AtomicU64,
     /// Paths handed out by [`Session::temp_path`] and not yet written: the
     /// first upload to one creates it exclusively (SFTP `EXCL`), so a file
@@ -193,6 +201,8 @@ impl SshSession {
             if live.handle.is_closed() {
                 return Err(self.lost(format!("the SSH connection broke: {e}")));
             }
+            // A channel opened ahead for the next step may hold the place.
+            self.spare.release().await;
             if waited >= wait {
                 return Err(TransportError::Other(format!(
                     "host {}: the host refused to open another SSH channel ({e}) for {:?}; its \
@@ -337,7 +347,12 @@ impl Session for SshSession {
         let _permit = self.channels.acquire().await.expect("never closed");
         let live = self.current().await;
         let wait = command.timeout.unwrap_or(CHANNEL_WAIT).min(CHANNEL_WAIT);
-        let channel = self.open_channel(&live, wait).await?;
+        let channel = match self.spare.take(&live).await {
+            Some(channel) => channel,
+            None => self.open_channel(&live, wait).await?,
+        };
+        // The next step's channel opens while this one runs (see `spare`).
+        self.spare.prepare(&live);
         // Until its end is seen, the command may be running on the host.
         note(&self.in_flight, &token, true);
         if command.r#become {

@@ -9,6 +9,18 @@ use std::process::{Command, Output, Stdio};
 /// holding `inventory.yml`.
 pub const JOURNAL: &str = ".orchestrate/state.db";
 
+/// `orchestrate run` of the `playbook.yml` and `inventory.yml` a test
+/// wrote, the report going to `report.json` (read it with
+/// [`Scratch::report`]).
+pub const RUN_REPORTING: &[&str] = &[
+    "run",
+    "playbook.yml",
+    "-i",
+    "inventory.yml",
+    "--report-json",
+    "report.json",
+];
+
 /// A scratch folder, removed when the test ends.
 pub struct Scratch {
     dir: tempfile::TempDir,
@@ -104,6 +116,13 @@ impl Scratch {
     pub fn spawn_logging(&self, args: &[&str], name: &str) -> std::process::Child {
         let file = std::fs::File::create(self.path().join(name)).unwrap();
         self.spawn_with_stdout(args, Stdio::from(file))
+    }
+
+    /// The `report.json` a run wrote (see [`RUN_REPORTING`]).
+    #[track_caller]
+    pub fn report(&self) -> serde_json::Value {
+        serde_json::from_str(&self.read("report.json"))
+            .unwrap_or_else(|e| panic!("report.json: {e}"))
     }
 
     /// The text of `name` in this folder; empty if it does not exist (yet).

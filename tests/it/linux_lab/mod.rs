@@ -198,6 +198,9 @@ impl Lab {
             .map(|h| {
                 let mut vars = h.vars_for(playbook);
                 vars["clamav_mirror"] = json!(self.mirror.url);
+                // Every lab host shares this machine's network: its
+                // baseline's ports are those of its own address.
+                vars["baseline_ss_filter"] = json!(format!("src {}", h.ssh.address));
                 json!({ "name": h.name, "address": h.ssh.address, "port": h.ssh.port,
                         "os": "linux", "vars": vars })
             })

@@ -36,6 +36,8 @@ pub struct PgServer {
     pub password: String,
     /// Held for the life of this process: when it closes, the server stops.
     _lifeline: Mutex<std::process::ChildStdin>,
+    /// The shell that stops it (never waited for: it outlives the tests).
+    _shell: Mutex<std::process::Child>,
 }
 
 /// Where Debian keeps the server's programs.
@@ -137,6 +139,7 @@ impl PgServer {
             passfile,
             password,
             _lifeline: Mutex::new(lifeline),
+            _shell: Mutex::new(child),
         };
         // The password, set over the socket (trusted) once the server is up;
         // md5 rather than SCRAM, whose 4096 rounds of SHA-256 take half a

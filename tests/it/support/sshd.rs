@@ -240,6 +240,12 @@ impl SshdEnv {
         text
     }
 
+    /// The uid and gid the servers run as, when the tests run as root (to
+    /// start a process the logged-in user owns).
+    pub fn ids(&self) -> Option<(u32, u32)> {
+        self.inner.run_as.ids
+    }
+
     /// The test user's password, where the deps script set one (tests as root).
     pub fn password(&self) -> Option<String> {
         self.inner.run_as.ids?;

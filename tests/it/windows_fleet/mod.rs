@@ -212,6 +212,17 @@ impl Fleet {
     /// The names of the table entries that answered `host`, in order, with
     /// `reboot` where the host went down and came back.
     pub fn answered(&self, host: &str) -> Vec<String> {
+        // The baseline probes (answered by `baseline_entries`) run before
+        // the first step and after the last on every host; the playbooks'
+        // own steps are what these lists are about.
+        self.answered_all(host)
+            .into_iter()
+            .filter(|name| !name.starts_with("baseline: "))
+            .collect()
+    }
+
+    /// [`Fleet::answered`] with the baseline probes.
+    pub fn answered_all(&self, host: &str) -> Vec<String> {
         self.received()
             .into_iter()
             .filter(|r| r.host == host)
@@ -239,6 +250,66 @@ pub fn entry(name: &str, pattern: &str, stdout: &str, exit_code: i32) -> Value {
     json!({ "name": name, "match": pattern, "stdout": stdout, "exit_code": exit_code })
 }
 
+/// The baseline probes of `playbooks/common/baseline-windows.yml`, answered
+/// the same before and after the change (nothing else changed), each in
+/// the shape its cmdlet's objects take through `ConvertTo-Json -Compress`
+/// (Windows PowerShell 5.1: a list, or one object for a single item).
+/// Matched first: the probes' scripts also name cmdlets other entries match.
+pub fn baseline_entries() -> Vec<Value> {
+    vec![
+        // Get-NetTCPConnection -State Listen / Get-NetUDPEndpoint
+        // (learn.microsoft.com/powershell/module/nettcpip/get-nettcpconnection,
+        // .../get-netudpendpoint): LocalAddress, LocalPort (UInt16) and
+        // OwningProcess, named from Get-Process; System owns 445, svchost
+        // 135 (RPC endpoint mapper), Network Agent 15000 (KSC's default
+        // agent port, KSC 14 help "Ports used by Kaspersky Security Center").
+        entry(
+            "baseline: listening ports",
+            r"Get-NetTCPConnection -State Listen",
+            &baseline_ports(true),
+            0,
+        ),
+        // Get-Service (learn.microsoft.com/powershell/module/
+        // microsoft.powershell.management/get-service): Name, DisplayName.
+        entry(
+            "baseline: running services",
+            r"Select-Object Name, DisplayName \| ConvertTo-Json",
+            r#"[{"Name":"Dnscache","DisplayName":"DNS Client"},{"Name":"LanmanServer","DisplayName":"Server"},{"Name":"MSSQLSERVER","DisplayName":"SQL Server (MSSQLSERVER)"},{"Name":"WinRM","DisplayName":"Windows Remote Management (WS-Management)"}]"#,
+            0,
+        ),
+        // Get-NetFirewallProfile (learn.microsoft.com/powershell/module/
+        // netsecurity/get-netfirewallprofile): Name, Enabled (GpoBoolean,
+        // "True"), DefaultInboundAction (Block by default).
+        entry(
+            "baseline: firewall profiles",
+            r"EnabledInboundRules = ",
+            r#"[{"Name":"Domain","Enabled":"True","DefaultInboundAction":"NotConfigured","EnabledInboundRules":41},{"Name":"Private","Enabled":"True","DefaultInboundAction":"NotConfigured","EnabledInboundRules":38},{"Name":"Public","Enabled":"True","DefaultInboundAction":"NotConfigured","EnabledInboundRules":22}]"#,
+            0,
+        ),
+        // No must_reach names in these inventories: nothing printed.
+        entry(
+            "baseline: dns",
+            r"the names of must_reach that resolve here",
+            "",
+            0,
+        ),
+    ]
+}
+
+/// The listening-ports probe's answer: SQL Server on 1433 or not.
+pub fn baseline_ports(sql_server: bool) -> String {
+    let mut ports = vec![
+        json!({"Protocol":"TCP","LocalAddress":"0.0.0.0","LocalPort":135,"Process":"svchost"}),
+        json!({"Protocol":"TCP","LocalAddress":"0.0.0.0","LocalPort":445,"Process":"System"}),
+        json!({"Protocol":"TCP","LocalAddress":"0.0.0.0","LocalPort":15000,"Process":"klnagent"}),
+        json!({"Protocol":"UDP","LocalAddress":"0.0.0.0","LocalPort":"dynamic","Process":"svchost"}),
+    ];
+    if sql_server {
+        ports.push(json!({"Protocol":"TCP","LocalAddress":"0.0.0.0","LocalPort":1433,"Process":"sqlservr"}));
+    }
+    Value::Array(ports).to_string()
+}
+
 /// A Windows 11 workstation with KES 12 and Network Agent 14, as the
 /// registry, CIM, netsh and Defender cmdlets describe it, before and after.
 /// Shared by the Kaspersky precheck and uninstall phases of every Windows
@@ -260,7 +331,8 @@ pub fn kaspersky_host() -> Vec<Value> {
     let osinfo = os_info("Microsoft Windows 11 Pro", "22631", 1);
     let firewall = json!([{ "name": "Domain", "enabled": true },
         { "name": "Private", "enabled": true }, { "name": "Public", "enabled": true }]);
-    vec![
+    let mut table = baseline_entries();
+    table.extend(vec![
         // on_failure reads Security Center too: matched before "no Kaspersky left".
         // What runs after a rollback, as services, drivers and Security Center
         // show it: here nothing (the Defender-on step then runs). A stale
@@ -351,7 +423,7 @@ pub fn kaspersky_host() -> Vec<Value> {
         ),
         entry(
             "KES back",
-            r"No KES package staged",
+            r"Kaspersky was not put back",
             "KES reinstall exit code: 0\r\n",
             0,
         ),
@@ -361,7 +433,8 @@ pub fn kaspersky_host() -> Vec<Value> {
             "Network Agent reinstall exit code: 0\r\n",
             0,
         ),
-    ]
+    ]);
+    table
 }
 
 /// The precheck's "record OS type and Defender state" answer for a host of
