@@ -18,6 +18,7 @@ pub mod load;
 pub mod owner_only;
 pub mod plan;
 pub mod quote;
+pub mod rehearse;
 pub mod report;
 pub mod run;
 pub mod transport;

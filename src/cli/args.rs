@@ -36,6 +36,9 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Answer a queued run's wave confirmation (pause_between_waves: confirm).
     Approve(ApproveArgs),
+    /// Run a playbook on a simulated fleet standing in for the inventory's
+    /// hosts: the real planner, runner, journal and reports, no real host.
+    Rehearse(RehearseArgs),
 }
 
 #[derive(Args, Debug)]
@@ -68,6 +71,50 @@ pub struct WorkerArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct RehearseArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// What the simulated hosts answer and how they fail (YAML); default
+    /// scenarios/<playbook name>.yml beside the playbooks folder, if there is one.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// Share of hosts that fail (0 to 1), each in one of the playbook's
+    /// phases that change something; replaces the scenario's fail rates.
+    #[arg(long, value_name = "P", value_parser = share)]
+    pub fail_rate: Option<f64>,
+    /// The seed of everything random in the rehearsal: one seed, one run.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seed: u64,
+    /// Multiplies pauses, waits, retry delays, timeouts (not below 5 s) and
+    /// the simulated hosts' own latencies: 0.01 runs a day's rollout in 15 minutes.
+    #[arg(long, value_name = "X", default_value_t = 1.0, value_parser = positive)]
+    pub time_scale: f64,
+    /// The rehearsals' journal (SQLite); default .orchestrate/rehearsal.db
+    /// beside the inventory, apart from the runs' journal.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Hosts at once across all clients.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub forks: u32,
+    /// Answer yes to every confirmation (pause_between_waves: confirm).
+    #[arg(long)]
+    pub yes: bool,
+    /// Write the JSON report here when the rehearsal ends.
+    #[arg(long, value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
+    /// Write a JSON-lines trace of every event here.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// More detail (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Args, Debug)]
 pub struct ApproveArgs {
     /// The queued run (`orchestrate status` lists them).
     pub run_id: String,
@@ -81,6 +128,24 @@ pub struct ApproveArgs {
         hide_env_values = true
     )]
     pub state: PathBuf,
+}
+
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!(
+            "`{text}` is not a share of hosts; write a number from 0 to 1 (0.05 is 5 %)"
+        )),
+    }
+}
+
+fn positive(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!(
+            "`{text}` is not a time scale; write a number above 0 (0.01 is a hundred times faster)"
+        )),
+    }
 }
 
 #[derive(Args, Debug)]

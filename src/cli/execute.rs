@@ -48,6 +48,8 @@ struct Launch {
     run_id: String,
     journal: Journal,
     check: bool,
+    /// `orchestrate rehearse`: every host is a simulated endpoint.
+    rehearsal: bool,
     /// `Some` for `resume`: where hosts stand, and the report so far.
     resume: Option<(Resume, Report)>,
     /// This process's leases on the run and its hosts, held until it ends.
@@ -155,11 +157,25 @@ impl Outputs {
 }
 
 pub fn run(plan: Plan, args: &RunArgs) -> i32 {
+    launch_run(
+        plan,
+        args,
+        journal::default_path(&args.target.inventory),
+        false,
+    )
+}
+
+/// `orchestrate rehearse`, once its plan points at the simulator: a run in
+/// every way but that it says so everywhere (and `resume` refuses it).
+/// `default_state` is the rehearsals' own journal.
+pub fn rehearse(plan: Plan, args: &RunArgs, default_state: PathBuf) -> i32 {
+    launch_run(plan, args, default_state, true)
+}
+
+fn launch_run(plan: Plan, args: &RunArgs, default_state: PathBuf, rehearsal: bool) -> i32 {
     let run_id = run::new_run_id();
-    let journal = match Location::of(args.state.as_deref(), || {
-        journal::default_path(&args.target.inventory)
-    })
-    .and_then(|location| Journal::open(&location))
+    let journal = match Location::of(args.state.as_deref(), || default_state)
+        .and_then(|location| Journal::open(&location))
     {
         Ok(j) => j,
         Err(e) => {
@@ -211,6 +227,7 @@ pub fn run(plan: Plan, args: &RunArgs) -> i32 {
             "forks": args.execution.forks,
             "queue": args.queue,
             "yes": args.execution.yes,
+            "rehearsal": rehearsal,
         }),
         status: None,
         started_at: run::now(),
@@ -239,6 +256,7 @@ pub fn run(plan: Plan, args: &RunArgs) -> i32 {
         run_id,
         journal,
         check: args.check,
+        rehearsal,
         resume: None,
         lease,
         outputs,
@@ -266,6 +284,14 @@ pub fn resume(args: &ResumeArgs) -> i32 {
             return EXIT_INVALID;
         }
     };
+    if row.options.get("rehearsal").and_then(|v| v.as_bool()) == Some(true) {
+        // Resumed as a run, it would go to the inventory's real hosts.
+        eprintln!(
+            "error: run {} was a rehearsal on a simulated fleet; a rehearsal cannot be resumed: rehearse again",
+            row.run_id
+        );
+        return EXIT_INVALID;
+    }
     let (plan, replay) = match replan(
         &journal,
         &row,
@@ -298,6 +324,7 @@ pub fn resume(args: &ResumeArgs) -> i32 {
         run_id: row.run_id.clone(),
         journal,
         check,
+        rehearsal: false,
         resume: Some((replay.hosts, replay.report)),
         lease,
         outputs,
@@ -415,6 +442,7 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         run_id,
         journal,
         check,
+        rehearsal,
         resume,
         lease,
         outputs,
@@ -423,7 +451,11 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         && std::io::stderr().is_terminal()
         && std::io::stdout().is_terminal();
     init_tracing(bars, args.verbose);
-    let resumed = if resume.is_some() { " (resumed)" } else { "" };
+    let resumed = match (resume.is_some(), rehearsal) {
+        (true, _) => " (resumed)",
+        (false, true) => " (rehearsal: simulated hosts only)",
+        (false, false) => "",
+    };
     match args.format {
         Format::Human => output::println(&format!("run id: {run_id}{resumed}")),
         Format::Json => output::eprintln(&format!("run id: {run_id}{resumed}")),
@@ -494,6 +526,7 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
         run_id,
         forks: args.forks as usize,
         check,
+        rehearsal,
         confirm,
         resume,
         earlier,

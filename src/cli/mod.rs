@@ -12,6 +12,7 @@ mod keyscan;
 mod operator;
 mod output;
 mod queue;
+mod rehearse;
 mod worker;
 
 use std::io::IsTerminal;
@@ -88,6 +89,7 @@ pub fn main() -> i32 {
         Command::Status(a) => inspect::status(&a),
         Command::Report(a) => inspect::report(&a),
         Command::Keyscan(a) => keyscan::keyscan(&a),
+        Command::Rehearse(a) => rehearse::rehearse(&a),
         Command::Worker(a) => worker::worker(&a),
         Command::Approve(a) => queue::approve(&a),
         Command::Schema(a) => {
@@ -107,6 +109,22 @@ pub(crate) fn plan_from(
     missing_secrets: MissingSecrets,
     host_key_policy: crate::transport::HostKeyPolicy,
 ) -> Result<Plan, InputErrors> {
+    let (playbook, inventory) = load_pair(target)?;
+    let options = PlanOptions {
+        selection: Selection {
+            clients: selection.clients.clone(),
+            limit: selection.limit.clone(),
+        },
+        missing_secrets,
+        host_key_policy,
+    };
+    build_plan(playbook, &inventory, &options)
+}
+
+/// The playbook and the inventory of `target`, loaded and checked.
+pub(crate) fn load_pair(
+    target: &args::Target,
+) -> Result<(crate::load::Playbook, crate::load::Inventory), InputErrors> {
     // Both files are read and checked before giving up, so one run shows
     // the problems of both.
     let playbook = load_playbook(&target.playbook);
@@ -124,15 +142,7 @@ pub(crate) fn plan_from(
             return Err(InputErrors(all));
         }
     };
-    let options = PlanOptions {
-        selection: Selection {
-            clients: selection.clients.clone(),
-            limit: selection.limit.clone(),
-        },
-        missing_secrets,
-        host_key_policy,
-    };
-    build_plan(playbook, &inventory, &options)
+    Ok((playbook, inventory))
 }
 
 /// `--host-key-policy off` is allowed, never silent.

@@ -267,6 +267,7 @@ async fn run_client(
         run_id: taken.run_id.clone(),
         forks: args.forks as usize,
         check: options("check"),
+        rehearsal: false,
         confirm,
         resume: Some(replay.hosts),
         earlier,

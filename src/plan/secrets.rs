@@ -24,6 +24,9 @@ pub enum MissingSecrets {
     /// remember the name, so a plan can be shown on a machine that holds no
     /// secrets.
     Placeholder,
+    /// Rehearsals: every secret is a stand-in, even one that is set, so a
+    /// real secret never reaches the simulated fleet (or anything else).
+    StandIn,
 }
 
 #[derive(Debug)]
@@ -66,7 +69,11 @@ impl SecretStore {
         if let Some(value) = state.values.get(name) {
             return Ok(value.clone());
         }
-        let value = match self.lookup(name) {
+        let found = match self.missing {
+            MissingSecrets::StandIn => None,
+            _ => self.lookup(name),
+        };
+        let value = match found {
             Some(value) => {
                 let chars = value.expose().chars().count();
                 if chars < MIN_SECRET_CHARS {
@@ -75,7 +82,7 @@ impl SecretStore {
                 value
             }
             None => match self.missing {
-                MissingSecrets::Placeholder => {
+                MissingSecrets::Placeholder | MissingSecrets::StandIn => {
                     state.not_found.insert(name.to_string(), ());
                     // A stand-in of its own per name, masked like a value:
                     // the checks that follow a secret through templates

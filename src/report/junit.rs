@@ -103,7 +103,8 @@ fn write_report(w: &mut Writer<Vec<u8>>, report: &Report) -> io::Result<()> {
             .unwrap_or_else(|| tallies.iter().map(|t| t.ms).sum()),
         started: text::parse_time(&report.started_at),
     };
-    let name = format!("orchestrate run {}", report.run_id);
+    let kind = if report.rehearsal { "rehearsal" } else { "run" };
+    let name = format!("orchestrate {kind} {}", report.run_id);
     let mut attrs = vec![("name", one_line(&name))];
     attrs.extend(total.attributes());
     w.create_element("testsuites")

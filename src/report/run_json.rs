@@ -22,6 +22,9 @@ pub struct Report {
     pub started_at: String,
     pub finished_at: Option<String>,
     pub check: bool,
+    /// A rehearsal on the simulated fleet (`orchestrate rehearse`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub rehearsal: bool,
     pub clients: Vec<ClientReport>,
 }
 
@@ -122,9 +125,11 @@ impl Report {
                 playbook,
                 started_at,
                 check,
+                rehearsal,
                 clients,
                 ..
             } => {
+                self.rehearsal = *rehearsal;
                 self.run_id = run_id.clone();
                 self.playbook = playbook.clone();
                 self.started_at = started_at.clone();

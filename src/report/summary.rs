@@ -20,6 +20,12 @@ pub fn render(report: &Report) -> String {
         .map(|s| name_of(&s))
         .unwrap_or_else(|| "interrupted".into());
     let _ = writeln!(out, "\nrun {}: {status}", report.run_id);
+    if report.rehearsal {
+        let _ = writeln!(
+            out,
+            "  a rehearsal: every host was simulated; no real host was contacted"
+        );
+    }
     let width = report
         .clients
         .iter()

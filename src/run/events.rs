@@ -173,6 +173,9 @@ pub enum Event {
         inventory: String,
         started_at: String,
         check: bool,
+        /// `orchestrate rehearse`: every host was a simulated endpoint.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        rehearsal: bool,
         clients: Vec<ClientInfo>,
     },
     /// `orchestrate resume`: the same run goes on in a new process.

@@ -67,6 +67,8 @@ pub struct RunOptions {
     pub run_id: String,
     pub forks: usize,
     pub check: bool,
+    /// `orchestrate rehearse`: said in the events, and so in every report.
+    pub rehearsal: bool,
     pub confirm: Arc<dyn Confirm>,
     /// `Some` when this continues an earlier run (`orchestrate resume`).
     pub resume: Option<Resume>,
@@ -114,10 +116,13 @@ pub async fn execute(
             },
         );
     } else {
-        events.emit_at(
-            started,
-            run_started(&plan, &options.run_id, options.check, started),
-        );
+        events.emit_at(started, {
+            let mut event = run_started(&plan, &options.run_id, options.check, started);
+            if let Event::RunStarted { rehearsal, .. } = &mut event {
+                *rehearsal = options.rehearsal;
+            }
+            event
+        });
     }
     let scheduler = Arc::new(scheduler::Scheduler {
         resume: options.resume.map(Arc::new),
@@ -175,6 +180,7 @@ pub fn run_started(
         inventory: plan.inventory_path.display().to_string(),
         started_at: timestamp(started),
         check,
+        rehearsal: false,
         clients: plan
             .clients
             .iter()

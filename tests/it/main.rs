@@ -37,6 +37,7 @@ mod macos_kav_export;
 mod outputs;
 mod postgres_workers;
 mod reboot_policy;
+mod rehearse;
 mod report_render;
 mod runner;
 mod schema;

@@ -81,12 +81,13 @@ pub fn render(report: &Report) -> String {
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="orchestrate">
-<title>Migration report {} ({})</title>
+<title>{}Migration report {} ({})</title>
 <style>
 {STYLE}</style>
 </head>
 <body>
 "#,
+        if report.rehearsal { "Rehearsal: " } else { "" },
         Esc(&report.run_id),
         Esc(&status)
     );
@@ -114,10 +115,12 @@ fn run_header(out: &mut String, report: &Report, status: &str) {
     put!(
         out,
         r#"<header class="run">
-<p class="kicker">Endpoint security migration report</p>
-<h1>Run <span class="mono">{}</span></h1>
+<p class="kicker">Endpoint security migration report{}</p>
+<h1>{} <span class="mono">{}</span></h1>
 <dl class="facts">
 <div><dt>Status</dt><dd>"#,
+        if report.rehearsal { ": rehearsal" } else { "" },
+        if report.rehearsal { "Rehearsal" } else { "Run" },
         Esc(&report.run_id)
     );
     badge(out, status, status);
@@ -144,6 +147,12 @@ fn run_header(out: &mut String, report: &Report, status: &str) {
         report.clients.len(),
         report.hosts().count()
     );
+    if report.rehearsal {
+        put!(
+            out,
+            r#"<p class="note">Rehearsal: every endpoint was simulated (orchestrate rehearse); no real host was contacted and nothing was changed anywhere.</p>"#
+        );
+    }
     if report.check {
         put!(
             out,

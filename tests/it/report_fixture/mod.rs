@@ -67,6 +67,7 @@ impl Fleet {
             })
             .collect();
         fleet.emit(Event::RunStarted {
+            rehearsal: false,
             run_id: "20261122-075319-7f3a".into(),
             playbook: "playbooks/kes-to-defender.yml".into(),
             inventory: "inventory.yml".into(),
