@@ -5,7 +5,7 @@
 //! one exception is this session's own unguessable temporary paths, which
 //! are written in place, created exclusively.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
@@ -31,10 +31,14 @@ impl SshSession {
         }
         // Beside the destination, checked, then renamed over it: a cut
         // upload leaves the good old copy (see `atomic_upload`).
+        // Unique in this process, not only in this session: hosts that
+        // share a folder (one machine under many names, a network share)
+        // must never write the same temporary copy.
+        static UPLOADS: AtomicU64 = AtomicU64::new(0);
         let unique = format!(
             "{}-{}",
             std::process::id(),
-            self.unique.fetch_add(1, Ordering::Relaxed)
+            UPLOADS.fetch_add(1, Ordering::Relaxed)
         );
         let temp = atomic_upload::temp_beside(self.target.os, dest, &unique);
         note(&self.partial_uploads, &temp, true);

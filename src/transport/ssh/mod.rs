@@ -25,7 +25,6 @@ pub mod known_hosts;
 pub mod retry;
 mod spare;
 
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -116,7 +115,6 @@ impl Connector for SshConnector {
             live: RwLock::new(live),
             channels: Semaphore::new(MAX_CHANNELS),
             spare,
-            unique: AtomicU64::new(0),
             fresh_temp: Default::default(),
             in_flight: Mutex::new(Vec::new()),
             in_flight_become: Mutex::new(Vec::new()),
@@ -140,7 +138,6 @@ pub struct SshSession {
     channels: Semaphore,
     /// The channel of the next step, opened while this one runs.
     spare: spare::Spare,
-    unique: AtomicU64,
     /// Paths handed out by [`Session::temp_path`] and not yet written: the
     /// first upload to one creates it exclusively (SFTP `EXCL`), so a file
     /// or symlink someone put there first is refused, never followed.
