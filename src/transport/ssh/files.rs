@@ -105,7 +105,7 @@ impl SshSession {
     ) -> Result<(), TransportError> {
         let live = self.current().await;
         let sftp = self.sftp(&live).await?;
-        let fail = |e: &dyn std::fmt::Display| e.to_string();
+        let fail = |e: &dyn std::fmt::Display| explain_sftp_failure(&e.to_string());
         let attrs = FileAttributes {
             permissions: self.target.os.is_posix().then_some(mode & 0o7777),
             ..Default::default()
@@ -167,5 +167,36 @@ impl SshSession {
             self.host(),
             String::from_utf8_lossy(&done.stderr).trim()
         )))
+    }
+}
+
+/// OpenSSH's sftp-server answers a bare `Failure` for every error it has no
+/// SFTP code for (`errno_to_portable` in its `sftp-server.c`): a full disk,
+/// a quota, a file of that name already there. russh-sftp shows that as
+/// "Failure: Failure", which tells nobody what to do; say what to check.
+fn explain_sftp_failure(error: &str) -> String {
+    if error.trim_end().ends_with("Failure: Failure") {
+        format!(
+            "{error} (the SFTP server gave no reason: check the host's free space and quota, \
+             that the login user can write to that folder, and that no file of that name is in the way)"
+        )
+    } else {
+        error.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::explain_sftp_failure;
+
+    #[test]
+    fn a_bare_sftp_failure_says_what_to_check() {
+        let said = explain_sftp_failure("Failure: Failure");
+        assert!(said.contains("free space"), "{said}");
+        assert!(said.contains("can write to that folder"), "{said}");
+        assert_eq!(
+            explain_sftp_failure("No such file: gone"),
+            "No such file: gone"
+        );
     }
 }
