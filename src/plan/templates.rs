@@ -12,10 +12,12 @@
 //!
 //! Rendering is bounded, so that a loop that never ends fails the plan
 //! instead of hanging it: in what it writes ([`MAX_RENDERED_BYTES`]) and,
-//! for a template with a `{%` tag (the only kind that can loop), in time
-//! ([`MAX_RENDER_TIME`]): it renders on a worker thread given up on at the
-//! deadline (see [`super::render_workers`]), since a loop that writes
-//! nothing is never seen by the output bound.
+//! for a template that can loop ([`may_loop`]: a `for`, or anything but
+//! the plain `if` and `set` tags), in time ([`MAX_RENDER_TIME`]): it
+//! renders on a worker thread given up on at the deadline (see
+//! [`super::render_workers`]), since a loop that writes nothing is never
+//! seen by the output bound. The others, most of them, render here: the
+//! hand-over to a worker costs more than they do.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,7 +60,7 @@ struct Written {
     text: String,
     source: SourceFile,
     bound: Vars,
-    /// It has a `{%` tag, so it may loop: rendered against the clock.
+    /// It may loop ([`may_loop`]): rendered against the clock.
     may_loop: bool,
 }
 
@@ -181,7 +183,7 @@ impl Templates {
                 text: written.text.clone(),
                 source: source.clone(),
                 bound: bound.clone(),
-                may_loop: written.text.contains("{%"),
+                may_loop: may_loop(&written.text),
             },
         );
         // Cloned only if a runaway render still holds the engine.
@@ -378,6 +380,33 @@ impl std::io::Write for Bounded {
     }
 }
 
+/// Tags that cannot make a template run long: Tera 2 has no loop but
+/// `for`, and an expression only goes through what it is given.
+const STRAIGHT_TAGS: &[&str] = &[
+    "if", "elif", "else", "endif", "set", "set_global", "raw", "endraw",
+];
+
+/// Whether `text` may run long: a tag other than [`STRAIGHT_TAGS`] (`for`,
+/// and whatever else, such as `include` or a component, that could run
+/// one), or a component call (`{{<name ... />}}`).
+fn may_loop(text: &str) -> bool {
+    let after_open = |open: &'static str| {
+        text.match_indices(open).map(move |(at, _)| {
+            text[at + open.len()..]
+                .trim_start_matches(['-', '+'])
+                .trim_start()
+        })
+    };
+    after_open("{{").any(|rest| rest.starts_with('<'))
+        || after_open("{%").any(|rest| {
+            let word: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            !STRAIGHT_TAGS.contains(&word.as_str())
+        })
+}
+
 /// Quotes a string, or each item of a list joined by `separator`.
 fn quote_each(
     value: &Value,
@@ -515,6 +544,28 @@ mod tests {
         let again = templates.render("t", &context).unwrap_err();
         assert_eq!(again.message, error.message);
         assert!(started.elapsed() < MAX_RENDER_TIME);
+    }
+
+    #[test]
+    fn only_templates_that_can_loop_are_rendered_against_the_clock() {
+        for straight in [
+            "echo {{ host.name }}",
+            "{% if a %}x{%- elif b -%}y{% else %}z{% endif %}",
+            "{% set x = 1 %}{{ x }} {%raw%}{{ y }}{%endraw%}",
+            "a {{ b < c }}",
+        ] {
+            assert!(!may_loop(straight), "{straight}");
+        }
+        for looping in [
+            "{% for i in x %}{% endfor %}",
+            "{%- for i in x -%}{% endfor %}",
+            "{% include 'other' %}",
+            "{{ <hello val=1/> }}",
+            "{{<hello/>}}",
+            "{% component c() %}{% endcomponent c %}",
+        ] {
+            assert!(may_loop(looping), "{looping}");
+        }
     }
 
     /// Exclusions exported as INI are applied in the order the export
