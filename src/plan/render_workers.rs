@@ -167,14 +167,25 @@ mod tests {
         {
             let id = told.recv().unwrap();
             let stat = std::fs::read_to_string(format!("/proc/self/task/{id}/stat")).unwrap();
-            let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+            let fields: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .collect();
             assert_eq!(fields[16], "19", "{stat}");
         }
         let _ = told;
         // The stuck worker is not handed the next render.
-        assert_eq!(workers.within(Duration::from_secs(1), || "next"), Ok("next"));
+        assert_eq!(
+            workers.within(Duration::from_secs(1), || "next"),
+            Ok("next")
+        );
         let panicked = workers.within(Duration::from_secs(5), || -> u8 { panic!("boom") });
-        assert!(matches!(panicked, Err(Unfinished::Failed(_))), "{panicked:?}");
+        assert!(
+            matches!(panicked, Err(Unfinished::Failed(_))),
+            "{panicked:?}"
+        );
         assert_eq!(workers.within(Duration::from_secs(5), || 3), Ok(3));
     }
 }

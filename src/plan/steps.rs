@@ -287,7 +287,9 @@ impl HostPlanner<'_> {
             return None;
         };
         let redactor = self.secrets.redactor();
-        let index = args.iter().position(|a| redactor.finds_secret(a.as_bytes()))?;
+        let index = args
+            .iter()
+            .position(|a| redactor.finds_secret(a.as_bytes()))?;
         self.refuse_secret_arg(def, src, index)
     }
 

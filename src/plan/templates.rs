@@ -251,7 +251,8 @@ impl Templates {
             }
         };
         let (rendered, out) = if written.may_loop {
-            let (tera, key_owned, guarded) = (Arc::clone(&self.tera), key.to_string(), guarded_now());
+            let (tera, key_owned, guarded) =
+                (Arc::clone(&self.tera), key.to_string(), guarded_now());
             let mut context = context.clone();
             bind(&mut context);
             let work = move || {
@@ -383,7 +384,14 @@ impl std::io::Write for Bounded {
 /// Tags that cannot make a template run long: Tera 2 has no loop but
 /// `for`, and an expression only goes through what it is given.
 const STRAIGHT_TAGS: &[&str] = &[
-    "if", "elif", "else", "endif", "set", "set_global", "raw", "endraw",
+    "if",
+    "elif",
+    "else",
+    "endif",
+    "set",
+    "set_global",
+    "raw",
+    "endraw",
 ];
 
 /// Whether `text` may run long: a tag other than [`STRAIGHT_TAGS`] (`for`,

@@ -62,13 +62,14 @@ pub fn why_args_stay_outside(path: &std::path::Path) -> std::io::Result<Option<&
     use std::io::Read as _;
     let file = std::fs::File::open(path)?;
     if file.metadata()?.len() >= MAX_REWRITTEN {
-        return Ok(Some("is 16 MiB or more, too large to have its arguments set inside its copy"));
+        return Ok(Some(
+            "is 16 MiB or more, too large to have its arguments set inside its copy",
+        ));
     }
     let mut head = Vec::with_capacity(512);
     file.take(512).read_to_end(&mut head)?;
-    Ok((!is_shell_script(&head)).then_some(
-        "is not a shell script (a binary, or its `#!` line names no POSIX shell)",
-    ))
+    Ok((!is_shell_script(&head))
+        .then_some("is not a shell script (a binary, or its `#!` line names no POSIX shell)"))
 }
 
 /// The copy of shell script `script` with `args` set inside it (see the

@@ -602,19 +602,24 @@ fn a_template_looping_without_writing_is_stopped_at_the_deadline() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let (code, took) =
-            harness::exit_within(&mut child, std::time::Duration::from_secs(40));
+        let (code, took) = harness::exit_within(&mut child, std::time::Duration::from_secs(40));
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         // One deadline, not one per host: the template fails the others at once.
-        assert!(took < std::time::Duration::from_secs(20), "{args:?}: took {took:?}");
+        assert!(
+            took < std::time::Duration::from_secs(20),
+            "{args:?}: took {took:?}"
+        );
         for needed in [
             "playbook.yml:6:",
             "host a1 (and 2 more hosts), step `silent loop` (p)",
             "rendering took longer than 5s: a loop in it runs too long (or never ends)",
         ] {
-            assert!(stderr.contains(needed), "{args:?}: {needed:?} in:\n{stderr}");
+            assert!(
+                stderr.contains(needed),
+                "{args:?}: {needed:?} in:\n{stderr}"
+            );
         }
         assert!(!stderr.contains("panicked"), "{stderr}");
     }

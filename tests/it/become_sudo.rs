@@ -329,7 +329,14 @@ phases:
     );
     let sampler = CmdlineSampler::start();
     let run = scratch.orchestrate_env(
-        &["run", "playbook.yml", "-i", "inventory.yml", "--report-json", "report.json"],
+        &[
+            "run",
+            "playbook.yml",
+            "-i",
+            "inventory.yml",
+            "--report-json",
+            "report.json",
+        ],
         &[("BECOME_TEST_PW", &password), ("ARG_SECRET", ARG)],
     );
     let seen = sampler.finish();
@@ -350,11 +357,16 @@ phases:
     );
     // Its copy ran under its own name, from a folder now gone, as is the
     // folder of the step killed at its timeout.
-    assert!(seen.iter().any(|l| l.ends_with("-args.sh/args.sh")), "{seen:?}");
+    assert!(
+        seen.iter().any(|l| l.ends_with("-args.sh/args.sh")),
+        "{seen:?}"
+    );
     let slow = read(&dir.join("slow.txt"));
     let slow_folder = Path::new(slow.trim()).parent().unwrap();
     assert!(slow_folder.starts_with("/tmp"), "{slow}");
-    harness::wait_for("the timed-out step's folder to go", || !slow_folder.exists());
+    harness::wait_for("the timed-out step's folder to go", || {
+        !slow_folder.exists()
+    });
     assert_never_on_a_command_line(&seen, ARG);
     assert_never_on_a_command_line(&seen, &password);
 }

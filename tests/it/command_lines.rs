@@ -357,11 +357,17 @@ fn a_secret_argument_of_a_script_that_is_no_shell_script_is_refused_before_any_h
     let out = scratch.path().join("out.txt");
     scratch.write(
         "tool.pl",
-        &format!("#!/usr/bin/perl\nopen(my $f, '>', '{}') or die; print $f \"perl got $ARGV[0]\";\n", out.display()),
+        &format!(
+            "#!/usr/bin/perl\nopen(my $f, '>', '{}') or die; print $f \"perl got $ARGV[0]\";\n",
+            out.display()
+        ),
     );
     scratch.write(
         "wrapper.sh",
-        &format!("#!/bin/sh\ntest \"$1\" = '{SECRET}' && echo wrapper got it > '{}'\n", out.display()),
+        &format!(
+            "#!/bin/sh\ntest \"$1\" = '{SECRET}' && echo wrapper got it > '{}'\n",
+            out.display()
+        ),
     );
     let touched = scratch.path().join("touched");
     let playbook = |src: &str, arg: &str| {
@@ -402,9 +408,15 @@ fn a_secret_argument_of_a_script_that_is_no_shell_script_is_refused_before_any_h
     }
     // Not a secret: allowed, on the command line as before.
     scratch.write("playbook.yml", &playbook("tool.pl", "plain-value"));
-    let run = scratch.orchestrate_env(&["run", "playbook.yml", "-i", "inventory.yml", "--yes"], &env);
+    let run = scratch.orchestrate_env(
+        &["run", "playbook.yml", "-i", "inventory.yml", "--yes"],
+        &env,
+    );
     run.expect_code(0);
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "perl got plain-value");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "perl got plain-value"
+    );
     // The same secret for a shell script goes inside its copy: it runs.
     std::fs::remove_file(&touched).unwrap();
     scratch.write("playbook.yml", &playbook("wrapper.sh", plain));
@@ -412,10 +424,74 @@ fn a_secret_argument_of_a_script_that_is_no_shell_script_is_refused_before_any_h
         .orchestrate_env(&["validate", "playbook.yml", "-i", "inventory.yml"], &env)
         .expect_code(0);
     let sampler = CmdlineSampler::start();
-    let run = scratch.orchestrate_env(&["run", "playbook.yml", "-i", "inventory.yml", "--yes"], &env);
+    let run = scratch.orchestrate_env(
+        &["run", "playbook.yml", "-i", "inventory.yml", "--yes"],
+        &env,
+    );
     let seen = sampler.finish();
     run.expect_code(0);
     assert!(touched.exists());
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "wrapper got it\n");
+    assert_never_on_a_command_line(&seen, SECRET);
+}
+
+/// The same refusal when even the script is known only at run time (its
+/// `src` read from a captured value): the step fails before the script is
+/// uploaded or started, and the secret is on no command line.
+#[test]
+fn a_secret_argument_of_a_script_chosen_at_run_time_is_refused_when_it_would_run() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "inventory.yml",
+        "clients:\n  acme:\n    hosts:\n      - { name: l1, address: 127.0.0.1, os: linux, transport: local }\n",
+    );
+    let ran = scratch.path().join("ran");
+    scratch.write(
+        "tool.pl",
+        &format!("#!/usr/bin/perl\nopen(my $f, '>', '{}');\n", ran.display()),
+    );
+    scratch.write(
+        "playbook.yml",
+        r#"name: args
+phases:
+  - name: p
+    steps:
+      - name: choose
+        sh: echo tool.pl
+        capture: { as: which }
+      - name: pass the token
+        script:
+          src: "{{ which }}"
+          args: ['{{ secret(name="CMDLINE_TEST_SECRET") }}']
+"#,
+    );
+    let env = [("CMDLINE_TEST_SECRET", SECRET)];
+    scratch
+        .orchestrate_env(&["validate", "playbook.yml", "-i", "inventory.yml"], &env)
+        .expect_code(0);
+    let sampler = CmdlineSampler::start();
+    let run = scratch.orchestrate_env(
+        &[
+            "run",
+            "playbook.yml",
+            "-i",
+            "inventory.yml",
+            "--yes",
+            "--report-json",
+            "report.json",
+        ],
+        &env,
+    );
+    let seen = sampler.finish();
+    run.expect_code(1);
+    let report = scratch.read("report.json");
+    assert!(
+        report.contains(
+            "tool.pl is not a shell script, so its arguments would go on its command line"
+        ),
+        "{report}"
+    );
+    assert!(!ran.exists(), "the script ran");
+    assert!(!report.contains(SECRET));
     assert_never_on_a_command_line(&seen, SECRET);
 }
