@@ -327,19 +327,10 @@ phases:
         timeout: 2s
 "#,
     );
-    let sampler = CmdlineSampler::start();
-    let run = scratch.orchestrate_env(
-        &[
-            "run",
-            "playbook.yml",
-            "-i",
-            "inventory.yml",
-            "--report-json",
-            "report.json",
-        ],
+    let (run, seen) = crate::command_lines::run_sampled(
+        &scratch,
         &[("BECOME_TEST_PW", &password), ("ARG_SECRET", ARG)],
     );
-    let seen = sampler.finish();
     // The last step timed out, as it should.
     run.expect_code(1);
     let report = read(&scratch.path().join("report.json"));

@@ -105,6 +105,29 @@ pub fn assert_never_on_a_command_line(lines: &BTreeSet<String>, secret: &str) {
     }
 }
 
+/// `orchestrate run playbook.yml -i inventory.yml --yes --report-json
+/// report.json` in `scratch` with `env`, watched by a [`CmdlineSampler`]:
+/// the run, and every command line seen while it lasted.
+pub fn run_sampled(scratch: &Scratch, env: &[(&str, &str)]) -> (harness::Run, BTreeSet<String>) {
+    let sampler = CmdlineSampler::start();
+    let run = scratch.orchestrate_env(
+        &[
+            "run",
+            "playbook.yml",
+            "-i",
+            "inventory.yml",
+            "--yes",
+            "--report-json",
+            "report.json",
+        ],
+        env,
+    );
+    (run, sampler.finish())
+}
+
+/// An inventory of one local host, `l1`.
+const ONE_LOCAL_HOST: &str = "clients:\n  acme:\n    hosts:\n      - { name: l1, address: 127.0.0.1, os: linux, transport: local }\n";
+
 const SECRET: &str = "Sup3r-S3cret-Cmdline-42";
 
 /// Each step holds the secret and lives long enough to be sampled.
@@ -135,19 +158,7 @@ fn args_script() -> String {
 fn run_watched(scratch: &Scratch) -> (harness::Run, BTreeSet<String>) {
     scratch.write("playbook.yml", PLAYBOOK);
     scratch.write("args.sh", &args_script());
-    let sampler = CmdlineSampler::start();
-    let run = scratch.orchestrate_env(
-        &[
-            "run",
-            "playbook.yml",
-            "-i",
-            "inventory.yml",
-            "--report-json",
-            "report.json",
-        ],
-        &[("CMDLINE_TEST_SECRET", SECRET)],
-    );
-    (run, sampler.finish())
+    run_sampled(scratch, &[("CMDLINE_TEST_SECRET", SECRET)])
 }
 
 #[test]
@@ -274,10 +285,7 @@ fn a_planted_symlink_in_tmpdir_is_not_followed() {
     let victim = scratch.path().join("victim.txt");
     std::fs::write(&victim, "precious\n").unwrap();
     std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
-    scratch.write(
-        "inventory.yml",
-        "clients:\n  acme:\n    hosts:\n      - { name: l1, address: 127.0.0.1, os: linux, transport: local }\n",
-    );
+    scratch.write("inventory.yml", ONE_LOCAL_HOST);
     let out = scratch.path().join("out.txt");
     scratch.write(
         "step.sh",
@@ -350,10 +358,7 @@ fn a_planted_symlink_in_tmpdir_is_not_followed() {
 #[test]
 fn a_secret_argument_of_a_script_that_is_no_shell_script_is_refused_before_any_host() {
     let scratch = Scratch::new();
-    scratch.write(
-        "inventory.yml",
-        "clients:\n  acme:\n    hosts:\n      - { name: l1, address: 127.0.0.1, os: linux, transport: local }\n",
-    );
+    scratch.write("inventory.yml", ONE_LOCAL_HOST);
     let out = scratch.path().join("out.txt");
     scratch.write(
         "tool.pl",
@@ -423,12 +428,7 @@ fn a_secret_argument_of_a_script_that_is_no_shell_script_is_refused_before_any_h
     scratch
         .orchestrate_env(&["validate", "playbook.yml", "-i", "inventory.yml"], &env)
         .expect_code(0);
-    let sampler = CmdlineSampler::start();
-    let run = scratch.orchestrate_env(
-        &["run", "playbook.yml", "-i", "inventory.yml", "--yes"],
-        &env,
-    );
-    let seen = sampler.finish();
+    let (run, seen) = run_sampled(&scratch, &env);
     run.expect_code(0);
     assert!(touched.exists());
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "wrapper got it\n");
@@ -441,10 +441,7 @@ fn a_secret_argument_of_a_script_that_is_no_shell_script_is_refused_before_any_h
 #[test]
 fn a_secret_argument_of_a_script_chosen_at_run_time_is_refused_when_it_would_run() {
     let scratch = Scratch::new();
-    scratch.write(
-        "inventory.yml",
-        "clients:\n  acme:\n    hosts:\n      - { name: l1, address: 127.0.0.1, os: linux, transport: local }\n",
-    );
+    scratch.write("inventory.yml", ONE_LOCAL_HOST);
     let ran = scratch.path().join("ran");
     scratch.write(
         "tool.pl",
@@ -469,20 +466,7 @@ phases:
     scratch
         .orchestrate_env(&["validate", "playbook.yml", "-i", "inventory.yml"], &env)
         .expect_code(0);
-    let sampler = CmdlineSampler::start();
-    let run = scratch.orchestrate_env(
-        &[
-            "run",
-            "playbook.yml",
-            "-i",
-            "inventory.yml",
-            "--yes",
-            "--report-json",
-            "report.json",
-        ],
-        &env,
-    );
-    let seen = sampler.finish();
+    let (run, seen) = run_sampled(&scratch, &env);
     run.expect_code(1);
     let report = scratch.read("report.json");
     assert!(
