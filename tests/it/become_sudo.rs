@@ -5,7 +5,7 @@
 //! (wrong password, no rights, `requiretty`), each failing fast with
 //! nothing after it run, and the password nowhere to be found.
 
-use crate::command_lines::{CmdlineSampler, assert_never_on_a_command_line};
+use crate::command_lines::assert_never_on_a_command_line;
 use crate::harness;
 use crate::support;
 
@@ -58,21 +58,7 @@ fn run_with_password(
     scratch: &Scratch,
     password: &str,
 ) -> (harness::Run, std::collections::BTreeSet<String>) {
-    let sampler = CmdlineSampler::start();
-    let run = scratch.orchestrate_env(
-        &[
-            "run",
-            "playbook.yml",
-            "-i",
-            "inventory.yml",
-            "--report-json",
-            "report.json",
-            "--log",
-            "events.jsonl",
-        ],
-        &[("BECOME_TEST_PW", password)],
-    );
-    (run, sampler.finish())
+    crate::command_lines::run_sampled(scratch, &[("BECOME_TEST_PW", password)])
 }
 
 /// Every file the run left, as text: output, report, log and journal.

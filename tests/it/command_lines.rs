@@ -106,8 +106,8 @@ pub fn assert_never_on_a_command_line(lines: &BTreeSet<String>, secret: &str) {
 }
 
 /// `orchestrate run playbook.yml -i inventory.yml --yes --report-json
-/// report.json` in `scratch` with `env`, watched by a [`CmdlineSampler`]:
-/// the run, and every command line seen while it lasted.
+/// report.json --log events.jsonl` in `scratch` with `env`, watched by a
+/// [`CmdlineSampler`]: the run, and every command line seen while it lasted.
 pub fn run_sampled(scratch: &Scratch, env: &[(&str, &str)]) -> (harness::Run, BTreeSet<String>) {
     let sampler = CmdlineSampler::start();
     let run = scratch.orchestrate_env(
@@ -119,6 +119,8 @@ pub fn run_sampled(scratch: &Scratch, env: &[(&str, &str)]) -> (harness::Run, BT
             "--yes",
             "--report-json",
             "report.json",
+            "--log",
+            "events.jsonl",
         ],
         env,
     );
