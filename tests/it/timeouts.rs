@@ -112,8 +112,8 @@ fn a_script_whose_upload_outlasts_its_timeout_never_runs_and_its_copy_is_removed
 /// the step's `timeout` is the shorter limit, which holds.
 fn reboot_limited_by_the_step() -> String {
     let limited = REBOOT_STEP.replace(
-        "reboot: { timeout: 3s }\n",
-        "reboot: {}\n        timeout: 3s\n",
+        "reboot: { timeout: 20s }\n",
+        "reboot: {}\n        timeout: 20s\n",
     );
     assert_ne!(limited, REBOOT_STEP);
     limited
