@@ -145,6 +145,14 @@ mod tests {
     }
 
     #[test]
+    fn temporary_names_are_random_not_a_pid_and_a_counter() {
+        let (a, b) = (unique(), unique());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32, "{a}");
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+    }
+
+    #[test]
     fn a_local_upload_replaces_the_file_whole() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("f");

@@ -27,6 +27,17 @@ fn run_measured(scratch: &Scratch, args: &[&str]) -> (i32, u64) {
     (status.code().unwrap_or(-1), usage.ru_maxrss as u64 / 1024)
 }
 
+/// `run` of the scratch folder's playbook and inventory, the report as
+/// JSON on standard output.
+const RUN_JSON: &[&str] = &[
+    "run",
+    "playbook.yml",
+    "-i",
+    "inventory.yml",
+    "--format",
+    "json",
+];
+
 fn report_of(scratch: &Scratch) -> Value {
     let text = std::fs::read_to_string(scratch.path().join("out.json")).unwrap();
     serde_json::from_str(&text).unwrap()
@@ -65,15 +76,7 @@ phases:
         timeout: 2s
 "#,
     );
-    let args = [
-        "run",
-        "playbook.yml",
-        "-i",
-        "inventory.yml",
-        "--format",
-        "json",
-    ];
-    let (code, peak_mib) = run_measured(&scratch, &args);
+    let (code, peak_mib) = run_measured(&scratch, RUN_JSON);
     assert_eq!(code, 1, "the endless step timed out");
     assert!(peak_mib < 150, "peak RSS {peak_mib} MiB");
     let steps = steps_of(&scratch);
@@ -233,15 +236,7 @@ fn a_large_upload_costs_no_copy_of_the_file_in_memory() {
             dest.display()
         ),
     );
-    let args = [
-        "run",
-        "playbook.yml",
-        "-i",
-        "inventory.yml",
-        "--format",
-        "json",
-    ];
-    let (code, peak_mib) = run_measured(&scratch, &args);
+    let (code, peak_mib) = run_measured(&scratch, RUN_JSON);
     assert_eq!(
         code,
         0,

@@ -8,40 +8,61 @@
 //! that failed must say what to check.
 
 use crate::faults::{
-    RUN, UPLOAD_ONLY, entry, host, inventory, names_in, payload, playbook, report,
+    Entry, RUN, UPLOAD_ONLY, entry, host, inventory, names_in, payload, playbook, report,
 };
 use crate::harness::Scratch;
 use crate::support::sshd::SshdEnv;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 /// Bigger than one upload chunk (256 KiB) many times over, so the hosts'
 /// writes overlap.
 const SIZE: usize = 3_000_000;
 
+/// The hosts' folder `marks` holding a good old copy at `UPLOAD_ONLY`'s
+/// destination, and a scratch folder whose playbook uploads a new copy
+/// there on all of `entries` at once.
+struct Scene {
+    marks: PathBuf,
+    scratch: Scratch,
+    new_copy: String,
+}
+
+fn scene(env: &SshdEnv, entries: &[Entry]) -> Scene {
+    let marks = env.folder("marks");
+    std::fs::write(marks.join("installer.bin"), "the good old copy").unwrap();
+    env.give_tree(&marks);
+    let scratch = Scratch::new();
+    scratch.write("inventory.yml", &inventory(env, entries, "30s"));
+    let all_at_once = format!("concurrency: {}\n{UPLOAD_ONLY}", entries.len());
+    scratch.write("playbook.yml", &playbook(&all_at_once, &marks));
+    let new_copy = payload(SIZE);
+    scratch.write("installer.bin", &new_copy);
+    Scene {
+        marks,
+        scratch,
+        new_copy,
+    }
+}
+
 #[test]
 fn hosts_that_are_one_machine_uploading_one_path_at_once_leave_one_whole_copy() {
     let env = SshdEnv::new();
     let (_servers, hosts) = env.fleet(6);
     env.trust(&hosts);
-    let marks = env.folder("marks");
-    std::fs::write(marks.join("installer.bin"), "the good old copy").unwrap();
-    env.give_tree(&marks);
-    let scratch = &Scratch::new();
     let names = ["h01", "h02", "h03", "h04", "h05", "h06"];
     let entries: Vec<_> = names
         .iter()
         .zip(&hosts)
         .map(|(name, h)| entry(name, h))
         .collect();
-    scratch.write("inventory.yml", &inventory(&env, &entries, "30s"));
-    scratch.write(
-        "playbook.yml",
-        &playbook(&format!("concurrency: 6\n{UPLOAD_ONLY}"), &marks),
-    );
-    let new_copy = payload(SIZE);
-    scratch.write("installer.bin", &new_copy);
+    let Scene {
+        marks,
+        scratch,
+        new_copy,
+    } = &scene(&env, &entries);
     let run = scratch.orchestrate(&[RUN, &["--forks", "6"]].concat());
     let report = report(scratch);
     for name in names {
@@ -50,11 +71,11 @@ fn hosts_that_are_one_machine_uploading_one_path_at_once_leave_one_whole_copy() 
     }
     run.expect_code(0);
     assert!(
-        std::fs::read_to_string(marks.join("installer.bin")).unwrap() == new_copy,
+        std::fs::read_to_string(marks.join("installer.bin")).unwrap() == *new_copy,
         "the destination is one whole new copy"
     );
     assert_eq!(
-        names_in(&marks),
+        names_in(marks),
         ["installer.bin"],
         "no copy is left beside it"
     );
@@ -80,18 +101,13 @@ fn a_controller_that_is_pid_1_again_is_not_stopped_by_the_copy_a_cut_run_left() 
     let env = SshdEnv::new();
     let server = env.server(1);
     env.trust(&[server.host()]);
-    let marks = env.folder("marks");
-    std::fs::write(marks.join("installer.bin"), "the good old copy").unwrap();
+    let Scene {
+        marks,
+        scratch,
+        new_copy,
+    } = &scene(&env, &[entry("h01", &server.host())]);
     std::fs::write(marks.join(LEFT_BY_A_CUT_RUN_AS_PID_1), "cut half-way").unwrap();
-    env.give_tree(&marks);
-    let scratch = &Scratch::new();
-    scratch.write(
-        "inventory.yml",
-        &inventory(&env, &[entry("h01", &server.host())], "30s"),
-    );
-    scratch.write("playbook.yml", &playbook(UPLOAD_ONLY, &marks));
-    let new_copy = payload(SIZE);
-    scratch.write("installer.bin", &new_copy);
+    env.give_tree(marks);
     // The controller as the first process of a new PID namespace: pid 1,
     // as in a container, on every run.
     let out = Command::new("unshare")
@@ -105,7 +121,7 @@ fn a_controller_that_is_pid_1_again_is_not_stopped_by_the_copy_a_cut_run_left() 
     assert_eq!(out.status.code(), Some(0), "{said}");
     assert_eq!(
         std::fs::read_to_string(marks.join("installer.bin")).unwrap(),
-        new_copy
+        *new_copy
     );
     assert_eq!(
         std::fs::read_to_string(marks.join(LEFT_BY_A_CUT_RUN_AS_PID_1)).unwrap(),
@@ -137,18 +153,12 @@ fn a_host_whose_disk_fills_up_fails_clearly_while_another_replaces_the_same_file
     let full = env.server_configured(1, &sftp_server_that_fills_up(&env));
     let roomy = env.server(1);
     env.trust(&[full.host(), roomy.host()]);
-    let marks = env.folder("marks");
-    std::fs::write(marks.join("installer.bin"), "the good old copy").unwrap();
-    env.give_tree(&marks);
-    let scratch = &Scratch::new();
     let entries = [entry("h01", &full.host()), entry("h02", &roomy.host())];
-    scratch.write("inventory.yml", &inventory(&env, &entries, "30s"));
-    scratch.write(
-        "playbook.yml",
-        &playbook(&format!("concurrency: 2\n{UPLOAD_ONLY}"), &marks),
-    );
-    let new_copy = payload(SIZE);
-    scratch.write("installer.bin", &new_copy);
+    let Scene {
+        marks,
+        scratch,
+        new_copy,
+    } = &scene(&env, &entries);
     let run = scratch.orchestrate(RUN);
     run.expect_code(1);
     let report = report(scratch);
@@ -162,11 +172,11 @@ fn a_host_whose_disk_fills_up_fails_clearly_while_another_replaces_the_same_file
     let h02 = host(&report, "h02");
     assert_eq!(h02["status"], "succeeded", "{h02}");
     assert!(
-        std::fs::read_to_string(marks.join("installer.bin")).unwrap() == new_copy,
+        std::fs::read_to_string(marks.join("installer.bin")).unwrap() == *new_copy,
         "the destination is h02's whole copy"
     );
     assert_eq!(
-        names_in(&marks),
+        names_in(marks),
         ["installer.bin", "rolled-back"],
         "h01's partial copy is not left beside it (h01 was rolled back)"
     );
