@@ -99,12 +99,18 @@ impl SshSession {
             .request_subsystem(true, "sftp")
             .await
             .map_err(|e| self.lost(e))?;
-        SftpSession::new(channel.into_stream()).await.map_err(|e| {
-            TransportError::Other(format!(
-                "host {}: cannot start SFTP ({e}); check that sshd has an sftp Subsystem",
-                self.host()
-            ))
-        })
+        let config = russh_sftp::client::Config {
+            request_timeout_secs: SFTP_REQUEST_LIMIT.as_secs(),
+            ..Default::default()
+        };
+        SftpSession::new_with_config(channel.into_stream(), config)
+            .await
+            .map_err(|e| {
+                TransportError::Other(format!(
+                    "host {}: cannot start SFTP ({e}); check that sshd has an sftp Subsystem",
+                    self.host()
+                ))
+            })
     }
 
     /// Writes `contents` to `path` over a fresh SFTP session, with `mode`
@@ -186,6 +192,15 @@ impl SshSession {
     }
 }
 
+/// How long one SFTP request may wait for its answer. russh-sftp's default
+/// is 10 s, which a stall the connection itself survives (keepalives
+/// allow 45 s: a Wi-Fi drop, a VPN renegotiating), or 16 writes of 32 KiB
+/// in flight on a link under 50 KB/s, would fail; a lost connection ends
+/// the requests sooner, and a step's `timeout` bounds the whole upload.
+/// What this still catches is a live connection whose SFTP server hangs
+/// (a hung network mount).
+const SFTP_REQUEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A write that failed, and whether it had created its file (so there is
 /// a partial copy of this upload's own to remove).
 struct WriteFailed {
@@ -211,6 +226,12 @@ fn explain_sftp_failure(error: &str) -> String {
     // A refused open or setstat reads "Failure: Failure" (code and
     // message); a refused write, only the message.
     let error = error.trim_end();
+    if error == "Timeout" {
+        return format!(
+            "{error} (the host's SFTP server answered no request for {} s)",
+            SFTP_REQUEST_LIMIT.as_secs()
+        );
+    }
     if error == "Failure" || error.ends_with("Failure: Failure") {
         format!(
             "{error} (the SFTP server gave no reason: check the host's free space and quota, \
@@ -232,6 +253,8 @@ mod tests {
         assert!(said.contains("can write to that folder"), "{said}");
         let said = explain_sftp_failure("Failure");
         assert!(said.contains("free space"), "a refused write: {said}");
+        let said = explain_sftp_failure("Timeout");
+        assert!(said.contains("answered no request for 120 s"), "{said}");
         assert_eq!(
             explain_sftp_failure("No such file: gone"),
             "No such file: gone"
