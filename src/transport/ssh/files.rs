@@ -3,7 +3,10 @@
 //! one), and an upload written beside its destination, checked on the host
 //! and only then renamed over it, so a cut upload leaves the old copy. The
 //! one exception is this session's own unguessable temporary paths, which
-//! are written in place, created exclusively.
+//! are written in place, created exclusively. The copy beside the
+//! destination has a random name (hosts sharing a folder, a copy a cut run
+//! left), and a write the host refuses half-way (a full disk) removes it
+//! at once.
 
 use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
