@@ -326,7 +326,7 @@ fn crowdstrike_installs_with_the_cid_secret_and_checks_the_sensor_service() {
     set(
         &mut table,
         "sensor health",
-        json!({ "hosts": { "ws02": { "stdout": r#"{"service":"Stopped","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":false}"# } } }),
+        json!({ "hosts": { "ws02": { "stdout": r#"{"service":"Stopped","start":"Automatic","driver":"Running","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":false}"# } } }),
     );
     let fleet = Fleet::start(&["ws01", "ws02"], &table);
     fleet.inventory("acme", r#"[1, "100%"]"#, "1", EXCLUSIONS);
@@ -342,7 +342,7 @@ fn crowdstrike_installs_with_the_cid_secret_and_checks_the_sensor_service() {
     // and on_failure makes sure some antivirus runs.
     assert_eq!(host(&report, "ws02")["status"], "failed");
     assert!(steps(&report, "ws02").contains(&(
-        "sensor is installed, registered and connected".into(),
+        "read the sensor's service, driver, agent id and cloud connection".into(),
         "failed".into()
     )));
     assert_eq!(fleet.answered("ws02").last().unwrap(), "some antivirus on");

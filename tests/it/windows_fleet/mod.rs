@@ -592,8 +592,12 @@ pub fn crowdstrike_table() -> Vec<Value> {
         // ESTABLISHED).
         entry("sensor up", r"\$connected = \[bool\]",
             r#"{"service":"Running","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":true}"#, 0),
+        // common/windows-sensor-state.yml, in verify and again in
+        // on_failure: the same facts, plus the kernel driver's state
+        // (Win32_SystemDriver State "Running"; CrowdStrike's deployment
+        // guide checks CSAgent with `sc query csagent`).
         entry("sensor health", r"product = \$\(if",
-            r#"{"service":"Running","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":true}"#, 0),
+            r#"{"service":"Running","start":"Automatic","driver":"Running","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":true}"#, 0),
     ]);
     table
 }
