@@ -115,7 +115,7 @@ fn a_domain_controller_reboots_only_once_its_window_opens() {
         &mut table,
         "msiexec KES",
         json!({ "exit_code": 3010,
-            "stdout": "msiexec /x {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} -> 3010\r\n" }),
+            "stdout": "MsiConfigureProductEx {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} absent -> 3010\r\n" }),
     );
     let fleet = Fleet::start(&["dc01"], &table);
     fleet.inventory("acme", r#"["100%"]"#, "0", "{}");

@@ -387,20 +387,26 @@ pub fn kaspersky_host() -> Vec<Value> {
             "installer logs go to C:\\ProgramData\\MSP\\orchestrate\\logs (Administrators and SYSTEM only)\r\n",
             0,
         ),
-        // msiexec exits 0 once the product is removed, 1605 if it is not
-        // installed, 3010 / 1641 when a reboot is needed / started, 1603 on a
-        // fatal error (Microsoft, "MsiExec.exe and InstMsi.exe error
-        // messages"); the verbose log goes to the private log folder.
+        // The uninstall steps call MsiConfigureProductExW in their own
+        // PowerShell process (no msiexec command line); it returns 0 once
+        // the product is removed, 1605 (ERROR_UNKNOWN_PRODUCT) if it is not
+        // installed, 3010 / 1641 when a reboot is needed / started, 1618
+        // while another installation runs, 1603 on a fatal error - the
+        // codes msiexec exits with (Microsoft, "MsiConfigureProductExW",
+        // learn.microsoft.com/windows/win32/api/msi/nf-msi-msiconfigureproductexw,
+        // and "Error codes", .../windows/win32/msi/error-codes); the script
+        // exits with it. The verbose log (MsiEnableLog) goes to the private
+        // log folder.
         entry(
             "msiexec KES",
             r"kes-uninstall-",
-            "msiexec /x {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} -> 0 (log: C:\\ProgramData\\MSP\\orchestrate\\logs\\kes-uninstall-8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C.log)\r\n",
+            "MsiConfigureProductEx {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} absent -> 0 (log: C:\\ProgramData\\MSP\\orchestrate\\logs\\kes-uninstall-8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C.log)\r\n",
             0,
         ),
         entry(
             "msiexec Network Agent",
             r"klnagent-uninstall-",
-            "msiexec /x {2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B} -> 0 (log: C:\\ProgramData\\MSP\\orchestrate\\logs\\klnagent-uninstall-2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B.log)\r\n",
+            "MsiConfigureProductEx {2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B} absent -> 0 (log: C:\\ProgramData\\MSP\\orchestrate\\logs\\klnagent-uninstall-2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B.log)\r\n",
             0,
         ),
         entry(
