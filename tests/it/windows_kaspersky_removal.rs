@@ -338,3 +338,57 @@ fn the_kaspersky_passwords_are_on_no_command_line_and_the_installer_codes_still_
     let text = std::fs::read_to_string(fleet.scratch.path().join("report.json")).unwrap();
     assert!(!text.contains("kes-Secret-1") && !text.contains("agent-Secret-2"));
 }
+
+#[test]
+fn a_host_in_constrained_language_mode_stops_in_precheck_rather_than_put_passwords_on_msiexec() {
+    let mut table = defender_table();
+    // An AppLocker / WDAC policy puts remote PowerShell in
+    // ConstrainedLanguage, where Add-Type is refused (Microsoft,
+    // about_Language_Modes): the Windows Installer API cannot be reached.
+    let mut constrained = crate::windows_fleet::os_info("Microsoft Windows 11 Pro", "22631", 1);
+    constrained["language_mode"] = json!("ConstrainedLanguage");
+    set(
+        &mut table,
+        "os info",
+        json!({ "hosts": { "ws02": { "stdout": constrained.to_string() } } }),
+    );
+    table.insert(
+        0,
+        entry(
+            "stop: constrained language",
+            r"needs Add-Type \(FullLanguage\)",
+            "PowerShell runs in ConstrainedLanguage mode on this host (an AppLocker or WDAC policy):\r\n",
+            1,
+        ),
+    );
+    let fleet = Fleet::start(&["ws01", "ws02"], &table);
+    fleet.inventory(
+        "acme",
+        r#"["100%"]"#,
+        "100%",
+        "{ exclusions: { processes: [DtxSvc.exe] } }",
+    );
+    let (run, report) = fleet.run("windows-kes-to-defender.yml", &[]);
+    run.expect_code(1);
+    assert_eq!(host(&report, "ws01")["status"], "succeeded");
+    assert!(
+        !fleet
+            .answered("ws01")
+            .contains(&"stop: constrained language".to_string())
+    );
+    let ws02 = host(&report, "ws02");
+    assert_eq!(ws02["status"], "failed");
+    assert!(
+        ws02["error"]
+            .as_str()
+            .unwrap()
+            .contains("stop if PowerShell runs in Constrained Language mode"),
+        "{ws02}"
+    );
+    nothing_changed(&fleet.answered("ws02"));
+    assert!(
+        fleet
+            .script("ws02", "stop: constrained language")
+            .contains("PowerShell runs in ConstrainedLanguage mode on this host")
+    );
+}

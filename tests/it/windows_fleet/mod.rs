@@ -454,7 +454,10 @@ pub fn os_info(caption: &str, build: &str, product_type: i64) -> Value {
         "is_server": server, "ps_version": "5.1.22621.4391", "windefend_present": !server,
         "windefend_status": if server { "missing" } else { "Stopped" },
         "gpo_disables_defender": false, "force_passive_mode": false,
-        "local_admin_merge_disabled": false, "tamper_protected_exclusions": false })
+        "local_admin_merge_disabled": false, "tamper_protected_exclusions": false,
+        // $ExecutionContext.SessionState.LanguageMode of a remote session
+        // with no application-control policy (Microsoft, about_Language_Modes).
+        "language_mode": "FullLanguage" })
 }
 
 /// `Get-MpComputerStatus` (with the WinDefend service) as the verify steps
