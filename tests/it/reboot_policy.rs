@@ -228,16 +228,25 @@ fn asked_on_a_terminal(scratch: &Scratch) -> Terminal {
     terminal
 }
 
-/// The question as the operator sees it: which host, and why.
-const QUESTION: &str =
-    "acme/h01: reboot now? (step `remove, reboot pending` asks for a reboot) [y/N]";
+/// The question as the operator sees it: which host, why, and who is
+/// logged on (`who` on this machine: whoever that is here, or nobody).
+fn asks_naming_who_is_logged_on(screen: &str) -> bool {
+    let asked = "acme/h01: reboot now? (step `remove, reboot pending` asks for a reboot; ";
+    let start = match screen.find(asked) {
+        Some(at) => at + asked.len(),
+        None => return false,
+    };
+    let rest = &screen[start..];
+    (rest.starts_with("nobody is logged on) [y/N]") || rest.starts_with("logged on: "))
+        && rest.contains(") [y/N]")
+}
 
 #[test]
 fn ask_on_a_terminal_answered_yes_reboots_the_host_and_the_run_goes_on() {
     let env = SshdEnv::new();
     let (scratch, server) = setup(&env, ", reboot: ask", "");
     let mut terminal = asked_on_a_terminal(&scratch);
-    assert!(terminal.screen().contains(QUESTION), "{}", terminal.screen());
+    assert!(asks_naming_who_is_logged_on(&terminal.screen()), "{}", terminal.screen());
     // Nothing rebooted while the question waits.
     assert_eq!(reboots(&server), 0);
     terminal.type_line("y");
@@ -273,7 +282,7 @@ fn ask_on_a_terminal_answered_no_leaves_the_host_unrebooted_and_rolled_back() {
     let env = SshdEnv::new();
     let (scratch, server) = setup(&env, ", reboot: ask", "");
     let mut terminal = asked_on_a_terminal(&scratch);
-    assert!(terminal.screen().contains(QUESTION), "{}", terminal.screen());
+    assert!(asks_naming_who_is_logged_on(&terminal.screen()), "{}", terminal.screen());
     terminal.type_line("n");
     assert_eq!(
         terminal.exit_code(Duration::from_secs(60)),

@@ -133,3 +133,14 @@ impl Terminal {
         }
     }
 }
+
+impl Drop for Terminal {
+    /// A test that fails half-way leaves no orchestrate waiting for an
+    /// answer on a terminal nobody holds.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

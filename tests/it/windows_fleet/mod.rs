@@ -213,11 +213,12 @@ impl Fleet {
     /// `reboot` where the host went down and came back.
     pub fn answered(&self, host: &str) -> Vec<String> {
         // The baseline probes (answered by `baseline_entries`) run before
-        // the first step and after the last on every host; the playbooks'
-        // own steps are what these lists are about.
+        // the first step and after the last on every host, and the runner
+        // asks who is logged on before each reboot (`runner: ` entries);
+        // the playbooks' own steps are what these lists are about.
         self.answered_all(host)
             .into_iter()
-            .filter(|name| !name.starts_with("baseline: "))
+            .filter(|name| !name.starts_with("baseline: ") && !name.starts_with("runner: "))
             .collect()
     }
 
@@ -293,7 +294,34 @@ pub fn baseline_entries() -> Vec<Value> {
             "",
             0,
         ),
+        // Who is logged on, asked by the runner before a reboot: quser
+        // ("query user", Microsoft's command reference) exits 1 with "No
+        // User exists for *" on stderr when nobody is (merged into stdout
+        // by the script); see `logged_on_users` for a host in use.
+        entry(
+            "runner: logged-on users",
+            r"System32\\quser\.exe",
+            "No User exists for *
+",
+            1,
+        ),
     ]
+}
+
+/// quser's answer on a host where `users` (name, session) are logged on
+/// (an empty session: disconnected): its header, then one line per
+/// session, the current one marked `>`, exit 0 (Microsoft, "query user").
+pub fn logged_on_users(users: &[(&str, &str)]) -> Value {
+    let mut text =
+        String::from(" USERNAME              SESSIONNAME        ID  STATE   IDLE TIME  LOGON TIME\r\n");
+    for (i, (name, session)) in users.iter().enumerate() {
+        let state = if session.is_empty() { "Disc" } else { "Active" };
+        text.push_str(&format!(
+            " {name:<21} {session:<18} {:>2}  {state:<6}      none   12/2/2026 8:01 AM\r\n",
+            i + 1
+        ));
+    }
+    json!({ "stdout": text, "exit_code": 0 })
 }
 
 /// The listening-ports probe's answer: SQL Server on 1433 or not.
