@@ -15,18 +15,14 @@ use serde_json::{Value, json};
 
 use crate::support::terminal::Terminal;
 use crate::windows_fleet::{
-    Fleet, WINRM_PASSWORD, defender_table, host, logged_on_users, position, set,
+    Fleet, WINRM_PASSWORD, defender_table, host, kes_removal_needs_reboot, logged_on_users,
+    position, set,
 };
 
 /// KES's removal asks for a reboot (MsiConfigureProductEx 3010) on every host.
 fn table_with_reboot(users: &[(&str, Value)]) -> Vec<Value> {
     let mut table = defender_table();
-    set(
-        &mut table,
-        "msiexec KES",
-        json!({ "exit_code": 3010,
-            "stdout": "MsiConfigureProductEx {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} absent -> 3010\r\n" }),
-    );
+    kes_removal_needs_reboot(&mut table);
     let hosts: serde_json::Map<String, Value> = users
         .iter()
         .map(|(h, answer)| (h.to_string(), answer.clone()))
@@ -46,7 +42,10 @@ fn reboots(report: &Value, name: &str) -> Vec<Value> {
 #[test]
 fn sessions_cut_by_a_reboot_are_recorded_with_it_and_refuse_keeps_a_host_in_use_up() {
     let table = table_with_reboot(&[
-        ("rds01", logged_on_users(&[("alice", "rdp-tcp#3"), ("carol", "")])),
+        (
+            "rds01",
+            logged_on_users(&[("alice", "rdp-tcp#3"), ("carol", "")]),
+        ),
         ("rds02", logged_on_users(&[("bob", "console")])),
     ]);
     let fleet = Fleet::start(&["ws01", "rds01", "rds02"], &table);
@@ -58,10 +57,10 @@ fn sessions_cut_by_a_reboot_are_recorded_with_it_and_refuse_keeps_a_host_in_use_
         &[],
     );
     // rds02 must not be rebooted while someone works on it.
-    let inventory = fleet.scratch.read("inventory.yml").replace(
-        "name: rds02,",
-        "name: rds02, reboot_with_users: refuse,",
-    );
+    let inventory = fleet
+        .scratch
+        .read("inventory.yml")
+        .replace("name: rds02,", "name: rds02, reboot_with_users: refuse,");
     fleet.scratch.write("inventory.yml", &inventory);
     let (run, report) = fleet.run("windows-kes-to-defender.yml", &["--log", "log.jsonl"]);
     run.expect_code(1);
@@ -119,10 +118,16 @@ fn sessions_cut_by_a_reboot_are_recorded_with_it_and_refuse_keeps_a_host_in_use_
     // The journal keeps the event as the run wrote it: the report rebuilt
     // from it says the same.
     let run_id = fleet.scratch.newest_run_id();
-    let rebuilt = fleet.scratch.orchestrate(&["report", &run_id, "--format", "json", "-o", "again.json"]);
+    let rebuilt =
+        fleet
+            .scratch
+            .orchestrate(&["report", &run_id, "--format", "json", "-o", "again.json"]);
     rebuilt.expect_code(0);
     let again: Value = serde_json::from_str(&fleet.scratch.read("again.json")).unwrap();
-    assert_eq!(reboots(&again, "rds01")[0]["logged_on"], rds01[0]["logged_on"]);
+    assert_eq!(
+        reboots(&again, "rds01")[0]["logged_on"],
+        rds01[0]["logged_on"]
+    );
 }
 
 #[test]
@@ -135,10 +140,10 @@ fn reboot_with_users_ask_names_them_on_the_terminal_and_no_keeps_the_host_up() {
         "100%",
         "{ exclusions: { processes: [DtxSvc.exe] } }",
     );
-    let inventory = fleet.scratch.read("inventory.yml").replace(
-        "name: rds01,",
-        "name: rds01, reboot_with_users: ask,",
-    );
+    let inventory = fleet
+        .scratch
+        .read("inventory.yml")
+        .replace("name: rds01,", "name: rds01, reboot_with_users: ask,");
     fleet.scratch.write("inventory.yml", &inventory);
     let playbook = crate::harness::repo().join("playbooks/windows-kes-to-defender.yml");
     let mut command = fleet.scratch.command(&[
@@ -169,7 +174,12 @@ fn reboot_with_users_ask_names_them_on_the_terminal_and_no_keeps_the_host_up() {
         "{screen}"
     );
     terminal.type_line("n");
-    assert_eq!(terminal.exit_code(Duration::from_secs(90)), Some(1), "{}", terminal.screen());
+    assert_eq!(
+        terminal.exit_code(Duration::from_secs(90)),
+        Some(1),
+        "{}",
+        terminal.screen()
+    );
     let report: Value = serde_json::from_str(&fleet.scratch.read("report.json")).unwrap();
     let rds01 = host(&report, "rds01");
     assert_eq!(rds01["status"], "failed", "{rds01}");

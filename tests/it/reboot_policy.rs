@@ -246,7 +246,11 @@ fn ask_on_a_terminal_answered_yes_reboots_the_host_and_the_run_goes_on() {
     let env = SshdEnv::new();
     let (scratch, server) = setup(&env, ", reboot: ask", "");
     let mut terminal = asked_on_a_terminal(&scratch);
-    assert!(asks_naming_who_is_logged_on(&terminal.screen()), "{}", terminal.screen());
+    assert!(
+        asks_naming_who_is_logged_on(&terminal.screen()),
+        "{}",
+        terminal.screen()
+    );
     // Nothing rebooted while the question waits.
     assert_eq!(reboots(&server), 0);
     terminal.type_line("y");
@@ -282,7 +286,11 @@ fn ask_on_a_terminal_answered_no_leaves_the_host_unrebooted_and_rolled_back() {
     let env = SshdEnv::new();
     let (scratch, server) = setup(&env, ", reboot: ask", "");
     let mut terminal = asked_on_a_terminal(&scratch);
-    assert!(asks_naming_who_is_logged_on(&terminal.screen()), "{}", terminal.screen());
+    assert!(
+        asks_naming_who_is_logged_on(&terminal.screen()),
+        "{}",
+        terminal.screen()
+    );
     terminal.type_line("n");
     assert_eq!(
         terminal.exit_code(Duration::from_secs(60)),
@@ -296,10 +304,9 @@ fn ask_on_a_terminal_answered_no_leaves_the_host_unrebooted_and_rolled_back() {
     assert_eq!(host["status"], "failed", "{host:#}");
     assert_eq!(host["steps"][0]["status"], "failed");
     assert!(
-        host["steps"][0]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("the operator did not confirm the reboot (reboot: ask); the host was not rebooted"),
+        host["steps"][0]["detail"].as_str().unwrap().contains(
+            "the operator did not confirm the reboot (reboot: ask); the host was not rebooted"
+        ),
         "{host:#}"
     );
     // The step after the reboot never ran; the step that asked was undone.

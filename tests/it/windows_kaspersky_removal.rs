@@ -230,7 +230,9 @@ fn installer_logs_go_to_a_folder_only_administrators_and_system_read_without_the
         );
         assert!(text.contains(log));
         assert!(text.contains(hidden), "{text}");
-        let run_at = text.find("$rc = Remove-MsiProduct $code $props $log").unwrap();
+        let run_at = text
+            .find("$rc = Remove-MsiProduct $code $props $log")
+            .unwrap();
         let hide_at = text.find("Hide-Secrets $log $hide").unwrap();
         assert!(run_at < hide_at, "stripped after the uninstall ran: {text}");
     }
@@ -282,7 +284,10 @@ fn the_kaspersky_passwords_are_on_no_command_line_and_the_installer_codes_still_
         );
     }
     for name in ["ws01", "ws03"] {
-        assert!(!fleet.answered(name).contains(&"reboot".to_string()), "{name}");
+        assert!(
+            !fleet.answered(name).contains(&"reboot".to_string()),
+            "{name}"
+        );
     }
 
     // The passwords reached the host only inside the scripts, which the
@@ -295,13 +300,25 @@ fn the_kaspersky_passwords_are_on_no_command_line_and_the_installer_codes_still_
         .map(|b| format!("{b:02X}"))
         .collect();
     let received = fleet.received();
-    assert!(received.iter().any(|r| r.response.as_deref() == Some("msiexec KES")));
     assert!(
-        received.iter().any(|r| r.kind == "powershell" && !r.command_line.is_empty()),
+        received
+            .iter()
+            .any(|r| r.response.as_deref() == Some("msiexec KES"))
+    );
+    assert!(
+        received
+            .iter()
+            .any(|r| r.kind == "powershell" && !r.command_line.is_empty()),
         "the endpoint logs each command's command line"
     );
     for r in &received {
-        for secret in ["kes-Secret-1", "agent-Secret-2", hex.as_str(), "KLPASSWD", "KLUNINSTPASSWD"] {
+        for secret in [
+            "kes-Secret-1",
+            "agent-Secret-2",
+            hex.as_str(),
+            "KLPASSWD",
+            "KLUNINSTPASSWD",
+        ] {
             assert!(
                 !r.command_line.contains(secret),
                 "{secret} on the command line of {} on {}: {}",
@@ -327,7 +344,8 @@ fn the_kaspersky_passwords_are_on_no_command_line_and_the_installer_codes_still_
         assert!(script.contains("[OrchestrateMsi]::MsiEnableLog($logMode, $log, 2)"));
         // The compiled C# (Add-Type writes it to a temporary file) holds
         // no secret: the values are passed when it is called.
-        let csharp = &script[script.find("Add-Type -TypeDefinition @'").unwrap()..script.find("\n'@").unwrap()];
+        let csharp = &script
+            [script.find("Add-Type -TypeDefinition @'").unwrap()..script.find("\n'@").unwrap()];
         assert!(!csharp.contains("Secret"), "{csharp}");
         // 1618 (another installation running): wait and try again; every
         // other code is the step's exit code, which ok_codes and

@@ -9,7 +9,9 @@
 
 use serde_json::{Value, json};
 
-use crate::windows_fleet::{Fleet, defender_table, host, position, rollback, set};
+use crate::windows_fleet::{
+    Fleet, defender_table, host, kes_removal_needs_reboot, position, rollback, set,
+};
 
 const STAGED: &str = "kes_rollback_package: 'C:\\ProgramData\\MSP\\packages\\kes\\kes_win.msi', \
                       exclusions: { processes: [DtxSvc.exe] }";
@@ -111,12 +113,7 @@ fn a_kaspersky_package_named_but_missing_on_the_host_is_a_failed_rollback() {
 #[test]
 fn a_domain_controller_reboots_only_once_its_window_opens() {
     let mut table = defender_table();
-    set(
-        &mut table,
-        "msiexec KES",
-        json!({ "exit_code": 3010,
-            "stdout": "MsiConfigureProductEx {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} absent -> 3010\r\n" }),
-    );
+    kes_removal_needs_reboot(&mut table);
     let fleet = Fleet::start(&["dc01"], &table);
     fleet.inventory("acme", r#"["100%"]"#, "0", "{}");
     let inventory = fleet.scratch.read("inventory.yml").replace(

@@ -72,7 +72,10 @@ fn a_running_falcon_service_without_agent_id_or_cloud_connection_is_not_protecti
         );
         // on_failure read the sensor again and did not count its running
         // service and driver as protection: Defender was switched on.
-        assert!(undone.contains(&(SENSOR_STATE.into(), "ok".into())), "{name}: {undone:?}");
+        assert!(
+            undone.contains(&(SENSOR_STATE.into(), "ok".into())),
+            "{name}: {undone:?}"
+        );
         assert!(
             undone.contains(&("make sure some antivirus is on".into(), "ok".into())),
             "{name}: {undone:?}"
@@ -111,7 +114,10 @@ fn after_a_rollback_a_provisioned_connected_falcon_sensor_counts_and_defender_is
     assert_eq!(host(&report, "ws01")["status"], "succeeded");
     assert_eq!(host(&report, "ws02")["status"], "failed");
     let undone = rollback(&report, "ws02");
-    assert!(undone.contains(&(SENSOR_STATE.into(), "ok".into())), "{undone:?}");
+    assert!(
+        undone.contains(&(SENSOR_STATE.into(), "ok".into())),
+        "{undone:?}"
+    );
     assert!(
         undone.contains(&("make sure some antivirus is on".into(), "skipped".into())),
         "{undone:?}"

@@ -94,7 +94,10 @@ pub(super) fn parse_quser(code: i32, text: &str) -> LoggedOn {
             text.lines()
                 .skip(1) // the header
                 .filter_map(|line| {
-                    let fields: Vec<&str> = line.trim_start_matches(['>', ' ']).split_whitespace().collect();
+                    let fields: Vec<&str> = line
+                        .trim_start_matches(['>', ' '])
+                        .split_whitespace()
+                        .collect();
                     let (name, rest) = fields.split_first()?;
                     // A disconnected session has no SESSIONNAME: the ID
                     // (a number) comes right after the name.

@@ -312,8 +312,9 @@ pub fn baseline_entries() -> Vec<Value> {
 /// (an empty session: disconnected): its header, then one line per
 /// session, the current one marked `>`, exit 0 (Microsoft, "query user").
 pub fn logged_on_users(users: &[(&str, &str)]) -> Value {
-    let mut text =
-        String::from(" USERNAME              SESSIONNAME        ID  STATE   IDLE TIME  LOGON TIME\r\n");
+    let mut text = String::from(
+        " USERNAME              SESSIONNAME        ID  STATE   IDLE TIME  LOGON TIME\r\n",
+    );
     for (i, (name, session)) in users.iter().enumerate() {
         let state = if session.is_empty() { "Disc" } else { "Active" };
         text.push_str(&format!(
@@ -582,6 +583,17 @@ pub fn defender_table() -> Vec<Value> {
         entry("remove exclusions", r"Remove-MpPreference", "", 0),
     ]);
     table
+}
+
+/// KES's removal succeeds but asks for a reboot (3010,
+/// ERROR_SUCCESS_REBOOT_REQUIRED) on every host of `table`.
+pub fn kes_removal_needs_reboot(table: &mut [Value]) {
+    set(
+        table,
+        "msiexec KES",
+        json!({ "exit_code": 3010,
+            "stdout": "MsiConfigureProductEx {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} absent -> 3010\r\n" }),
+    );
 }
 
 /// Asserts that none of the steps that change a host ran on it.
