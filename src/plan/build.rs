@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::baseline::{ProbeDef, plan_probes};
 use super::secrets::{MissingSecrets, SecretStore};
-use super::steps::{Failures, HostPlanner, all_captures, define};
+use super::steps::{Actions, Failures, HostPlanner, all_captures, define};
 use super::targets::target_for;
 use super::templates::Templates;
 use super::waves;
@@ -87,6 +87,7 @@ pub fn build_plan(
 
     let selected = select(inventory, &options.selection)?;
     let mut failures = Failures::default();
+    let mut actions = Actions::default();
     let mut clients = Vec::new();
     for (client, hosts) in selected {
         match plan_client(
@@ -101,6 +102,7 @@ pub fn build_plan(
             &secrets,
             options,
             &mut failures,
+            &mut actions,
         ) {
             Ok(plan) => clients.push(plan),
             Err(e) => errors.push(e),
@@ -187,6 +189,7 @@ fn plan_client(
     secrets: &SecretStore,
     options: &PlanOptions,
     failures: &mut Failures,
+    actions: &mut Actions,
 ) -> Result<ClientPlan, InputError> {
     let applies = |host: &Host| {
         let os = host.os_in(client, inventory);
@@ -210,16 +213,10 @@ fn plan_client(
     let mut waves = Vec::new();
     let mut next = runnable.iter();
     for (i, size) in cut.iter().enumerate() {
-        let members: Vec<String> = next.by_ref().take(*size).map(|h| h.name.clone()).collect();
-        for m in &members {
-            wave_of.insert(
-                hosts
-                    .iter()
-                    .find(|h| &h.name == m)
-                    .map(|h| h.name.as_str())
-                    .unwrap_or(""),
-                i + 1,
-            );
+        let mut members = Vec::with_capacity(*size);
+        for host in next.by_ref().take(*size) {
+            wave_of.insert(host.name.as_str(), i + 1);
+            members.push(host.name.clone());
         }
         waves.push(Wave {
             index: i + 1,
@@ -275,6 +272,7 @@ fn plan_client(
                 all_captures: all_captures(defs),
                 failures,
                 secrets,
+                actions,
             };
             // Probes run first, before anything is captured.
             let baseline = plan_probes(
@@ -386,4 +384,49 @@ fn must_reach_names(targets: &[String]) -> Vec<String> {
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::load::{SourceFile, parse_inventory, parse_playbook};
+    use crate::plan::{ActionKind, HostPlan};
+
+    fn plan(playbook: &str, inventory: &str) -> Plan {
+        let playbook = parse_playbook(SourceFile::from_text("p.yml", playbook)).unwrap();
+        let inventory = parse_inventory(SourceFile::from_text("i.yml", inventory)).unwrap();
+        build_plan(playbook, &inventory, &PlanOptions::default())
+            .unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn command(host: &HostPlan, step: usize) -> &str {
+        match &host.steps[step].action.as_ref().unwrap().kind {
+            ActionKind::Shell(script) => script.text(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hosts_whose_commands_render_alike_share_one_copy() {
+        let p = plan(
+            "name: p\nphases:\n  - name: one\n    steps:\n      - { name: same, sh: 'echo {{ greeting }} from the client' }\n      - { name: own, sh: 'echo {{ host.name }}' }\n",
+            "defaults: { transport: ssh }\nclients:\n  acme:\n    vars: { greeting: hello }\n    hosts:\n      - { name: h1, address: 192.0.2.1, os: linux }\n      - { name: h2, address: 192.0.2.2, os: linux }\n  other:\n    vars: { greeting: bye }\n    hosts:\n      - { name: h3, address: 192.0.2.3, os: linux }\n",
+        );
+        let hosts: Vec<&HostPlan> = p.hosts().collect();
+        let shared = |a: &HostPlan, b: &HostPlan, step: usize| {
+            Arc::ptr_eq(
+                a.steps[step].action.as_ref().unwrap(),
+                b.steps[step].action.as_ref().unwrap(),
+            )
+        };
+        assert_eq!(command(hosts[0], 0), "echo hello from the client");
+        assert!(shared(hosts[0], hosts[1], 0), "the same text is held once");
+        assert_eq!(command(hosts[2], 0), "echo bye from the client");
+        assert!(!shared(hosts[0], hosts[2], 0));
+        assert_eq!(command(hosts[0], 1), "echo h1");
+        assert_eq!(command(hosts[1], 1), "echo h2");
+        assert!(!shared(hosts[0], hosts[1], 1));
+    }
 }

@@ -117,8 +117,11 @@ pub struct StepDef {
 pub struct PlannedStep {
     pub def: Arc<StepDef>,
     /// The command as it will run; `None` when it reads a captured value
-    /// and is rendered at run time.
-    pub action: Option<RenderedAction>,
+    /// and is rendered at run time. Shared by every host whose rendering
+    /// is the same (most commands read no host-specific value): a fleet of
+    /// 10,000 hosts would otherwise hold 10,000 copies of each script for
+    /// the whole run.
+    pub action: Option<Arc<RenderedAction>>,
     /// The step's `when` reads captured values: decided at run time.
     pub when_deferred: bool,
     /// Known at plan time not to run on this host (`os`, or a `when` that
@@ -147,7 +150,7 @@ impl PlannedStep {
 /// for the host, 10 minutes unless given) and the step's; the shorter is
 /// carried. A `wait:` is never longer than its step's `timeout` (the
 /// loader refuses that: it could only time out).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RenderedAction {
     pub kind: ActionKind,
     /// `None`: no limit. Always set for a reboot.
@@ -155,7 +158,7 @@ pub struct RenderedAction {
 }
 
 /// What a rendered action does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ActionKind {
     Shell(Script),
     /// Upload the controller's `src` to a temporary path, run it with `args`, remove it.
