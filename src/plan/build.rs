@@ -228,7 +228,7 @@ fn plan_client(
         .failure_budget
         .or(playbook.failure_budget)
         .unwrap_or(Size::Count(0));
-    let mut host_plans = Vec::new();
+    let mut host_plans = Vec::with_capacity(hosts.len());
     for host in hosts {
         let os = host.os_in(client, inventory);
         // A skipped host is never contacted: its credentials are not needed.
@@ -282,7 +282,7 @@ fn plan_client(
                 &inventory.source,
                 host.at,
             );
-            let mut steps = Vec::new();
+            let mut steps = Vec::with_capacity(defs.len());
             for def in defs {
                 let planned = planner.plan_step(def, false);
                 if let Some(c) = &def.step.capture {

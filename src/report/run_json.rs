@@ -299,6 +299,10 @@ impl Report {
                     if *status != HostStatus::Skipped {
                         h.finished_at = Some(time.to_string());
                     }
+                    // Kept to the run's end: without the room they grew
+                    // into (up to twice what they hold), times every host.
+                    h.steps.shrink_to_fit();
+                    h.rollback.shrink_to_fit();
                 }
             }
             Event::HostStarted { client, host, .. } => {
@@ -383,6 +387,13 @@ impl ReportBuilder {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    /// The report, taken out once the run is over (an event after that
+    /// lands in an empty report): a copy of a fleet's report would double
+    /// what the run holds at its very end.
+    pub fn take(&self) -> Report {
+        std::mem::take(&mut *self.report.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl Observer for ReportBuilder {
@@ -407,6 +418,14 @@ pub fn counts(client: &ClientReport) -> IndexMap<HostStatus, usize> {
 
 pub fn render(report: &Report) -> String {
     serde_json::to_string_pretty(report).expect("a report serializes")
+}
+
+/// Writes [`render`]'s text to `out` as it is made, without holding all
+/// of it (a fleet's report runs to tens of megabytes).
+pub fn write(report: &Report, out: impl std::io::Write) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    serde_json::to_writer_pretty(&mut out, report).map_err(std::io::Error::from)?;
+    std::io::Write::flush(&mut out)
 }
 
 #[cfg(test)]
@@ -491,5 +510,21 @@ mod tests {
         report.apply(&finished("a", "h2", HostStatus::Succeeded), "t3");
         assert_eq!(status(&report, "h2"), HostStatus::Succeeded);
         assert_eq!(status(&report, "h1"), HostStatus::Failed);
+    }
+
+    #[test]
+    fn the_report_written_as_it_is_made_is_the_rendered_text_and_is_taken_not_copied() {
+        let mut builder = ReportBuilder::default();
+        builder.on_event(chrono::Utc::now(), &started(&[("a", &["h1", "h2"])]));
+        builder.on_event(
+            chrono::Utc::now(),
+            &finished("a", "h2", HostStatus::Succeeded),
+        );
+        let report = builder.take();
+        let mut written = Vec::new();
+        write(&report, &mut written).unwrap();
+        assert_eq!(String::from_utf8(written).unwrap(), render(&report));
+        assert_eq!(status(&report, "h2"), HostStatus::Succeeded);
+        assert!(builder.snapshot().clients.is_empty(), "taken, not copied");
     }
 }
