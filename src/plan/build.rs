@@ -229,6 +229,7 @@ fn plan_client(
         .or(playbook.failure_budget)
         .unwrap_or(Size::Count(0));
     let mut host_plans = Vec::with_capacity(hosts.len());
+    let mut last_vars: Option<Arc<Map<String, Value>>> = None;
     for host in hosts {
         let os = host.os_in(client, inventory);
         // A skipped host is never contacted: its credentials are not needed.
@@ -304,6 +305,7 @@ fn plan_client(
                 .collect();
             (steps, on_fail, baseline)
         };
+        let (shared_vars, host_var) = share_vars(vars, &mut last_vars);
         host_plans.push(HostPlan {
             name: host.name.clone(),
             client: client.name.clone(),
@@ -311,7 +313,8 @@ fn plan_client(
             wave: wave_of.get(host.name.as_str()).copied(),
             skipped,
             target,
-            vars,
+            shared_vars,
+            host_var,
             steps,
             on_failure: on_fail,
             baseline,
@@ -333,6 +336,23 @@ fn plan_client(
         site: client.site.clone(),
         hosts: host_plans,
     })
+}
+
+/// `vars` split into what hosts may share (all but `host`: the same one
+/// as the host before, `last`, when they are equal) and the `host` value.
+/// `host` is set last in [`host_vars`] (over any variable of that name),
+/// and [`HostPlan::vars`] sets it last again.
+fn share_vars(
+    mut vars: Map<String, Value>,
+    last: &mut Option<Arc<Map<String, Value>>>,
+) -> (Arc<Map<String, Value>>, Value) {
+    let host = vars.shift_remove("host").unwrap_or(Value::Null);
+    let shared = match last.as_ref().filter(|l| ***l == vars) {
+        Some(same) => Arc::clone(same),
+        None => Arc::new(vars),
+    };
+    *last = Some(Arc::clone(&shared));
+    (shared, host)
 }
 
 /// The variables of a host's templates: playbook vars, then inventory
@@ -428,5 +448,22 @@ mod tests {
         assert_eq!(command(hosts[0], 1), "echo h1");
         assert_eq!(command(hosts[1], 1), "echo h2");
         assert!(!shared(hosts[0], hosts[1], 1));
+    }
+
+    #[test]
+    fn hosts_of_a_client_share_their_variables_and_keep_their_own_host() {
+        let p = plan(
+            "name: p\nvars: { greeting: hi }\nphases:\n  - name: one\n    steps:\n      - { name: s, sh: 'echo {{ greeting }} {{ host.name }}' }\n",
+            "defaults: { transport: ssh }\nclients:\n  acme:\n    hosts:\n      - { name: h1, address: 192.0.2.1, os: linux }\n      - { name: h2, address: 192.0.2.2, os: linux }\n      - { name: h3, address: 192.0.2.3, os: linux, vars: { greeting: hey } }\n",
+        );
+        let hosts: Vec<&HostPlan> = p.hosts().collect();
+        assert!(Arc::ptr_eq(&hosts[0].shared_vars, &hosts[1].shared_vars));
+        assert!(!Arc::ptr_eq(&hosts[1].shared_vars, &hosts[2].shared_vars));
+        let vars = hosts[1].vars();
+        assert_eq!(vars["host"]["name"], "h2");
+        assert_eq!(vars["greeting"], "hi");
+        assert_eq!(vars.keys().last().map(String::as_str), Some("host"));
+        assert_eq!(hosts[2].vars()["greeting"], "hey");
+        assert_eq!(command(hosts[2], 0), "echo hey h3");
     }
 }

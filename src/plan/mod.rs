@@ -93,14 +93,29 @@ pub struct HostPlan {
     /// Why the host is skipped (its OS is not the playbook's), if it is.
     pub skipped: Option<String>,
     pub target: Target,
-    /// Variables for the host's templates (everything but captured values).
-    pub vars: serde_json::Map<String, serde_json::Value>,
+    /// Variables for the host's templates (everything but captured values),
+    /// without `host`: shared by the hosts whose variables are the same
+    /// (the usual case in a client), so a fleet holds them once per client,
+    /// not once per host. [`HostPlan::vars`] gives them all.
+    pub shared_vars: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// The `host` variable (name, address, os, client, ...), the host's own.
+    pub host_var: serde_json::Value,
     pub steps: Vec<PlannedStep>,
     pub on_failure: Vec<PlannedStep>,
     /// Probes run before the first step and after the last, compared.
     pub baseline: Vec<baseline::PlannedProbe>,
     /// When a reboot a step asks for may happen (`reboot:` in the inventory).
     pub reboot: crate::load::RebootPolicy,
+}
+
+impl HostPlan {
+    /// Every variable of the host's templates, `host` included, as they
+    /// were when the plan was made.
+    pub fn vars(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut vars = serde_json::Map::clone(&self.shared_vars);
+        vars.insert("host".into(), self.host_var.clone());
+        vars
+    }
 }
 
 /// A step as defined in the playbook, shared by all hosts' plans.

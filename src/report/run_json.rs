@@ -6,7 +6,7 @@
 //! Ctrl-C). The same shape is what the journal will rebuild for
 //! `orchestrate report --format json`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use indexmap::IndexMap;
@@ -32,6 +32,11 @@ pub struct Report {
     /// hint, checked on use: a stale or missing entry falls back to a scan.
     #[serde(skip)]
     places: HashMap<String, (usize, usize)>,
+    /// Every phase, step name and output the records hold, each once:
+    /// hosts of a fleet repeat the same names, and mostly the same output
+    /// ("Defender is active"), step after step.
+    #[serde(skip)]
+    texts: HashSet<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,8 +79,10 @@ pub struct HostReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
-    pub phase: String,
-    pub name: String,
+    #[serde(serialize_with = "text")]
+    pub phase: Arc<str>,
+    #[serde(serialize_with = "text")]
+    pub name: Arc<str>,
     pub status: StepStatus,
     pub exit_code: Option<i32>,
     pub attempts: u32,
@@ -83,19 +90,36 @@ pub struct StepReport {
     pub detail: Option<String>,
     pub finished_at: String,
     /// Redacted and capped; `None` for sensitive steps.
-    pub stdout: Option<String>,
-    pub stderr: Option<String>,
+    #[serde(serialize_with = "some_text")]
+    pub stdout: Option<Arc<str>>,
+    #[serde(serialize_with = "some_text")]
+    pub stderr: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RollbackReport {
-    pub name: String,
+    #[serde(serialize_with = "text")]
+    pub name: Arc<str>,
     pub status: StepStatus,
     pub exit_code: Option<i32>,
     pub detail: Option<String>,
     pub finished_at: String,
-    pub stdout: Option<String>,
-    pub stderr: Option<String>,
+    #[serde(serialize_with = "some_text")]
+    pub stdout: Option<Arc<str>>,
+    #[serde(serialize_with = "some_text")]
+    pub stderr: Option<Arc<str>>,
+}
+
+/// A shared text, written as the string it is.
+fn text<S: serde::Serializer>(text: &Arc<str>, out: S) -> Result<S::Ok, S::Error> {
+    out.serialize_str(text)
+}
+
+fn some_text<S: serde::Serializer>(text: &Option<Arc<str>>, out: S) -> Result<S::Ok, S::Error> {
+    match text {
+        Some(text) => out.serialize_some(&**text),
+        None => out.serialize_none(),
+    }
 }
 
 impl Report {
@@ -127,6 +151,20 @@ impl Report {
         let h = self.clients[c].hosts.iter().position(|h| h.name == host)?;
         self.places.insert(host.to_string(), (c, h));
         Some((c, h))
+    }
+
+    /// The one copy of `text` the report holds.
+    fn share(&mut self, text: &str) -> Arc<str> {
+        if let Some(kept) = self.texts.get(text) {
+            return Arc::clone(kept);
+        }
+        let kept: Arc<str> = Arc::from(text);
+        self.texts.insert(Arc::clone(&kept));
+        kept
+    }
+
+    fn share_some(&mut self, text: &Option<String>) -> Option<Arc<str>> {
+        text.as_deref().map(|t| self.share(t))
     }
 
     /// Indexes every host's record (after the clients were laid out).
@@ -238,33 +276,35 @@ impl Report {
                 }
             }
             Event::StepFinished { client, host, step } => {
+                let record = StepReport {
+                    phase: self.share(&step.phase),
+                    name: self.share(&step.name),
+                    status: step.status,
+                    exit_code: step.exit_code,
+                    attempts: step.attempts,
+                    duration_ms: step.duration_ms,
+                    detail: step.detail.clone(),
+                    finished_at: time.to_string(),
+                    stdout: self.share_some(&step.stdout),
+                    stderr: self.share_some(&step.stderr),
+                };
                 if let Some(h) = self.host_mut(client, host) {
                     h.waiting = None;
-                    h.steps.push(StepReport {
-                        phase: step.phase.clone(),
-                        name: step.name.clone(),
-                        status: step.status,
-                        exit_code: step.exit_code,
-                        attempts: step.attempts,
-                        duration_ms: step.duration_ms,
-                        detail: step.detail.clone(),
-                        finished_at: time.to_string(),
-                        stdout: step.stdout.clone(),
-                        stderr: step.stderr.clone(),
-                    });
+                    h.steps.push(record);
                 }
             }
             Event::RollbackStepFinished { client, host, step } => {
+                let record = RollbackReport {
+                    name: self.share(&step.name),
+                    status: step.status,
+                    exit_code: step.exit_code,
+                    detail: step.detail.clone(),
+                    finished_at: time.to_string(),
+                    stdout: self.share_some(&step.stdout),
+                    stderr: self.share_some(&step.stderr),
+                };
                 if let Some(h) = self.host_mut(client, host) {
-                    h.rollback.push(RollbackReport {
-                        name: step.name.clone(),
-                        status: step.status,
-                        exit_code: step.exit_code,
-                        detail: step.detail.clone(),
-                        finished_at: time.to_string(),
-                        stdout: step.stdout.clone(),
-                        stderr: step.stderr.clone(),
-                    });
+                    h.rollback.push(record);
                 }
             }
             Event::BaselineTaken {
@@ -526,5 +566,46 @@ mod tests {
         assert_eq!(String::from_utf8(written).unwrap(), render(&report));
         assert_eq!(status(&report, "h2"), HostStatus::Succeeded);
         assert!(builder.snapshot().clients.is_empty(), "taken, not copied");
+    }
+
+    fn step_done(client: &str, host: &str, stdout: &str) -> Event {
+        Event::StepFinished {
+            client: client.into(),
+            host: host.into(),
+            step: crate::run::StepRecord {
+                phase: "install".into(),
+                name: "turn Defender on".into(),
+                index: 0,
+                status: StepStatus::Ok,
+                exit_code: Some(0),
+                attempts: 1,
+                duration_ms: 5,
+                detail: None,
+                stdout: Some(stdout.into()),
+                stderr: None,
+                check_safe: false,
+                capture: None,
+            },
+        }
+    }
+
+    #[test]
+    fn names_and_outputs_that_hosts_repeat_are_held_once() {
+        let mut report = Report::default();
+        report.apply(&started(&[("a", &["h1", "h2"])]), "t0");
+        report.apply(&step_done("a", "h1", "Defender is active (Normal)."), "t1");
+        report.apply(&step_done("a", "h2", "Defender is active (Normal)."), "t2");
+        report.apply(&step_done("a", "h2", "something else"), "t3");
+        let (h1, h2) = (&report.clients[0].hosts[0], &report.clients[0].hosts[1]);
+        assert!(Arc::ptr_eq(&h1.steps[0].name, &h2.steps[0].name));
+        let out = |s: &StepReport| s.stdout.clone().unwrap();
+        assert!(Arc::ptr_eq(&out(&h1.steps[0]), &out(&h2.steps[0])));
+        assert_eq!(&*out(&h2.steps[1]), "something else");
+        assert_eq!(h2.steps[1].finished_at, "t3");
+        let json: serde_json::Value = serde_json::from_str(&render(&report)).unwrap();
+        assert_eq!(
+            json["clients"][0]["hosts"][1]["steps"][0]["stdout"],
+            "Defender is active (Normal)."
+        );
     }
 }
