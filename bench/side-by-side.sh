@@ -23,7 +23,10 @@ fi
 bash "$repo/scripts/deps/ssh.sh" >&2
 command -v xargs >/dev/null || { echo "xargs is missing (findutils)" >&2; exit 2; }
 
-(cd "$repo" && cargo build --release --bin orchestrate >&2)
+# With the examples, as the other benchmarks build it: Cargo resolves the
+# dependencies' features differently without them, and would build them all
+# a second time.
+(cd "$repo" && cargo build --release --bin orchestrate --examples >&2)
 
 if [ ! -x "$here/.venv/bin/python" ]; then
   python3 -m venv "$here/.venv"

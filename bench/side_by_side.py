@@ -439,7 +439,17 @@ def main():
     parser.add_argument("hosts", nargs="+", type=int)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument(
+        "--table",
+        nargs="+",
+        metavar="JSONL",
+        help="print the table of earlier runs from their bench/results/ files (merged) and stop; "
+        "for sizes run in parts, e.g. Ansible at 500 hosts with --reps 1",
+    )
     args = parser.parse_args()
+    if args.table:
+        print_table_of(args.table, args.hosts)
+        return
     tools_wanted = args.tools.split(",")
     if max(args.hosts) > 250 * 250:
         sys.exit("too many hosts")
@@ -478,16 +488,30 @@ def main():
                     )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    print_report(stamp, info, results, args.hosts, [jsonl])
+
+
+def print_report(stamp, info, results, hosts_list, jsonls):
     print(f"## Side by side ({stamp})\n")
     print("Versions: " + "; ".join(f"{k}: {v}" for k, v in info.items()))
-    print(table(results, args.hosts))
+    print(table(results, hosts_list))
     print("\nCommand lines (in each tool's folder of the bench's scratch directory):\n")
     seen = set()
     for r in results:
         if r["tool"] not in seen:
             seen.add(r["tool"])
             print(f"- {r['tool']}: `{' '.join(r['command'])}`")
-    print(f"\nRaw results: {os.path.relpath(jsonl, REPO)}")
+    print("\nRaw results: " + ", ".join(os.path.relpath(j, REPO) for j in jsonls))
+
+
+def print_table_of(jsonls, hosts_list):
+    """The report of runs recorded earlier (versions as installed now)."""
+    results = []
+    for path in jsonls:
+        with open(path) as f:
+            results.extend(json.loads(line) for line in f if line.strip())
+    stamps = [os.path.basename(p).removeprefix("side-by-side-").removesuffix(".jsonl") for p in jsonls]
+    print_report(" + ".join(stamps), versions(), results, hosts_list, jsonls)
 
 
 if __name__ == "__main__":

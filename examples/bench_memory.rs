@@ -8,7 +8,9 @@
 //! release binary run as a child; wall time, CPU and peak RSS are that
 //! child's (`wait4`), printed with the machine's load average (1 minute)
 //! when it ended. The 50 hosts are one machine here, so they all upload to
-//! the same path: each sends every byte, the disk holds one copy.
+//! the same path: each sends every byte and writes its own temporary copy
+//! beside the destination (renamed over it once checked), so the disk must
+//! hold HOSTS copies at once; the run checks that there is room first.
 //!
 //! ```sh
 //! cargo build --release && cargo run --release --example bench_memory -- [OUTPUT_MB] [UPLOAD_MB] [HOSTS]
@@ -88,11 +90,21 @@ fn upload_to_many(binary: &Path, mb: u64, hosts: usize) {
             file.write_all(&block).unwrap();
         }
     }
-    // The hosts are one machine here: all write the same destination, so
-    // the disk holds one copy, not 50 (each host still gets every byte).
+    // The hosts are one machine here: all write the same destination, each
+    // through a temporary copy of its own beside it, so while they upload
+    // the disk holds one copy per host; afterwards, one.
     let sink = env.dir().join("sinks");
     std::fs::create_dir_all(&sink).unwrap();
     env.give(&sink);
+    let needed = mb * 1_000_000 * hosts as u64;
+    let free = free_bytes(&sink);
+    assert!(
+        free > needed + (1 << 30),
+        "{} holds {} MB free; {hosts} copies of {mb} MB at once need {} MB, and 1 GiB to spare",
+        sink.display(),
+        free / 1_000_000,
+        needed / 1_000_000
+    );
     std::fs::write(
         dir.path().join("inventory.yml"),
         env.inventory(&fleet, |i| format!("u{i:03}")),
@@ -113,6 +125,19 @@ fn upload_to_many(binary: &Path, mb: u64, hosts: usize) {
         hosts,
     );
     let _ = std::fs::remove_dir_all(&sink);
+}
+
+/// Bytes an unprivileged user may still write on the file system of `path`.
+fn free_bytes(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::statvfs(c.as_ptr(), &mut stat) },
+        0,
+        "statvfs"
+    );
+    stat.f_bavail as u64 * stat.f_frsize as u64
 }
 
 fn measure(binary: &Path, dir: &Path, what: &str, hosts: usize) {

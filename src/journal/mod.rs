@@ -293,9 +293,22 @@ impl Observer for JournalWriter {
     }
 }
 
-/// SHA-256 of a file's contents, hex.
+/// SHA-256 of a file's contents, hex. Read through a small buffer, not
+/// whole: the files of a plan include its uploads, and a 200 MB installer
+/// read at once would cost the run 200 MB of memory before it starts.
 pub fn file_sha256(path: &Path) -> std::io::Result<String> {
     use sha2::Digest;
-    let bytes = std::fs::read(path)?;
-    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(hex::encode(hasher.finalize()))
 }

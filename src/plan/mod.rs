@@ -18,6 +18,7 @@ pub mod waves;
 
 mod build;
 mod files;
+mod render_workers;
 mod steps;
 mod targets;
 

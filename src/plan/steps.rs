@@ -284,12 +284,83 @@ impl HostPlanner<'_> {
                             },
                         );
                     }
+                    if let Some(error) = self.secret_args_refused(def, &action) {
+                        self.failures.add(def, self.host, error);
+                    }
                     planned.action = Some(self.actions.share(action));
                 }
                 Err(e) => self.failures.add(def, self.host, e),
             }
+        } else if deferred
+            && planned.skip.is_none()
+            && let Some(error) = self.deferred_secret_args_refused(def)
+        {
+            self.failures.add(def, self.host, error);
         }
         planned
+    }
+
+    /// A `script` step on a POSIX host whose arguments would go on the
+    /// script's command line (it is no shell script, see `script_args`),
+    /// one of them holding a secret: refused, since every user of the
+    /// endpoint can read a process's arguments and nothing can hide them.
+    fn secret_args_refused(&self, def: &StepDef, action: &RenderedAction) -> Option<RenderError> {
+        let ActionKind::Script { src, args } = &action.kind else {
+            return None;
+        };
+        let redactor = self.secrets.redactor();
+        let index = args
+            .iter()
+            .position(|a| redactor.finds_secret(a.as_bytes()))?;
+        self.refuse_secret_arg(def, src, index)
+    }
+
+    /// [`Self::secret_args_refused`] for a step rendered only at run time:
+    /// an argument whose template calls `secret(...)`, of a script whose
+    /// `src` is known now.
+    fn deferred_secret_args_refused(&self, def: &StepDef) -> Option<RenderError> {
+        let Action::Script { args, .. } = &def.step.action else {
+            return None;
+        };
+        let index = args.iter().position(|a| !secret_refs(&a.text).is_empty())?;
+        let src = self
+            .templates
+            .render(&format!("{}.src", def.key), &self.context)
+            .ok()?;
+        self.refuse_secret_arg(def, &resolve_source(&def.step.dir(), &src), index)
+    }
+
+    /// Argument `index` of the script `src` holds a secret: the error, if
+    /// the arguments of `src` stay on its command line on this host.
+    fn refuse_secret_arg(
+        &self,
+        def: &StepDef,
+        src: &std::path::Path,
+        index: usize,
+    ) -> Option<RenderError> {
+        if !self.os.is_posix() {
+            // A Windows script runs inside the step's shell, fed on stdin.
+            return None;
+        }
+        let Action::Script { args, .. } = &def.step.action else {
+            return None;
+        };
+        // Unreadable: the run says so (a missing file is refused above).
+        let why = crate::transport::script_args::why_args_stay_outside(src).ok()??;
+        let name = src.file_name().unwrap_or(src.as_os_str()).to_string_lossy();
+        Some(RenderError {
+            message: format!(
+                "argument {} of the script holds a secret, and {name} {why}, so its arguments \
+                 would go on its command line on the host, where every user of the endpoint can \
+                 read them (`ps`, /proc/PID/cmdline): wrap the program in a shell script that \
+                 runs it (a shell script's arguments are set inside its private copy), or upload \
+                 the secret to a file only its owner can read with an `upload:` step (mode \
+                 \"0600\") and have the script read it from there",
+                index + 1
+            ),
+            at: args.get(index).map_or(def.step.at, |a| a.at),
+            source: def.step.source.clone(),
+        })
     }
 
     /// Checks that every variable `key` reads is defined, captured before,

@@ -213,7 +213,18 @@ thread_local! {
 
 /// Runs `render` with the built-in filters unguarded.
 pub fn unguarded<T>(render: impl FnOnce() -> T) -> T {
-    let before = GUARDED.with(|g| g.replace(false));
+    with_guard(false, render)
+}
+
+/// Whether the built-in filters are guarded on this thread now (handed to
+/// the thread a template renders on, see `render_workers`).
+pub fn guarded_now() -> bool {
+    GUARDED.with(|g| g.get())
+}
+
+/// Runs `render` with the built-in filters guarded or not.
+pub fn with_guard<T>(guarded: bool, render: impl FnOnce() -> T) -> T {
+    let before = GUARDED.with(|g| g.replace(guarded));
     let result = render();
     GUARDED.with(|g| g.set(before));
     result

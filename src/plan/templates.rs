@@ -9,6 +9,15 @@
 //!
 //! Errors are mapped from the template's own line and column back to the
 //! playbook's, so they point into the file the user edits.
+//!
+//! Rendering is bounded, so that a loop that never ends fails the plan
+//! instead of hanging it: in what it writes ([`MAX_RENDERED_BYTES`]) and,
+//! for a template that can loop ([`may_loop`]: a `for`, or anything but
+//! the plain `if` and `set` tags), in time ([`MAX_RENDER_TIME`]): it
+//! renders on a worker thread given up on at the deadline (see
+//! [`super::render_workers`]), since a loop that writes nothing is never
+//! seen by the output bound. The others, most of them, render here: the
+//! hand-over to a worker costs more than they do.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,9 +26,11 @@ use tera::{Context, Kwargs, State, Tera, Value};
 
 use super::glob::{glob_regex, mdatp_folder};
 use super::redact::SecretFilter;
+use super::render_workers::{RenderWorkers, Unfinished};
 use super::secrets::SecretStore;
 use super::template_secrets::{
-    guard_builtin_filters, misused_filter, note_filtered, refusal, unguarded,
+    guard_builtin_filters, guarded_now, misused_filter, note_filtered, refusal, unguarded,
+    with_guard,
 };
 use crate::load::{InputError, Place, SourceFile, Template, Vars};
 use crate::quote::{ps_quote, regex_escape, sh_quote};
@@ -28,7 +39,8 @@ use crate::quote::{ps_quote, regex_escape, sh_quote};
 const CONDITION_PREFIX: &str = "{% if ";
 
 pub struct Templates {
-    tera: Tera,
+    /// Shared with the render workers (see [`Templates::render`]).
+    tera: Arc<Tera>,
     /// Where each template was written, as written.
     written: HashMap<String, Written>,
     /// Templates that ran past a bound once, and why: they fail at once
@@ -37,6 +49,7 @@ pub struct Templates {
     /// Error messages are masked with it: Tera quotes values in them
     /// ("The string `...` cannot be converted").
     secrets: Arc<SecretStore>,
+    workers: RenderWorkers,
 }
 
 /// A template as written: its place, text, file, and the variables its
@@ -47,6 +60,8 @@ struct Written {
     text: String,
     source: SourceFile,
     bound: Vars,
+    /// It may loop ([`may_loop`]): rendered against the clock.
+    may_loop: bool,
 }
 
 /// A template failed to render, at `at` in the file `source`.
@@ -108,10 +123,11 @@ impl Templates {
                 .map_err(tera::Error::message)
         });
         Templates {
-            tera,
+            tera: Arc::new(tera),
             written: HashMap::new(),
             runaway: Default::default(),
             secrets,
+            workers: RenderWorkers::default(),
         }
     }
 
@@ -167,9 +183,12 @@ impl Templates {
                 text: written.text.clone(),
                 source: source.clone(),
                 bound: bound.clone(),
+                may_loop: may_loop(&written.text),
             },
         );
-        self.tera.add_raw_template(key, text).map_err(|e| {
+        // Cloned only if a runaway render still holds the engine.
+        let tera = Arc::make_mut(&mut self.tera);
+        tera.add_raw_template(key, text).map_err(|e| {
             let (message, mut place) = describe(&e, at, source);
             if place.line == at.line {
                 place.column = place.column.saturating_sub(shift).max(at.column);
@@ -226,15 +245,42 @@ impl Templates {
         if let Some(message) = runaway().get(key) {
             return Err(failed(message.clone()));
         }
-        let mut out = Bounded::new();
-        let rendered = if written.bound.is_empty() {
-            self.tera.render_to(key, context, &mut out)
-        } else {
-            let mut context = context.clone();
+        let bind = |context: &mut Context| {
             for (name, value) in &written.bound {
                 context.insert(name.clone(), value);
             }
-            self.tera.render_to(key, &context, &mut out)
+        };
+        let (rendered, out) = if written.may_loop {
+            let (tera, key_owned, guarded) =
+                (Arc::clone(&self.tera), key.to_string(), guarded_now());
+            let mut context = context.clone();
+            bind(&mut context);
+            let work = move || {
+                with_guard(guarded, || {
+                    let mut out = Bounded::new();
+                    let rendered = tera.render_to(&key_owned, &context, &mut out);
+                    (rendered, out)
+                })
+            };
+            match self.workers.within(MAX_RENDER_TIME, work) {
+                Ok(done) => done,
+                Err(Unfinished::TimedOut) => {
+                    let message = too_long();
+                    runaway().insert(key.to_string(), message.clone());
+                    return Err(failed(message));
+                }
+                Err(Unfinished::Failed(message)) => return Err(failed(message)),
+            }
+        } else {
+            let mut out = Bounded::new();
+            let rendered = if written.bound.is_empty() {
+                self.tera.render_to(key, context, &mut out)
+            } else {
+                let mut context = context.clone();
+                bind(&mut context);
+                self.tera.render_to(key, &context, &mut out)
+            };
+            (rendered, out)
         };
         if let Some(message) = out.exceeded {
             // Tera's own message would be a bare I/O error.
@@ -280,8 +326,17 @@ impl Templates {
 /// script line needs, little enough that a loop that never ends fails in
 /// a moment instead of eating the controller's memory.
 pub const MAX_RENDERED_BYTES: usize = 4 * 1024 * 1024;
-/// The longest one template may take to render (checked as it writes).
-pub const MAX_RENDER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+/// The longest one template may take to render: far more than any real
+/// one takes (microseconds), with room for a controller busy with a run.
+pub const MAX_RENDER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why a template past [`MAX_RENDER_TIME`] failed.
+fn too_long() -> String {
+    format!(
+        "rendering took longer than {}s: a loop in it runs too long (or never ends)",
+        MAX_RENDER_TIME.as_secs()
+    )
+}
 
 /// Where a template renders to: refuses to grow past
 /// [`MAX_RENDERED_BYTES`] or to go on writing past [`MAX_RENDER_TIME`].
@@ -312,10 +367,7 @@ impl std::io::Write for Bounded {
                 MAX_RENDERED_BYTES / (1024 * 1024)
             ));
         } else if self.started.elapsed() > MAX_RENDER_TIME {
-            self.exceeded = Some(format!(
-                "the template took more than {}s to render; a loop in it runs too long (or never ends)",
-                MAX_RENDER_TIME.as_secs()
-            ));
+            self.exceeded = Some(too_long());
         }
         if self.exceeded.is_some() {
             return Err(std::io::Error::other("template output limit"));
@@ -327,6 +379,40 @@ impl std::io::Write for Bounded {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Tags that cannot make a template run long: Tera 2 has no loop but
+/// `for`, and an expression only goes through what it is given.
+const STRAIGHT_TAGS: &[&str] = &[
+    "if",
+    "elif",
+    "else",
+    "endif",
+    "set",
+    "set_global",
+    "raw",
+    "endraw",
+];
+
+/// Whether `text` may run long: a tag other than [`STRAIGHT_TAGS`] (`for`,
+/// and whatever else, such as `include` or a component, that could run
+/// one), or a component call (`{{<name ... />}}`).
+fn may_loop(text: &str) -> bool {
+    let after_open = |open: &'static str| {
+        text.match_indices(open).map(move |(at, _)| {
+            text[at + open.len()..]
+                .trim_start_matches(['-', '+'])
+                .trim_start()
+        })
+    };
+    after_open("{{").any(|rest| rest.starts_with('<'))
+        || after_open("{%").any(|rest| {
+            let word: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            !STRAIGHT_TAGS.contains(&word.as_str())
+        })
 }
 
 /// Quotes a string, or each item of a list joined by `separator`.
@@ -466,6 +552,28 @@ mod tests {
         let again = templates.render("t", &context).unwrap_err();
         assert_eq!(again.message, error.message);
         assert!(started.elapsed() < MAX_RENDER_TIME);
+    }
+
+    #[test]
+    fn only_templates_that_can_loop_are_rendered_against_the_clock() {
+        for straight in [
+            "echo {{ host.name }}",
+            "{% if a %}x{%- elif b -%}y{% else %}z{% endif %}",
+            "{% set x = 1 %}{{ x }} {%raw%}{{ y }}{%endraw%}",
+            "a {{ b < c }}",
+        ] {
+            assert!(!may_loop(straight), "{straight}");
+        }
+        for looping in [
+            "{% for i in x %}{% endfor %}",
+            "{%- for i in x -%}{% endfor %}",
+            "{% include 'other' %}",
+            "{{ <hello val=1/> }}",
+            "{{<hello/>}}",
+            "{% component c() %}{% endcomponent c %}",
+        ] {
+            assert!(may_loop(looping), "{looping}");
+        }
     }
 
     /// Exclusions exported as INI are applied in the order the export

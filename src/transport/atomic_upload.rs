@@ -36,6 +36,15 @@ impl Expected {
     }
 }
 
+/// The `UNIQUE` of one temporary copy: 122 random bits. Not a process id
+/// and a counter: a controller in a container is pid 1 on every run, so a
+/// copy left by a cut run would refuse (exclusive creation) the same name
+/// on every later run, and two controllers writing to one share, or one
+/// machine under two names, must never write the same copy.
+pub fn unique() -> String {
+    super::unguessable()
+}
+
 /// `DIR/.NAME.orchestrate-UNIQUE.tmp` beside `dest` (Windows paths split
 /// on `\` and `/`).
 pub fn temp_beside(os: Os, dest: &str, unique: &str) -> String {
@@ -53,7 +62,8 @@ pub fn temp_beside(os: Os, dest: &str, unique: &str) -> String {
 
 /// POSIX shell: check `temp` against `expected` (size always; SHA-256 with
 /// `sha256sum` or `shasum -a 256`, whichever the host has), then rename it
-/// over `dest`; a copy that does not check out is removed, exit 1.
+/// over `dest`; a copy that does not check out, or cannot be renamed (a
+/// folder in the way), is removed, exit non-zero.
 pub fn sh_check_and_replace(temp: &str, dest: &str, expected: &Expected) -> String {
     format!(
         "tmp={tmp}; dest={dest}\n\
@@ -64,7 +74,7 @@ pub fn sh_check_and_replace(temp: &str, dest: &str, expected: &Expected) -> Stri
          if [ \"$size\" != {size} ] || {{ [ -n \"$sum\" ] && [ \"$sum\" != {sha} ]; }}; then \
          rm -f \"$tmp\"; echo \"the copy on the host has $size bytes and SHA-256 ${{sum:-(no sha256sum there)}}; \
          expected {size} bytes and {sha}\" >&2; exit 1; fi\n\
-         mv -f \"$tmp\" \"$dest\"\n",
+         mv -f \"$tmp\" \"$dest\" || {{ rc=$?; rm -f \"$tmp\"; exit $rc; }}\n",
         tmp = sh_quote(temp),
         dest = sh_quote(dest),
         size = expected.size,
@@ -132,6 +142,14 @@ mod tests {
             "C:\\Temp\\.kes.msi.orchestrate-7.tmp"
         );
         assert_eq!(temp_beside(Os::Linux, "x", "7"), ".x.orchestrate-7.tmp");
+    }
+
+    #[test]
+    fn temporary_names_are_random_not_a_pid_and_a_counter() {
+        let (a, b) = (unique(), unique());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32, "{a}");
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
     }
 
     #[test]

@@ -227,12 +227,7 @@ impl Session for LocalSession {
         }
         // Anywhere else: beside the destination, then renamed over it, so
         // a cut upload leaves the good old copy (see `atomic_upload`).
-        static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let unique = format!(
-            "{}-{}",
-            std::process::id(),
-            UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
+        let unique = super::atomic_upload::unique();
         let temp = super::atomic_upload::temp_beside(super::Os::Linux, dest, &unique);
         let written = async {
             let mut options = tokio::fs::OpenOptions::new();

@@ -55,6 +55,23 @@ pub fn is_shell_script(head: &[u8]) -> bool {
     SHELLS.contains(&name)
 }
 
+/// Why the arguments of the local script at `path` would stay on its
+/// command line on a POSIX host (not a shell script, or too large to
+/// rewrite), or `None` when they go inside its copy.
+pub fn why_args_stay_outside(path: &std::path::Path) -> std::io::Result<Option<&'static str>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() >= MAX_REWRITTEN {
+        return Ok(Some(
+            "is 16 MiB or more, too large to have its arguments set inside its copy",
+        ));
+    }
+    let mut head = Vec::with_capacity(512);
+    file.take(512).read_to_end(&mut head)?;
+    Ok((!is_shell_script(&head))
+        .then_some("is not a shell script (a binary, or its `#!` line names no POSIX shell)"))
+}
+
 /// The copy of shell script `script` with `args` set inside it (see the
 /// module), or `None` when it is not a shell script.
 pub fn with_args_inside(script: &[u8], args: &[String]) -> Option<Vec<u8>> {

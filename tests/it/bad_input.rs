@@ -580,3 +580,47 @@ fn a_template_whose_loops_run_for_ever_is_an_error_not_a_hang() {
         started.elapsed()
     );
 }
+
+/// Two loops nested over `range()` that write nothing: nothing ever reaches
+/// the output bound, and Tera has no limit of its own, so this hung
+/// `validate` for hours. Now the render is given up on at its deadline.
+#[test]
+fn a_template_looping_without_writing_is_stopped_at_the_deadline() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "playbook.yml",
+        "name: x\nphases:\n  - name: p\n    steps:\n      - name: silent loop\n        run: echo {% for i in range(end=100000) %}{% for j in range(end=100000) %}{% endfor %}{% endfor %}done\n",
+    );
+    scratch.write("inventory.yml", GOOD_INVENTORY);
+    for args in [
+        &["validate", "playbook.yml", "-i", "inventory.yml"][..],
+        &["run", "playbook.yml", "-i", "inventory.yml", "--dry-run"][..],
+    ] {
+        let mut child = scratch
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (code, took) = harness::exit_within(&mut child, std::time::Duration::from_secs(40));
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        // One deadline, not one per host: the template fails the others at once.
+        assert!(
+            took < std::time::Duration::from_secs(20),
+            "{args:?}: took {took:?}"
+        );
+        for needed in [
+            "playbook.yml:6:",
+            "host a1 (and 2 more hosts), step `silent loop` (p)",
+            "rendering took longer than 5s: a loop in it runs too long (or never ends)",
+        ] {
+            assert!(
+                stderr.contains(needed),
+                "{args:?}: {needed:?} in:\n{stderr}"
+            );
+        }
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -5,7 +5,7 @@
 //! (wrong password, no rights, `requiretty`), each failing fast with
 //! nothing after it run, and the password nowhere to be found.
 
-use crate::command_lines::{CmdlineSampler, assert_never_on_a_command_line};
+use crate::command_lines::assert_never_on_a_command_line;
 use crate::harness;
 use crate::support;
 
@@ -58,21 +58,7 @@ fn run_with_password(
     scratch: &Scratch,
     password: &str,
 ) -> (harness::Run, std::collections::BTreeSet<String>) {
-    let sampler = CmdlineSampler::start();
-    let run = scratch.orchestrate_env(
-        &[
-            "run",
-            "playbook.yml",
-            "-i",
-            "inventory.yml",
-            "--report-json",
-            "report.json",
-            "--log",
-            "events.jsonl",
-        ],
-        &[("BECOME_TEST_PW", password)],
-    );
-    (run, sampler.finish())
+    crate::command_lines::run_sampled(scratch, &[("BECOME_TEST_PW", password)])
 }
 
 /// Every file the run left, as text: output, report, log and journal.
@@ -264,4 +250,100 @@ fn a_password_prompt_without_a_password_secret_is_an_error_not_a_hang() {
     );
     assert!(!after);
     assert!(took < Duration::from_secs(20), "{took:?}");
+}
+
+/// `become` to a user other than root, who cannot read the login user's
+/// private copy of a script: a shell script's copy, its secret argument
+/// set inside it, reaches that user on the become shell's standard input,
+/// lands in a 0700 folder of that user's, runs as that user with the
+/// right `$1`, and is removed (also after a timeout); no process's command
+/// line ever holds the argument. A Perl script with a plain argument runs
+/// as that user too (its copy is readable by all, its argument on its
+/// command line, as for any user).
+#[test]
+fn become_another_user_gets_a_shell_script_with_its_args_inside_and_no_cmdline_holds_them() {
+    const ARG: &str = "Bec0me-Arg-Secret-77";
+    const BECOME_USER: &str = "orchestrate-nosudo";
+    let env = SshdEnv::new();
+    let password = env
+        .password()
+        .expect("the test user's password (run as root)");
+    let scratch = Scratch::new();
+    let _server = become_fleet(
+        &scratch,
+        &env,
+        &format!("{{ method: sudo, user: {BECOME_USER}, password_secret: BECOME_TEST_PW }}"),
+    );
+    let dir = evidence(&scratch);
+    let d = dir.display();
+    scratch.write(
+        "args.sh",
+        &format!(
+            "#!/bin/sh\nsleep 0.5\nid -un > {d}/who.txt\nls -ld \"$(dirname \"$0\")\" > {d}/folder.txt\n\
+             test \"$#|$1|$2\" = '2|{ARG}|two words' && echo right > {d}/args.txt\nexit 4\n"
+        ),
+    );
+    scratch.write(
+        "slow.sh",
+        &format!("#!/bin/sh\necho \"$0\" > {d}/slow.txt\nsleep 30\n"),
+    );
+    scratch.write(
+        "tool.pl",
+        &format!(
+            "#!/usr/bin/perl\nopen(my $f, '>', '{d}/perl.txt') or die; \
+             print $f scalar(getpwuid($<)) . \" $ARGV[0]\";\n"
+        ),
+    );
+    scratch.write(
+        "playbook.yml",
+        r#"name: become another user
+become: true
+phases:
+  - name: p
+    steps:
+      - name: shell script
+        script:
+          src: args.sh
+          args: ['{{ secret(name="ARG_SECRET") }}', "two words"]
+        ok_codes: [4]
+      - name: perl script
+        script: { src: tool.pl, args: [plain-arg] }
+      - name: killed at its timeout
+        script: { src: slow.sh, args: ['{{ secret(name="ARG_SECRET") }}'] }
+        timeout: 2s
+"#,
+    );
+    let (run, seen) = crate::command_lines::run_sampled(
+        &scratch,
+        &[("BECOME_TEST_PW", &password), ("ARG_SECRET", ARG)],
+    );
+    // The last step timed out, as it should.
+    run.expect_code(1);
+    let report = read(&scratch.path().join("report.json"));
+    assert!(report.contains("\"status\": \"timed_out\""), "{report}");
+    assert_eq!(read(&dir.join("who.txt")), format!("{BECOME_USER}\n"));
+    assert_eq!(read(&dir.join("args.txt")), "right\n");
+    let folder = read(&dir.join("folder.txt"));
+    assert!(
+        folder.starts_with("drwx------") && folder.contains(BECOME_USER),
+        "{folder}"
+    );
+    assert_eq!(
+        read(&dir.join("perl.txt")),
+        format!("{BECOME_USER} plain-arg")
+    );
+    // Its copy ran under its own name, from a folder now gone, as is the
+    // folder of the step killed at its timeout.
+    assert!(
+        seen.iter().any(|l| l.ends_with("-args.sh/args.sh")),
+        "{seen:?}"
+    );
+    let slow = read(&dir.join("slow.txt"));
+    let slow_folder = Path::new(slow.trim()).parent().unwrap();
+    assert!(slow_folder.starts_with("/tmp"), "{slow}");
+    harness::wait_for("the timed-out step's folder to go", || {
+        !slow_folder.exists()
+    });
+    assert_never_on_a_command_line(&seen, ARG);
+    assert_never_on_a_command_line(&seen, &password);
 }

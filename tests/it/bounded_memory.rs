@@ -27,6 +27,17 @@ fn run_measured(scratch: &Scratch, args: &[&str]) -> (i32, u64) {
     (status.code().unwrap_or(-1), usage.ru_maxrss as u64 / 1024)
 }
 
+/// `run` of the scratch folder's playbook and inventory, the report as
+/// JSON on standard output.
+const RUN_JSON: &[&str] = &[
+    "run",
+    "playbook.yml",
+    "-i",
+    "inventory.yml",
+    "--format",
+    "json",
+];
+
 fn report_of(scratch: &Scratch) -> Value {
     let text = std::fs::read_to_string(scratch.path().join("out.json")).unwrap();
     serde_json::from_str(&text).unwrap()
@@ -65,15 +76,7 @@ phases:
         timeout: 2s
 "#,
     );
-    let args = [
-        "run",
-        "playbook.yml",
-        "-i",
-        "inventory.yml",
-        "--format",
-        "json",
-    ];
-    let (code, peak_mib) = run_measured(&scratch, &args);
+    let (code, peak_mib) = run_measured(&scratch, RUN_JSON);
     assert_eq!(code, 1, "the endless step timed out");
     assert!(peak_mib < 150, "peak RSS {peak_mib} MiB");
     let steps = steps_of(&scratch);
@@ -206,4 +209,47 @@ phases:
         );
     }
     run.expect_code(0);
+}
+
+/// The run hashes every file it was planned from (for `resume`), uploads
+/// included: a large installer must be hashed as it is read, not read
+/// whole first.
+#[test]
+fn a_large_upload_costs_no_copy_of_the_file_in_memory() {
+    const MB: usize = 96;
+    let scratch = Scratch::new();
+    local_host(&scratch);
+    {
+        use std::io::Write;
+        let file = std::fs::File::create(scratch.path().join("installer.bin")).unwrap();
+        let mut file = std::io::BufWriter::new(file);
+        let block: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for _ in 0..MB {
+            file.write_all(&block).unwrap();
+        }
+    }
+    let dest = scratch.path().join("copy.bin");
+    scratch.write(
+        "playbook.yml",
+        &format!(
+            "name: upload\nphases:\n  - name: install\n    steps:\n      - name: send the installer\n        upload: {{ src: installer.bin, dest: '{}', mode: '0600' }}\n",
+            dest.display()
+        ),
+    );
+    let (code, peak_mib) = run_measured(&scratch, RUN_JSON);
+    assert_eq!(
+        code,
+        0,
+        "{}",
+        std::fs::read_to_string(scratch.path().join("out.json")).unwrap_or_default()
+    );
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().len(),
+        (MB * 1_000_000) as u64
+    );
+    // A debug build runs in about 40 MiB; a copy of the file would add 92.
+    assert!(
+        peak_mib < 80,
+        "peak RSS {peak_mib} MiB for a {MB} MB upload"
+    );
 }

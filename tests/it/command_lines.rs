@@ -105,6 +105,31 @@ pub fn assert_never_on_a_command_line(lines: &BTreeSet<String>, secret: &str) {
     }
 }
 
+/// `orchestrate run playbook.yml -i inventory.yml --yes --report-json
+/// report.json --log events.jsonl` in `scratch` with `env`, watched by a
+/// [`CmdlineSampler`]: the run, and every command line seen while it lasted.
+pub fn run_sampled(scratch: &Scratch, env: &[(&str, &str)]) -> (harness::Run, BTreeSet<String>) {
+    let sampler = CmdlineSampler::start();
+    let run = scratch.orchestrate_env(
+        &[
+            "run",
+            "playbook.yml",
+            "-i",
+            "inventory.yml",
+            "--yes",
+            "--report-json",
+            "report.json",
+            "--log",
+            "events.jsonl",
+        ],
+        env,
+    );
+    (run, sampler.finish())
+}
+
+/// An inventory of one local host, `l1`.
+const ONE_LOCAL_HOST: &str = "clients:\n  acme:\n    hosts:\n      - { name: l1, address: 127.0.0.1, os: linux, transport: local }\n";
+
 const SECRET: &str = "Sup3r-S3cret-Cmdline-42";
 
 /// Each step holds the secret and lives long enough to be sampled.
@@ -135,19 +160,7 @@ fn args_script() -> String {
 fn run_watched(scratch: &Scratch) -> (harness::Run, BTreeSet<String>) {
     scratch.write("playbook.yml", PLAYBOOK);
     scratch.write("args.sh", &args_script());
-    let sampler = CmdlineSampler::start();
-    let run = scratch.orchestrate_env(
-        &[
-            "run",
-            "playbook.yml",
-            "-i",
-            "inventory.yml",
-            "--report-json",
-            "report.json",
-        ],
-        &[("CMDLINE_TEST_SECRET", SECRET)],
-    );
-    (run, sampler.finish())
+    run_sampled(scratch, &[("CMDLINE_TEST_SECRET", SECRET)])
 }
 
 #[test]
@@ -274,10 +287,7 @@ fn a_planted_symlink_in_tmpdir_is_not_followed() {
     let victim = scratch.path().join("victim.txt");
     std::fs::write(&victim, "precious\n").unwrap();
     std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
-    scratch.write(
-        "inventory.yml",
-        "clients:\n  acme:\n    hosts:\n      - { name: l1, address: 127.0.0.1, os: linux, transport: local }\n",
-    );
+    scratch.write("inventory.yml", ONE_LOCAL_HOST);
     let out = scratch.path().join("out.txt");
     scratch.write(
         "step.sh",
@@ -339,4 +349,135 @@ fn a_planted_symlink_in_tmpdir_is_not_followed() {
         .filter(|e| !e.file_type().unwrap().is_symlink())
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A Perl script's (or Python's, or a binary's) arguments can only be its
+/// process arguments, which every user of the endpoint can read: a secret
+/// among them is refused at plan time by `validate`, `--dry-run` and
+/// `run`, before any host is touched, with the step, the host and what to
+/// do instead; also when the argument is rendered only at run time. A
+/// non-secret argument is fine, and so is a secret given to a shell script.
+#[test]
+fn a_secret_argument_of_a_script_that_is_no_shell_script_is_refused_before_any_host() {
+    let scratch = Scratch::new();
+    scratch.write("inventory.yml", ONE_LOCAL_HOST);
+    let out = scratch.path().join("out.txt");
+    scratch.write(
+        "tool.pl",
+        &format!(
+            "#!/usr/bin/perl\nopen(my $f, '>', '{}') or die; print $f \"perl got $ARGV[0]\";\n",
+            out.display()
+        ),
+    );
+    scratch.write(
+        "wrapper.sh",
+        &format!(
+            "#!/bin/sh\ntest \"$1\" = '{SECRET}' && echo wrapper got it > '{}'\n",
+            out.display()
+        ),
+    );
+    let touched = scratch.path().join("touched");
+    let playbook = |src: &str, arg: &str| {
+        format!(
+            "name: args\nphases:\n  - name: p\n    steps:\n      - name: first\n        sh: touch '{}'\n      - name: who\n        sh: echo me\n        capture: {{ as: who }}\n      - name: pass the token\n        script:\n          src: {src}\n          args:\n            - {arg}\n",
+            touched.display()
+        )
+    };
+    let env = [("CMDLINE_TEST_SECRET", SECRET)];
+    let plain = r#"'{{ secret(name="CMDLINE_TEST_SECRET") }}'"#;
+    let deferred = r#"'{{ who }}:{{ secret(name="CMDLINE_TEST_SECRET") }}'"#;
+    for arg in [plain, deferred] {
+        scratch.write("playbook.yml", &playbook("tool.pl", arg));
+        for args in [
+            &["validate", "playbook.yml", "-i", "inventory.yml"][..],
+            &["run", "playbook.yml", "-i", "inventory.yml", "--dry-run"],
+            &["run", "playbook.yml", "-i", "inventory.yml", "--yes"],
+        ] {
+            let run = scratch.orchestrate_env(args, &env);
+            run.expect_code(2);
+            for needed in [
+                "playbook.yml:14:",
+                "host l1, step `pass the token` (p): argument 1 of the script holds a secret",
+                "tool.pl is not a shell script",
+                "every user of the endpoint can read them",
+                "wrap the program in a shell script",
+                "`upload:`",
+            ] {
+                assert!(
+                    run.stderr.contains(needed),
+                    "{arg} {args:?}: {needed:?} in:\n{}",
+                    run.stderr
+                );
+            }
+            assert!(!run.stderr.contains(SECRET) && !run.stdout.contains(SECRET));
+            assert!(!touched.exists(), "{args:?} touched the host");
+        }
+    }
+    // Not a secret: allowed, on the command line as before.
+    scratch.write("playbook.yml", &playbook("tool.pl", "plain-value"));
+    let run = scratch.orchestrate_env(
+        &["run", "playbook.yml", "-i", "inventory.yml", "--yes"],
+        &env,
+    );
+    run.expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "perl got plain-value"
+    );
+    // The same secret for a shell script goes inside its copy: it runs.
+    std::fs::remove_file(&touched).unwrap();
+    scratch.write("playbook.yml", &playbook("wrapper.sh", plain));
+    scratch
+        .orchestrate_env(&["validate", "playbook.yml", "-i", "inventory.yml"], &env)
+        .expect_code(0);
+    let (run, seen) = run_sampled(&scratch, &env);
+    run.expect_code(0);
+    assert!(touched.exists());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "wrapper got it\n");
+    assert_never_on_a_command_line(&seen, SECRET);
+}
+
+/// The same refusal when even the script is known only at run time (its
+/// `src` read from a captured value): the step fails before the script is
+/// uploaded or started, and the secret is on no command line.
+#[test]
+fn a_secret_argument_of_a_script_chosen_at_run_time_is_refused_when_it_would_run() {
+    let scratch = Scratch::new();
+    scratch.write("inventory.yml", ONE_LOCAL_HOST);
+    let ran = scratch.path().join("ran");
+    scratch.write(
+        "tool.pl",
+        &format!("#!/usr/bin/perl\nopen(my $f, '>', '{}');\n", ran.display()),
+    );
+    scratch.write(
+        "playbook.yml",
+        r#"name: args
+phases:
+  - name: p
+    steps:
+      - name: choose
+        sh: echo tool.pl
+        capture: { as: which }
+      - name: pass the token
+        script:
+          src: "{{ which }}"
+          args: ['{{ secret(name="CMDLINE_TEST_SECRET") }}']
+"#,
+    );
+    let env = [("CMDLINE_TEST_SECRET", SECRET)];
+    scratch
+        .orchestrate_env(&["validate", "playbook.yml", "-i", "inventory.yml"], &env)
+        .expect_code(0);
+    let (run, seen) = run_sampled(&scratch, &env);
+    run.expect_code(1);
+    let report = scratch.read("report.json");
+    assert!(
+        report.contains(
+            "tool.pl is not a shell script, so its arguments would go on its command line"
+        ),
+        "{report}"
+    );
+    assert!(!ran.exists(), "the script ran");
+    assert!(!report.contains(SECRET));
+    assert_never_on_a_command_line(&seen, SECRET);
 }

@@ -42,6 +42,7 @@ mod report_render;
 mod runner;
 mod schema;
 mod secrets;
+mod shared_uploads;
 mod signals;
 mod ssh_runs;
 mod ssh_transport;

@@ -52,7 +52,11 @@ async fn fleet_of_60_hosts_runs_3_steps_each_over_one_connection_per_host() {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (i, host) in hosts.iter().enumerate() {
-        let target = env.target(&format!("host{i:02}"), host);
+        let mut target = env.target(&format!("host{i:02}"), host);
+        // 60 handshakes at once (sshd starts a process for each) took over
+        // the default 10 s on a 2-core machine at a load of 24; what is
+        // tested is one connection per host carrying its steps.
+        target.connect_timeout = Duration::from_secs(60);
         let connector = connector.clone();
         tasks.push(tokio::spawn(async move {
             let session = connector.connect(&target).await?;
@@ -76,7 +80,9 @@ async fn fleet_of_60_hosts_runs_3_steps_each_over_one_connection_per_host() {
         // Every step's shell is a child of the same sshd connection process.
         assert!(parents.iter().all(|p| p == &parents[0]), "{parents:?}");
     }
-    assert!(started.elapsed() < Duration::from_secs(60));
+    // The hosts at once, not one after the other (a loaded machine's
+    // handshakes alone can take a minute).
+    assert!(started.elapsed() < Duration::from_secs(120));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

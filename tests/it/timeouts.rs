@@ -57,6 +57,28 @@ fn an_upload_slower_than_its_timeout_is_cut_off_and_leaves_the_old_copy() {
     journal_agrees(scratch, &report);
 }
 
+/// Without a `timeout`, an upload waits out a stall the connection itself
+/// survives (keepalives allow 45 s): a Wi-Fi drop, a VPN renegotiating.
+/// The SFTP client's own limit per request (10 s by default in
+/// russh-sftp) must not fail it first.
+#[test]
+fn an_upload_without_a_timeout_waits_out_a_stall_of_fifteen_seconds() {
+    let rig = rig(0);
+    let (marks, scratch, proxy) = (&rig.marks, &rig.scratch, &rig.proxy);
+    keep_a_good_old_copy(&rig);
+    rig.write(UPLOAD_ONLY, "10s");
+    let new_copy = payload(4_000_000);
+    scratch.write("installer.bin", &new_copy);
+    proxy.stall_after_bytes(500_000, Duration::from_secs(15));
+    let run = scratch.orchestrate(RUN);
+    let report = report(scratch);
+    let h01 = host(&report, "h01");
+    assert_eq!(h01["status"], "succeeded", "{h01}");
+    run.expect_code(0);
+    assert!(std::fs::read_to_string(marks.join("installer.bin")).unwrap() == new_copy);
+    assert_eq!(names_in(marks), ["installer.bin"]);
+}
+
 const SLOW_SCRIPT: &str = r#"phases:
   - name: install
     steps:
@@ -112,8 +134,8 @@ fn a_script_whose_upload_outlasts_its_timeout_never_runs_and_its_copy_is_removed
 /// the step's `timeout` is the shorter limit, which holds.
 fn reboot_limited_by_the_step() -> String {
     let limited = REBOOT_STEP.replace(
-        "reboot: { timeout: 3s }\n",
-        "reboot: {}\n        timeout: 3s\n",
+        "reboot: { timeout: 20s }\n",
+        "reboot: {}\n        timeout: 20s\n",
     );
     assert_ne!(limited, REBOOT_STEP);
     limited

@@ -14,6 +14,16 @@
 //! them as the become user; an upload cannot (SFTP writes as the login
 //! user), so it goes to a private temporary path first and a `become`
 //! command copies it into place, owned by the become user.
+//!
+//! A `script` step's arguments go inside a shell script's copy, never on
+//! its command line (see `script_args`). That copy is private to the login
+//! user, which root can read but another become user cannot: for a become
+//! user other than root, the copy goes on the become shell's standard
+//! input instead, after the script that writes it into a fresh 0700 folder
+//! of that user's and runs it ([`copy_from_stdin_and_run`]), so no argument
+//! of any process carries it. A script whose arguments cannot go inside
+//! (not a shell script) gets them on its command line, so one that holds a
+//! secret is refused (at plan time; here again for one rendered at run time).
 
 use super::context::HostRun;
 use super::deadline::{Deadline, Sent, Written, upload_within};
@@ -93,20 +103,33 @@ pub(super) async fn perform(
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "script".into());
-            let remote = session.temp_path(&name);
             // A shell script's arguments go inside its copy, kept from
             // other users, not on its command line (see `script_args`).
-            // (Not for a become user other than root, who could not read
-            // the login user's private copy.)
-            let private = !r#become || run.host.target.r#become.user == "root";
-            let inside = match run.host.os.is_posix() && !args.is_empty() && private {
+            let inside = match run.host.os.is_posix() && !args.is_empty() {
                 true => args_inside(&source, args).await?,
                 false => None,
             };
+            let readable_by_become = !r#become || run.host.target.r#become.user == "root";
             let (source, mode, args) = match inside {
+                Some(copy) if !readable_by_become => {
+                    return copy_from_stdin_and_run(session, &copy, &name, command).await;
+                }
                 Some(copy) => (copy, 0o700, &[][..]),
+                None if run.host.os.is_posix()
+                    && args
+                        .iter()
+                        .any(|a| run.redactor.current().finds_secret(a.as_bytes())) =>
+                {
+                    return Err(TransportError::Other(format!(
+                        "{name} is not a shell script, so its arguments would go on its \
+                         command line, readable by every user of the endpoint, and one of them \
+                         holds a secret: wrap it in a shell script, or have it read the secret \
+                         from a file uploaded with `upload:`"
+                    )));
+                }
                 None => (source, 0o755, &args[..]),
             };
+            let remote = session.temp_path(&name);
             let sent =
                 upload_within(session, &source, &remote, mode, Written::InPlace, deadline).await?;
             if let Sent::Cut(what) = sent {
@@ -210,6 +233,53 @@ fn move_into_place(staged: &str, dest: &str, mode: u32) -> String {
         "umask 077 && cp {staged} {next} && chmod {mode:04o} {next} && mv -f {next} {dest} \
          && rm -f {staged} || {{ rm -f {next}; exit 1; }}"
     )
+}
+
+/// For a become user other than root, who cannot read the login user's
+/// private copy: the become shell reads, after the script below, the copy
+/// (its arguments inside) on its standard input, writes it with `cat` into
+/// a fresh 0700 folder made by that user (`mkdir` of an unguessable name in
+/// `/tmp`, which fails rather than follow anything planted there), runs it,
+/// removes the folder and exits with the script's code. The script gets end
+/// of file on its standard input, as a copy run the usual way does. Killed
+/// at its timeout, the shell cannot remove the folder: a second command,
+/// as the become user too, does.
+async fn copy_from_stdin_and_run(
+    session: &dyn Session,
+    copy: &UploadSource,
+    name: &str,
+    command: impl Fn(Script) -> Command,
+) -> Result<Performed, TransportError> {
+    use crate::quote::sh_quote;
+    let folder = crate::transport::temp_path(
+        crate::transport::Os::Linux,
+        &crate::transport::unguessable(),
+        name,
+    );
+    let file = sh_quote(&format!("{folder}/{name}"));
+    let dir = sh_quote(&folder);
+    let script = format!(
+        "umask 077\n\
+         mkdir {dir} || exit 125\n\
+         {{ cat > {file} && chmod 700 {file}; }} || {{ rm -rf {dir}; exit 125; }}\n\
+         {file}\n\
+         orchestrate_status=$?\n\
+         rm -rf {dir}\n\
+         exit $orchestrate_status"
+    );
+    let mut contents = Vec::with_capacity(copy.len() as usize);
+    copy.copy_to(&mut contents)
+        .await
+        .map_err(|e| TransportError::Other(format!("cannot read the script's copy: {e}")))?;
+    let mut run = command(Script::Sh(script));
+    run.stdin = Some(contents);
+    let result = session.execute(&run, None).await;
+    if matches!(&result, Ok(e) if e.status == ExitStatus::TimedOut) {
+        let mut remove = command(Script::Sh(format!("rm -rf {dir}")));
+        remove.timeout = Some(std::time::Duration::from_secs(30));
+        let _ = session.execute(&remove, None).await;
+    }
+    result.map(Performed::from)
 }
 
 /// The copy of a shell script with `args` set inside it; `None`: not a

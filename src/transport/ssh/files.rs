@@ -3,9 +3,10 @@
 //! one), and an upload written beside its destination, checked on the host
 //! and only then renamed over it, so a cut upload leaves the old copy. The
 //! one exception is this session's own unguessable temporary paths, which
-//! are written in place, created exclusively.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! are written in place, created exclusively. The copy beside the
+//! destination has a random name (hosts sharing a folder, a copy a cut run
+//! left), and a write the host refuses half-way (a full disk) removes it
+//! at once.
 
 use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
@@ -27,29 +28,44 @@ impl SshSession {
         if fresh {
             // One of this session's unguessable temporary paths: created
             // exclusively, so a file or link planted there is refused.
-            return self.sftp_write(source, dest, dest, mode).await;
+            return match self.sftp_write(source, dest, dest, mode).await {
+                Ok(()) => Ok(()),
+                Err(failed) => Err(self.drop_partial(dest, failed).await),
+            };
         }
         // Beside the destination, checked, then renamed over it: a cut
         // upload leaves the good old copy (see `atomic_upload`).
-        // Unique in this process, not only in this session: hosts that
-        // share a folder (one machine under many names, a network share)
-        // must never write the same temporary copy.
-        static UPLOADS: AtomicU64 = AtomicU64::new(0);
-        let unique = format!(
-            "{}-{}",
-            std::process::id(),
-            UPLOADS.fetch_add(1, Ordering::Relaxed)
-        );
-        let temp = atomic_upload::temp_beside(self.target.os, dest, &unique);
+        let temp = atomic_upload::temp_beside(self.target.os, dest, &atomic_upload::unique());
         note(&self.partial_uploads, &temp, true);
-        self.sftp_write(source, &temp, dest, mode).await?;
+        if let Err(failed) = self.sftp_write(source, &temp, dest, mode).await {
+            return Err(self.drop_partial(&temp, failed).await);
+        }
         let expected = Expected {
             size: source.len(),
             sha256: source.sha256_hex(),
         };
-        self.check_and_replace(&temp, dest, &expected).await?;
-        note(&self.partial_uploads, &temp, false);
-        Ok(())
+        self.check_and_replace(&temp, dest, &expected).await
+    }
+
+    /// After a failed write of `path` on a connection that still works (a
+    /// full disk, a quota), removes the partial copy at once: left there, it
+    /// would keep the disk full. Only a file this upload created is removed
+    /// (never one that refused the exclusive creation); a lost connection
+    /// keeps the copy's name for the clean-up after a reconnect.
+    async fn drop_partial(&self, path: &str, failed: WriteFailed) -> TransportError {
+        let TransportError::Other(why) = failed.error else {
+            return failed.error;
+        };
+        if !failed.created {
+            note(&self.partial_uploads, path, false);
+            return TransportError::Other(why);
+        }
+        match self.remove_file(path).await {
+            Ok(()) => TransportError::Other(format!("{why}; its partial copy was removed")),
+            Err(e) => TransportError::Other(format!(
+                "{why}; its partial copy {path} is left on the host ({e})"
+            )),
+        }
     }
 
     /// `Session::remove`, over a fresh SFTP session.
@@ -86,12 +102,18 @@ impl SshSession {
             .request_subsystem(true, "sftp")
             .await
             .map_err(|e| self.lost(e))?;
-        SftpSession::new(channel.into_stream()).await.map_err(|e| {
-            TransportError::Other(format!(
-                "host {}: cannot start SFTP ({e}); check that sshd has an sftp Subsystem",
-                self.host()
-            ))
-        })
+        let config = russh_sftp::client::Config {
+            request_timeout_secs: SFTP_REQUEST_LIMIT.as_secs(),
+            ..Default::default()
+        };
+        SftpSession::new_with_config(channel.into_stream(), config)
+            .await
+            .map_err(|e| {
+                TransportError::Other(format!(
+                    "host {}: cannot start SFTP ({e}); check that sshd has an sftp Subsystem",
+                    self.host()
+                ))
+            })
     }
 
     /// Writes `contents` to `path` over a fresh SFTP session, with `mode`
@@ -102,15 +124,16 @@ impl SshSession {
         path: &str,
         shown_as: &str,
         mode: u32,
-    ) -> Result<(), TransportError> {
+    ) -> Result<(), WriteFailed> {
         let live = self.current().await;
-        let sftp = self.sftp(&live).await?;
+        let sftp = self.sftp(&live).await.map_err(WriteFailed::before)?;
         let fail = |e: &dyn std::fmt::Display| explain_sftp_failure(&e.to_string());
         let attrs = FileAttributes {
             permissions: self.target.os.is_posix().then_some(mode & 0o7777),
             ..Default::default()
         };
         let path = command::sftp_path(self.target.os, path);
+        let mut created = false;
         let written = async {
             let mut file = sftp
                 .open_with_flags_and_attributes(
@@ -123,6 +146,7 @@ impl SshSession {
                 )
                 .await
                 .map_err(|e| fail(&e))?;
+            created = true;
             source.copy_to(&mut file).await.map_err(|e| fail(&e))?;
             file.shutdown().await.map_err(|e| fail(&e))?;
             if self.target.os.is_posix() {
@@ -133,16 +157,15 @@ impl SshSession {
         }
         .await;
         let _ = sftp.close().await;
-        match written {
-            Ok(()) => Ok(()),
-            Err(e) if self.broke(&live).await => {
-                Err(self.lost(format!("uploading {shown_as}: {e}")))
-            }
-            Err(e) => Err(TransportError::Other(format!(
+        let error = match written {
+            Ok(()) => return Ok(()),
+            Err(e) if self.broke(&live).await => self.lost(format!("uploading {shown_as}: {e}")),
+            Err(e) => TransportError::Other(format!(
                 "host {}: cannot write {shown_as}: {e}",
                 self.host()
-            ))),
-        }
+            )),
+        };
+        Err(WriteFailed { error, created })
     }
 
     /// Runs the check-and-rename of an upload's temporary copy on the host.
@@ -159,6 +182,8 @@ impl SshSession {
             _ => Script::Sh(atomic_upload::sh_check_and_replace(temp, dest, expected)),
         };
         let done = self.execute(&Command::new(script), None).await?;
+        // Renamed into place, or removed by the check: no longer partial.
+        note(&self.partial_uploads, temp, false);
         if done.status == ExitStatus::Code(0) {
             return Ok(());
         }
@@ -170,12 +195,47 @@ impl SshSession {
     }
 }
 
+/// How long one SFTP request may wait for its answer. russh-sftp's default
+/// is 10 s, which a stall the connection itself survives (keepalives
+/// allow 45 s: a Wi-Fi drop, a VPN renegotiating), or 16 writes of 32 KiB
+/// in flight on a link under 50 KB/s, would fail; a lost connection ends
+/// the requests sooner, and a step's `timeout` bounds the whole upload.
+/// What this still catches is a live connection whose SFTP server hangs
+/// (a hung network mount).
+const SFTP_REQUEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A write that failed, and whether it had created its file (so there is
+/// a partial copy of this upload's own to remove).
+struct WriteFailed {
+    error: TransportError,
+    created: bool,
+}
+
+impl WriteFailed {
+    /// Failed before any file was opened.
+    fn before(error: TransportError) -> WriteFailed {
+        WriteFailed {
+            error,
+            created: false,
+        }
+    }
+}
+
 /// OpenSSH's sftp-server answers a bare `Failure` for every error it has no
 /// SFTP code for (`errno_to_portable` in its `sftp-server.c`): a full disk,
 /// a quota, a file of that name already there. russh-sftp shows that as
 /// "Failure: Failure", which tells nobody what to do; say what to check.
 fn explain_sftp_failure(error: &str) -> String {
-    if error.trim_end().ends_with("Failure: Failure") {
+    // A refused open or setstat reads "Failure: Failure" (code and
+    // message); a refused write, only the message.
+    let error = error.trim_end();
+    if error == "Timeout" {
+        return format!(
+            "{error} (the host's SFTP server answered no request for {} s)",
+            SFTP_REQUEST_LIMIT.as_secs()
+        );
+    }
+    if error == "Failure" || error.ends_with("Failure: Failure") {
         format!(
             "{error} (the SFTP server gave no reason: check the host's free space and quota, \
              that the login user can write to that folder, and that no file of that name is in the way)"
@@ -194,6 +254,10 @@ mod tests {
         let said = explain_sftp_failure("Failure: Failure");
         assert!(said.contains("free space"), "{said}");
         assert!(said.contains("can write to that folder"), "{said}");
+        let said = explain_sftp_failure("Failure");
+        assert!(said.contains("free space"), "a refused write: {said}");
+        let said = explain_sftp_failure("Timeout");
+        assert!(said.contains("answered no request for 120 s"), "{said}");
         assert_eq!(
             explain_sftp_failure("No such file: gone"),
             "No such file: gone"
