@@ -113,7 +113,7 @@ pub(crate) fn fact_of(event: &Event) -> Option<Fact<'_>> {
             error: Some(reason),
             protection_gap_ms: None,
         },
-        Event::Rebooting { client, host } => Fact::Host {
+        Event::Rebooting { client, host, .. } => Fact::Host {
             client,
             host,
             wave: None,

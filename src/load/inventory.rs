@@ -15,7 +15,7 @@ use serde_saphyr::Spanned;
 
 use super::diagnostic::{InputError, InputErrors, SourceFile};
 use super::playbook::{Place, Vars, check_wave_list};
-use super::reboot::{RebootKind, RebootPolicy, RebootWindow, RebootWindowDoc};
+use super::reboot::{RebootKind, RebootPolicy, RebootWindow, RebootWindowDoc, RebootWithUsers};
 use super::values::{HumanDuration, Pause, Size};
 use crate::transport::{BecomeMethod, Os, TransportKind, WinrmAuth};
 
@@ -86,6 +86,9 @@ pub struct Connection {
     #[serde(default)]
     #[schemars(with = "Option<RebootWindowDoc>")]
     pub reboot_window: Option<RebootWindow>,
+    /// `reboot`, `ask` or `refuse`: a reboot while people are logged on.
+    #[serde(default)]
+    pub reboot_with_users: Option<RebootWithUsers>,
     #[serde(default)]
     pub ssh: SshDoc,
     #[serde(default)]
@@ -164,6 +167,7 @@ impl Connection {
             reboot_command: nearest!(self, outer; reboot_command),
             reboot: nearest!(self, outer; reboot),
             reboot_window: nearest!(self, outer; reboot_window),
+            reboot_with_users: nearest!(self, outer; reboot_with_users),
             ssh: SshDoc {
                 identity_file: nearest!(self, outer; ssh.identity_file),
                 passphrase_secret: nearest!(self, outer; ssh.passphrase_secret),
@@ -258,6 +262,8 @@ struct DefaultsDoc {
     #[schemars(with = "Option<RebootWindowDoc>")]
     reboot_window: Option<RebootWindow>,
     #[serde(default)]
+    reboot_with_users: Option<RebootWithUsers>,
+    #[serde(default)]
     ssh: SshDoc,
     #[serde(default)]
     winrm: WinrmDoc,
@@ -297,6 +303,8 @@ struct ClientDoc {
     #[serde(default)]
     #[schemars(with = "Option<RebootWindowDoc>")]
     reboot_window: Option<RebootWindow>,
+    #[serde(default)]
+    reboot_with_users: Option<RebootWithUsers>,
     #[serde(default)]
     ssh: SshDoc,
     #[serde(default)]
@@ -355,6 +363,8 @@ struct HostDoc {
     #[schemars(with = "Option<RebootWindowDoc>")]
     reboot_window: Option<RebootWindow>,
     #[serde(default)]
+    reboot_with_users: Option<RebootWithUsers>,
+    #[serde(default)]
     host_key: Option<String>,
     #[serde(default)]
     ssh: SshDoc,
@@ -382,6 +392,7 @@ macro_rules! connection_of {
             reboot_command: $doc.reboot_command,
             reboot: $doc.reboot,
             reboot_window: $doc.reboot_window,
+            reboot_with_users: $doc.reboot_with_users,
             ssh: $doc.ssh,
             winrm: $doc.winrm,
             r#become: $doc.r#become,
@@ -550,6 +561,15 @@ impl Inventory {
                 "`reboot: window` needs a `reboot_window` (host, client or defaults), e.g. { days: [sat, sun], start: \"22:00\", end: \"04:00\", tz: America/New_York }".to_string()
             }),
         }
+    }
+}
+
+impl Inventory {
+    /// What a reboot of this host does while people are logged on.
+    pub fn reboot_with_users(&self, client: &Client, host: &Host) -> RebootWithUsers {
+        self.connection(client, host)
+            .reboot_with_users
+            .unwrap_or_default()
     }
 }
 

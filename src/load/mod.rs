@@ -24,7 +24,7 @@ pub use playbook::{
     Action, Capture, CaptureFormat, Mark, Phase, Place, Playbook, Step, Template, Vars,
     load_playbook, parse_playbook,
 };
-pub use reboot::{RebootPolicy, RebootWindow, WindowState};
+pub use reboot::{RebootPolicy, RebootWindow, RebootWithUsers, WindowState};
 pub use values::{HumanDuration, Pause, Size};
 
 /// Parses YAML into `T`, turning any error into one that points into the file.

@@ -32,6 +32,37 @@ pub enum RebootKind {
     Ask,
 }
 
+/// `reboot_with_users:`: what a reboot does when people are logged on to
+/// the host (Windows `quser`, POSIX `who`, asked right before the reboot,
+/// once `reboot:` lets it happen). Like Windows Update's "no auto-restart
+/// with logged on users" policy: the MSP decides per client or host
+/// whether a session in use may be cut. Whoever is logged on is recorded
+/// with the reboot (the `rebooting` event, the journal, the report) and
+/// named in any question, whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RebootWithUsers {
+    /// Reboot anyway (the default); who was logged on is recorded.
+    #[default]
+    Reboot,
+    /// Ask the operator first, naming who is logged on (`--yes` answers
+    /// yes; without a terminal, no).
+    Ask,
+    /// Do not reboot: the step fails and the host is rolled back. Also
+    /// when who is logged on cannot be told.
+    Refuse,
+}
+
+impl RebootWithUsers {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RebootWithUsers::Reboot => "reboot",
+            RebootWithUsers::Ask => "ask",
+            RebootWithUsers::Refuse => "refuse",
+        }
+    }
+}
+
 /// A host's resolved policy, as the runner applies it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum RebootPolicy {

@@ -319,6 +319,7 @@ fn plan_client(
             on_failure: on_fail,
             baseline,
             reboot,
+            reboot_with_users: inventory.reboot_with_users(client, host),
         });
     }
     Ok(ClientPlan {

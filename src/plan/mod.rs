@@ -107,6 +107,8 @@ pub struct HostPlan {
     pub baseline: Vec<baseline::PlannedProbe>,
     /// When a reboot a step asks for may happen (`reboot:` in the inventory).
     pub reboot: crate::load::RebootPolicy,
+    /// What that reboot does while people are logged on (`reboot_with_users:`).
+    pub reboot_with_users: crate::load::RebootWithUsers,
 }
 
 impl HostPlan {

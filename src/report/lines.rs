@@ -54,6 +54,16 @@ impl<W: Write + Send> Observer for Lines<W> {
             Event::RebootWaiting { client, host, reason, .. } => {
                 Some(format!("  WAITING {}/{}: {}", inert(client), inert(host), inert(reason)))
             }
+            // A reboot that cuts sessions (or may) says whose, as it starts.
+            Event::Rebooting { client, host, logged_on, logged_on_unknown, .. }
+                if !logged_on.is_empty() || logged_on_unknown.is_some() =>
+            {
+                let who = match logged_on_unknown {
+                    Some(why) => format!("who is logged on is not known ({why})"),
+                    None => format!("logged on: {}", logged_on.join(", ")),
+                };
+                Some(format!("  rebooting {}/{}; {}", inert(client), inert(host), inert(&who)))
+            }
             Event::RollbackStarted { client, host, .. } => {
                 Some(format!("  rolling back {}/{}", inert(client), inert(host)))
             }

@@ -71,6 +71,8 @@ pub struct RebootDoc {
     /// `sat,sun 22:00-04:00 America/New_York`; only with `window`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window: Option<String>,
+    /// `reboot_with_users`: `reboot`, `ask` or `refuse`.
+    pub with_users: &'static str,
 }
 
 #[derive(Serialize)]
@@ -139,6 +141,7 @@ pub fn plan_doc<'a>(plan: &'a Plan, redactor: &Redactor) -> PlanDoc<'a> {
                                 crate::load::RebootPolicy::Window(w) => Some(w.describe()),
                                 _ => None,
                             },
+                            with_users: h.reboot_with_users.as_str(),
                         },
                         steps: h.steps.iter().map(|s| step_doc(s, h, redactor)).collect(),
                         on_failure: h

@@ -122,6 +122,15 @@ fn render_reboots(out: &mut String, client: &ClientPlan) {
             crate::load::RebootPolicy::Ask => "after the operator confirms (ask)".to_string(),
             crate::load::RebootPolicy::Window(w) => format!("in the window {}", w.describe()),
         };
+        let policy = match host.reboot_with_users {
+            crate::load::RebootWithUsers::Reboot => policy,
+            crate::load::RebootWithUsers::Ask => {
+                format!("{policy}, asking first if people are logged on (reboot_with_users: ask)")
+            }
+            crate::load::RebootWithUsers::Refuse => {
+                format!("{policy}, not while people are logged on (reboot_with_users: refuse)")
+            }
+        };
         by_policy.entry(policy).or_default().push(&host.name);
     }
     let all = by_policy.len() == 1;

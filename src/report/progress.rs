@@ -100,7 +100,7 @@ impl Observer for Progress {
                     self.update(client, |c| c.waiting += 1, 0);
                 }
             }
-            Event::Rebooting { client, host } | Event::StepFinished { client, host, .. } => {
+            Event::Rebooting { client, host, .. } | Event::StepFinished { client, host, .. } => {
                 self.done_waiting(client, host)
             }
             Event::HostFinished {

@@ -75,6 +75,20 @@ pub struct HostReport {
     /// While its reboot waits (`reboot: window | ask`): why, and until when.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// Each reboot, in order, with who was logged on just before it.
+    pub reboots: Vec<RebootReport>,
+}
+
+/// One reboot of a host: which step asked, when, and whose sessions it cut.
+#[derive(Debug, Clone, Serialize)]
+pub struct RebootReport {
+    pub step: String,
+    pub at: String,
+    /// Each session as `name (session, state)`; empty: nobody (or unknown).
+    pub logged_on: Vec<String>,
+    /// Why who was logged on is not known, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logged_on_unknown: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -246,6 +260,7 @@ impl Report {
                                 rollback: Vec::new(),
                                 baseline: Vec::new(),
                                 waiting: None,
+                                reboots: Vec::new(),
                             })
                             .collect(),
                     })
@@ -270,9 +285,21 @@ impl Report {
                     h.waiting = Some(reason.clone());
                 }
             }
-            Event::Rebooting { client, host } => {
+            Event::Rebooting {
+                client,
+                host,
+                step,
+                logged_on,
+                logged_on_unknown,
+            } => {
                 if let Some(h) = self.host_mut(client, host) {
                     h.waiting = None;
+                    h.reboots.push(RebootReport {
+                        step: step.clone(),
+                        at: time.to_string(),
+                        logged_on: logged_on.clone(),
+                        logged_on_unknown: logged_on_unknown.clone(),
+                    });
                 }
             }
             Event::StepFinished { client, host, step } => {

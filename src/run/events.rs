@@ -240,9 +240,20 @@ pub enum Event {
         reason: String,
         until: Option<String>,
     },
+    /// The host reboots now (a `reboot:` step, a `reboot_codes` exit),
+    /// with who was logged on to it just before: each session as
+    /// `name (session, state)`, or why that is not known.
     Rebooting {
         client: String,
         host: String,
+        /// The step that asked for the reboot (empty in journals written
+        /// before this was recorded).
+        #[serde(default)]
+        step: String,
+        #[serde(default)]
+        logged_on: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logged_on_unknown: Option<String>,
     },
     /// The baseline probes ran before the host's first step (and before
     /// anything changed): what they saw, journaled for the comparison.

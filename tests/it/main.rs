@@ -36,6 +36,7 @@ mod linux_playbooks_plan;
 mod macos_kav_export;
 mod outputs;
 mod postgres_workers;
+mod reboot_logged_on;
 mod reboot_policy;
 mod rehearse;
 mod report_render;

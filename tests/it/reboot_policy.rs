@@ -5,7 +5,8 @@
 //! Hosts behind real OpenSSH servers on loopback, whose `reboot_command`
 //! takes the server down and back up (tests/it/support/sshd.rs). The run's
 //! clock is set by `ORCHESTRATE_NOW` a few seconds before a window opens,
-//! so no test waits for a real night.
+//! so no test waits for a real night. `ask` is answered on a real terminal
+//! (a pty, tests/it/support/terminal.rs), as an operator would.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use serde_json::Value;
 use crate::harness::{self, JOURNAL, RUN_REPORTING, Scratch, send, wait_for};
 use crate::ssh_runs::inventory;
 use crate::support::sshd::{Sshd, SshdEnv};
+use crate::support::terminal::Terminal;
 
 /// One step that asks for a reboot (exit 100), then one after it.
 const PLAYBOOK: &str = r#"name: reboot policy
@@ -214,6 +216,104 @@ fn ask_with_yes_reboots() {
     let (scratch, server) = setup(&env, ", reboot: ask", "");
     run_at(&scratch, OPENS, &["--yes"]).expect_code(0);
     assert_eq!(reboots(&server), 1);
+}
+
+/// `orchestrate run` on a real terminal (a pty), until it asks whether to
+/// reboot h01; the terminal, to answer on.
+fn asked_on_a_terminal(scratch: &Scratch) -> Terminal {
+    let mut command = scratch.command(&run_args());
+    command.env("ORCHESTRATE_NOW", OPENS);
+    let terminal = Terminal::spawn(command);
+    terminal.wait_for("[y/N]", Duration::from_secs(60));
+    terminal
+}
+
+/// The question as the operator sees it: which host, why, and who is
+/// logged on (`who` on this machine: whoever that is here, or nobody).
+fn asks_naming_who_is_logged_on(screen: &str) -> bool {
+    let asked = "acme/h01: reboot now? (step `remove, reboot pending` asks for a reboot; ";
+    let start = match screen.find(asked) {
+        Some(at) => at + asked.len(),
+        None => return false,
+    };
+    let rest = &screen[start..];
+    (rest.starts_with("nobody is logged on) [y/N]") || rest.starts_with("logged on: "))
+        && rest.contains(") [y/N]")
+}
+
+#[test]
+fn ask_on_a_terminal_answered_yes_reboots_the_host_and_the_run_goes_on() {
+    let env = SshdEnv::new();
+    let (scratch, server) = setup(&env, ", reboot: ask", "");
+    let mut terminal = asked_on_a_terminal(&scratch);
+    assert!(
+        asks_naming_who_is_logged_on(&terminal.screen()),
+        "{}",
+        terminal.screen()
+    );
+    // Nothing rebooted while the question waits.
+    assert_eq!(reboots(&server), 0);
+    terminal.type_line("y");
+    assert_eq!(
+        terminal.exit_code(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        terminal.screen()
+    );
+    assert_eq!(reboots(&server), 1);
+    let report = scratch.report();
+    let host = h01(&report);
+    assert_eq!(host["status"], "succeeded", "{host:#}");
+    assert_eq!(host["steps"][0]["status"], "ok");
+    assert_eq!(host["steps"][1]["name"], "after the reboot");
+    assert_eq!(host["steps"][1]["status"], "ok");
+    assert!(host["rollback"].as_array().unwrap().is_empty(), "{host:#}");
+    // The journal's events: waiting for the answer, then the reboot.
+    let waiting = events(&scratch, "reboot_waiting");
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert!(
+        waiting[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("waits for the operator's answer (reboot: ask)"),
+        "{waiting:?}"
+    );
+    assert_eq!(events(&scratch, "rebooting").len(), 1);
+}
+
+#[test]
+fn ask_on_a_terminal_answered_no_leaves_the_host_unrebooted_and_rolled_back() {
+    let env = SshdEnv::new();
+    let (scratch, server) = setup(&env, ", reboot: ask", "");
+    let mut terminal = asked_on_a_terminal(&scratch);
+    assert!(
+        asks_naming_who_is_logged_on(&terminal.screen()),
+        "{}",
+        terminal.screen()
+    );
+    terminal.type_line("n");
+    assert_eq!(
+        terminal.exit_code(Duration::from_secs(60)),
+        Some(1),
+        "{}",
+        terminal.screen()
+    );
+    assert_eq!(reboots(&server), 0);
+    let report = scratch.report();
+    let host = h01(&report);
+    assert_eq!(host["status"], "failed", "{host:#}");
+    assert_eq!(host["steps"][0]["status"], "failed");
+    assert!(
+        host["steps"][0]["detail"].as_str().unwrap().contains(
+            "the operator did not confirm the reboot (reboot: ask); the host was not rebooted"
+        ),
+        "{host:#}"
+    );
+    // The step after the reboot never ran; the step that asked was undone.
+    assert_eq!(host["steps"].as_array().unwrap().len(), 1, "{host:#}");
+    assert_eq!(host["rollback"][0]["name"], "put it back");
+    assert_eq!(host["rollback"][0]["status"], "ok");
+    assert!(events(&scratch, "rebooting").is_empty());
 }
 
 #[test]

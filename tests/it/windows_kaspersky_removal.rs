@@ -194,7 +194,7 @@ fn installer_logs_go_to_a_folder_only_administrators_and_system_read_without_the
     assert_eq!(host(&report, "ws01")["status"], "succeeded");
 
     // The folder is made (by SID: group names are localised) before any
-    // msiexec runs; where it cannot be, the host stops with nothing changed.
+    // uninstall runs; where it cannot be, the host stops with nothing changed.
     let folder = fleet.script("ws01", "log folder");
     assert!(
         folder.contains(
@@ -209,8 +209,8 @@ fn installer_logs_go_to_a_folder_only_administrators_and_system_read_without_the
     nothing_changed(&fleet.answered("ws02"));
 
     // Each verbose log is written there and loses both passwords (the KES
-    // one, and the agent's as typed and as the hex msiexec is given) as soon
-    // as msiexec is done with it.
+    // one, and the agent's as typed and as the hex Windows Installer is
+    // given) as soon as the uninstall is done with it.
     for (response, log, hidden) in [
         (
             "msiexec KES",
@@ -230,10 +230,183 @@ fn installer_logs_go_to_a_folder_only_administrators_and_system_read_without_the
         );
         assert!(text.contains(log));
         assert!(text.contains(hidden), "{text}");
-        let run_at = text.find("Start-Process -FilePath msiexec.exe").unwrap();
+        let run_at = text
+            .find("$rc = Remove-MsiProduct $code $props $log")
+            .unwrap();
         let hide_at = text.find("Hide-Secrets $log $hide").unwrap();
-        assert!(run_at < hide_at, "stripped after msiexec ran: {text}");
+        assert!(run_at < hide_at, "stripped after the uninstall ran: {text}");
     }
     let text = std::fs::read_to_string(fleet.scratch.path().join("report.json")).unwrap();
     assert!(!text.contains("kes-Secret-1") && !text.contains("agent-Secret-2"));
+}
+
+#[test]
+fn the_kaspersky_passwords_are_on_no_command_line_and_the_installer_codes_still_map() {
+    let mut table = defender_table();
+    // What MsiConfigureProductExW returns (the Windows Installer error
+    // codes, as msiexec would exit): ws02 removed but a reboot is needed
+    // (3010, ERROR_SUCCESS_REBOOT_REQUIRED), ws03 already gone (1605,
+    // ERROR_UNKNOWN_PRODUCT), ws04 removed and the installer started the
+    // reboot (1641, ERROR_SUCCESS_REBOOT_INITIATED). (A fatal 1603 is any
+    // other code: the step fails after its retries, a minute apart - too
+    // slow for this test; the script's `default { exit $rc }` is checked.)
+    let kes = |rc: i32| {
+        json!({ "exit_code": rc, "stdout": format!(
+            "MsiConfigureProductEx {{8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C}} absent -> {rc} (log: C:\\ProgramData\\MSP\\orchestrate\\logs\\kes-uninstall-8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C.log)\r\n") })
+    };
+    set(
+        &mut table,
+        "msiexec KES",
+        json!({ "hosts": { "ws02": kes(3010), "ws03": kes(1605), "ws04": kes(1641) } }),
+    );
+    let fleet = Fleet::start(&["ws01", "ws02", "ws03", "ws04"], &table);
+    fleet.inventory(
+        "acme",
+        r#"["100%"]"#,
+        "100%",
+        "{ klnagent_password_protected: true, exclusions: { processes: [DtxSvc.exe] } }",
+    );
+    let (run, report) = fleet.run_with_env(
+        "windows-kes-to-defender.yml",
+        &[],
+        &[("KLNAGENT_PASSWORD", "agent-Secret-2")],
+    );
+    run.expect_code(0);
+    for name in ["ws01", "ws02", "ws03", "ws04"] {
+        assert_eq!(host(&report, name)["status"], "succeeded", "{name}");
+    }
+    for name in ["ws02", "ws04"] {
+        let answered = fleet.answered(name);
+        assert_eq!(
+            position(&answered, "msiexec KES") + 1,
+            position(&answered, "reboot"),
+            "{name} rebooted after the uninstall: {answered:?}"
+        );
+    }
+    for name in ["ws01", "ws03"] {
+        assert!(
+            !fleet.answered(name).contains(&"reboot".to_string()),
+            "{name}"
+        );
+    }
+
+    // The passwords reached the host only inside the scripts, which the
+    // transport sends on the shell's standard input; the uninstall runs
+    // through msi.dll in that PowerShell process, so no msiexec (or any
+    // other) command line carries KLPASSWD or KLUNINSTPASSWD.
+    let hex: String = "agent-Secret-2"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    let received = fleet.received();
+    assert!(
+        received
+            .iter()
+            .any(|r| r.response.as_deref() == Some("msiexec KES"))
+    );
+    assert!(
+        received
+            .iter()
+            .any(|r| r.kind == "powershell" && !r.command_line.is_empty()),
+        "the endpoint logs each command's command line"
+    );
+    for r in &received {
+        for secret in [
+            "kes-Secret-1",
+            "agent-Secret-2",
+            hex.as_str(),
+            "KLPASSWD",
+            "KLUNINSTPASSWD",
+        ] {
+            assert!(
+                !r.command_line.contains(secret),
+                "{secret} on the command line of {} on {}: {}",
+                r.kind,
+                r.host,
+                r.command_line
+            );
+        }
+    }
+    for (response, secret) in [
+        ("msiexec KES", "$pw = 'kes-Secret-1'"),
+        ("msiexec Network Agent", "$pw = 'agent-Secret-2'"),
+    ] {
+        let script = fleet.script("ws01", response);
+        assert!(script.contains(secret), "{script}");
+        assert!(!script.contains("msiexec.exe"), "{script}");
+        assert!(!script.contains("Start-Process"), "{script}");
+        assert!(
+            script.contains("[OrchestrateMsi]::MsiConfigureProductEx($code, 0, 2, (\"REBOOT=ReallySuppress \" + $props).Trim())"),
+            "{script}"
+        );
+        assert!(script.contains("[OrchestrateMsi]::MsiSetInternalUI(2, [IntPtr]::Zero)"));
+        assert!(script.contains("[OrchestrateMsi]::MsiEnableLog($logMode, $log, 2)"));
+        // The compiled C# (Add-Type writes it to a temporary file) holds
+        // no secret: the values are passed when it is called.
+        let csharp = &script
+            [script.find("Add-Type -TypeDefinition @'").unwrap()..script.find("\n'@").unwrap()];
+        assert!(!csharp.contains("Secret"), "{csharp}");
+        // 1618 (another installation running): wait and try again; every
+        // other code is the step's exit code, which ok_codes and
+        // reboot_codes map.
+        assert!(script.contains("if ($rc -ne 1618) { break }"));
+        assert!(script.contains("default { exit $rc }"));
+    }
+    let text = std::fs::read_to_string(fleet.scratch.path().join("report.json")).unwrap();
+    assert!(!text.contains("kes-Secret-1") && !text.contains("agent-Secret-2"));
+}
+
+#[test]
+fn a_host_in_constrained_language_mode_stops_in_precheck_rather_than_put_passwords_on_msiexec() {
+    let mut table = defender_table();
+    // An AppLocker / WDAC policy puts remote PowerShell in
+    // ConstrainedLanguage, where Add-Type is refused (Microsoft,
+    // about_Language_Modes): the Windows Installer API cannot be reached.
+    let mut constrained = crate::windows_fleet::os_info("Microsoft Windows 11 Pro", "22631", 1);
+    constrained["language_mode"] = json!("ConstrainedLanguage");
+    set(
+        &mut table,
+        "os info",
+        json!({ "hosts": { "ws02": { "stdout": constrained.to_string() } } }),
+    );
+    table.insert(
+        0,
+        entry(
+            "stop: constrained language",
+            r"needs Add-Type \(FullLanguage\)",
+            "PowerShell runs in ConstrainedLanguage mode on this host (an AppLocker or WDAC policy):\r\n",
+            1,
+        ),
+    );
+    let fleet = Fleet::start(&["ws01", "ws02"], &table);
+    fleet.inventory(
+        "acme",
+        r#"["100%"]"#,
+        "100%",
+        "{ exclusions: { processes: [DtxSvc.exe] } }",
+    );
+    let (run, report) = fleet.run("windows-kes-to-defender.yml", &[]);
+    run.expect_code(1);
+    assert_eq!(host(&report, "ws01")["status"], "succeeded");
+    assert!(
+        !fleet
+            .answered("ws01")
+            .contains(&"stop: constrained language".to_string())
+    );
+    let ws02 = host(&report, "ws02");
+    assert_eq!(ws02["status"], "failed");
+    assert!(
+        ws02["error"]
+            .as_str()
+            .unwrap()
+            .contains("stop if PowerShell runs in Constrained Language mode"),
+        "{ws02}"
+    );
+    nothing_changed(&fleet.answered("ws02"));
+    assert!(
+        fleet
+            .script("ws02", "stop: constrained language")
+            .contains("PowerShell runs in ConstrainedLanguage mode on this host")
+    );
 }

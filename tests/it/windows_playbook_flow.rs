@@ -32,14 +32,14 @@ fn canary_first_then_the_rest_with_a_reboot_when_msiexec_asks_for_one() {
         &mut table,
         "msiexec KES",
         json!({ "hosts": { "ws01": { "exit_code": 3010,
-            "stdout": "msiexec /x {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} -> 3010\r\n" } } }),
+            "stdout": "MsiConfigureProductEx {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} absent -> 3010\r\n" } } }),
     );
     // ws02's Network Agent installer restarts the machine itself (1641).
     set(
         &mut table,
         "msiexec Network Agent",
         json!({ "hosts": { "ws02": { "exit_code": 1641, "reboot": true,
-            "stdout": "msiexec /x {2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B} -> 1641\r\n" } } }),
+            "stdout": "MsiConfigureProductEx {2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B} absent -> 1641\r\n" } } }),
     );
     let server_info = os_info("Microsoft Windows Server 2022 Standard", "20348", 3);
     set(
@@ -326,7 +326,7 @@ fn crowdstrike_installs_with_the_cid_secret_and_checks_the_sensor_service() {
     set(
         &mut table,
         "sensor health",
-        json!({ "hosts": { "ws02": { "stdout": r#"{"service":"Stopped","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":false}"# } } }),
+        json!({ "hosts": { "ws02": { "stdout": r#"{"service":"Stopped","start":"Automatic","driver":"Running","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":false}"# } } }),
     );
     let fleet = Fleet::start(&["ws01", "ws02"], &table);
     fleet.inventory("acme", r#"[1, "100%"]"#, "1", EXCLUSIONS);
@@ -342,7 +342,7 @@ fn crowdstrike_installs_with_the_cid_secret_and_checks_the_sensor_service() {
     // and on_failure makes sure some antivirus runs.
     assert_eq!(host(&report, "ws02")["status"], "failed");
     assert!(steps(&report, "ws02").contains(&(
-        "sensor is installed, registered and connected".into(),
+        "read the sensor's service, driver, agent id and cloud connection".into(),
         "failed".into()
     )));
     assert_eq!(fleet.answered("ws02").last().unwrap(), "some antivirus on");

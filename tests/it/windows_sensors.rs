@@ -19,18 +19,29 @@ use crate::windows_fleet::{
 
 const EXCLUSIONS: &str = "{ exclusions: { processes: [DtxSvc.exe] } }";
 
+/// The step of common/windows-sensor-state.yml (verify and on_failure).
+const SENSOR_STATE: &str = "read the sensor's service, driver, agent id and cloud connection";
+
 #[test]
 fn a_running_falcon_service_without_agent_id_or_cloud_connection_is_not_protection() {
     let mut table = crowdstrike_table();
-    // ws02: CSFalconService runs but the sensor never provisioned (no AG
-    // value). ws03: provisioned, but its cloud connection is not up (a proxy
-    // or TLS inspection in the way).
+    // ws02: CSFalconService and the CSAgent driver run but the sensor never
+    // provisioned (no AG value). ws03: provisioned, but its cloud connection
+    // is not up (a proxy or TLS inspection in the way). They stay so after
+    // the rollback: the sensor is not removed (uninstall protection).
+    let unprovisioned = r#"{"service":"Running","start":"Automatic","driver":"Running","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0","aid":"","connected":false}"#;
+    let offline = r#"{"service":"Running","start":"Automatic","driver":"Running","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":false}"#;
     set(
         &mut table,
         "sensor up",
         json!({ "hosts": {
             "ws02": { "stdout": r#"{"service":"Running","aid":"","connected":false}"# },
             "ws03": { "stdout": r#"{"service":"Running","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":false}"# } } }),
+    );
+    set(
+        &mut table,
+        "sensor health",
+        json!({ "hosts": { "ws02": { "stdout": unprovisioned }, "ws03": { "stdout": offline } } }),
     );
     let fleet = Fleet::start(&["ws01", "ws02", "ws03"], &table);
     fleet.inventory("acme", r#"["100%"]"#, "100%", EXCLUSIONS);
@@ -47,13 +58,32 @@ fn a_running_falcon_service_without_agent_id_or_cloud_connection_is_not_protecti
             )),
             "{name}"
         );
-        // Nothing after it ran but the rollback: verify never said "protected".
-        let answered = fleet.answered(name);
-        assert!(!answered.contains(&"sensor health".to_string()), "{name}");
+        // Verify never ran: it never said "protected".
         assert!(
-            rollback(&report, name)
+            !steps(&report, name).iter().any(|(n, _)| n == SENSOR_STATE),
+            "{name}"
+        );
+        let undone = rollback(&report, name);
+        assert!(
+            undone
                 .iter()
                 .any(|(n, _)| n == "put Kaspersky Endpoint Security back from the staged package"),
+            "{name}"
+        );
+        // on_failure read the sensor again and did not count its running
+        // service and driver as protection: Defender was switched on.
+        assert!(
+            undone.contains(&(SENSOR_STATE.into(), "ok".into())),
+            "{name}: {undone:?}"
+        );
+        assert!(
+            undone.contains(&("make sure some antivirus is on".into(), "ok".into())),
+            "{name}: {undone:?}"
+        );
+        let answered = fleet.answered(name);
+        assert_eq!(
+            &answered[answered.len() - 3..],
+            ["sensor health", "antivirus engines", "some antivirus on"],
             "{name}"
         );
     }
@@ -63,6 +93,46 @@ fn a_running_falcon_service_without_agent_id_or_cloud_connection_is_not_protecti
             .as_u64()
             .is_some()
     );
+}
+
+#[test]
+fn after_a_rollback_a_provisioned_connected_falcon_sensor_counts_and_defender_is_left_alone() {
+    let mut table = crowdstrike_table();
+    // ws02's sensor is fine but its firewall was switched off: verify fails
+    // after the sensor check, the host is rolled back, and the sensor (not
+    // removed by the rollback) still protects it.
+    set(
+        &mut table,
+        "firewall on",
+        json!({ "hosts": { "ws02": { "exit_code": 1,
+            "stdout": "Domain: before=True now=False\r\nFAIL: firewall profile(s) off: Domain (backup in C:\\ProgramData\\MSP\\orchestrate)\r\n" } } }),
+    );
+    let fleet = Fleet::start(&["ws01", "ws02"], &table);
+    fleet.inventory("acme", r#"["100%"]"#, "100%", EXCLUSIONS);
+    let (run, report) = fleet.run("windows-kes-to-crowdstrike.yml", &[]);
+    run.expect_code(1);
+    assert_eq!(host(&report, "ws01")["status"], "succeeded");
+    assert_eq!(host(&report, "ws02")["status"], "failed");
+    let undone = rollback(&report, "ws02");
+    assert!(
+        undone.contains(&(SENSOR_STATE.into(), "ok".into())),
+        "{undone:?}"
+    );
+    assert!(
+        undone.contains(&("make sure some antivirus is on".into(), "skipped".into())),
+        "{undone:?}"
+    );
+    let answered = fleet.answered("ws02");
+    assert!(!answered.contains(&"some antivirus on".to_string()));
+    // The sensor's own Security Center entry is left to the playbook's
+    // judgement on `sensor` (its name and its binary's folder), not counted
+    // as a running engine by the script.
+    let engines = fleet.script("ws02", "antivirus engines");
+    assert!(
+        engines.contains("$sensorLike = '*CrowdStrike Windows Sensor*'"),
+        "{engines}"
+    );
+    assert!(engines.contains("-f 'CSFalconService'"), "{engines}");
 }
 
 #[test]

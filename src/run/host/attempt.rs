@@ -25,6 +25,10 @@ use crate::transport::{BoundedOutput, ExitStatus, Session, TransportError};
 pub(super) struct Attempt {
     /// The connection broke: the step's outcome on the host is unknown.
     pub(super) lost: bool,
+    /// The step did its work but its reboot was refused (the operator said
+    /// no, nobody could be asked, `reboot_with_users: refuse`): trying it
+    /// again would do the work again only to be refused again.
+    pub(super) reboot_refused: bool,
     pub(super) status: StepStatus,
     pub(super) exit_code: Option<i32>,
     pub(super) detail: Option<String>,
@@ -36,6 +40,7 @@ pub(super) struct Attempt {
 pub(super) fn skipped(detail: String) -> Attempt {
     Attempt {
         lost: false,
+        reboot_refused: false,
         status: StepStatus::Skipped,
         exit_code: None,
         detail: Some(detail),
@@ -121,6 +126,7 @@ pub(super) async fn run_with_retries(
         if attempt.status == StepStatus::Ok
             || attempts > def.retries
             || attempt.lost
+            || attempt.reboot_refused
             || run.stop.is_cancelled()
         {
             return (attempt, attempts, started.elapsed());
@@ -158,6 +164,7 @@ pub(super) async fn attempt_step(
     };
     let mut attempt = Attempt {
         lost: false,
+        reboot_refused: false,
         status: StepStatus::Ok,
         exit_code: None,
         detail: None,
@@ -180,17 +187,14 @@ pub(super) async fn attempt_step(
                 return attempt;
             }
             if def.reboot_codes.contains(&code) {
-                if let Err(why) = super::reboot::permit(run, &def.name).await {
+                if let Err(why) = super::reboot::permit(run, session, &def.name).await {
                     attempt.status = StepStatus::Failed;
+                    attempt.reboot_refused = true;
                     attempt.detail = Some(format!(
                         "exited with {code}, which asks for a reboot: {why}"
                     ));
                     return attempt;
                 }
-                run.events.emit(Event::Rebooting {
-                    client: run.client(),
-                    host: run.host.name.clone(),
-                });
                 if let Err(e) = session.reboot(action.reboot_wait()).await {
                     // A host that did not come back is judged as after a
                     // `reboot:` step: reconnect before any rollback.
@@ -274,6 +278,7 @@ fn last_line(stderr: &str) -> String {
 fn failed(exit_code: Option<i32>, detail: String) -> Attempt {
     Attempt {
         lost: false,
+        reboot_refused: false,
         status: StepStatus::Failed,
         exit_code,
         detail: Some(detail),

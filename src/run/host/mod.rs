@@ -18,6 +18,7 @@ mod attempt;
 mod baseline;
 mod context;
 mod deadline;
+mod logged_on;
 mod perform;
 mod reboot;
 mod recover;

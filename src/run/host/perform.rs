@@ -28,7 +28,6 @@
 use super::context::HostRun;
 use super::deadline::{Deadline, Sent, Written, upload_within};
 use crate::plan::{ActionKind, RenderedAction};
-use crate::run::events::Event;
 use crate::transport::upload::UploadSources;
 use crate::transport::{
     BoundedOutput, Command, Execution, ExitStatus, Script, Session, TransportError, UploadSource,
@@ -184,13 +183,9 @@ pub(super) async fn perform(
             }
         }
         ActionKind::Reboot => {
-            super::reboot::permit(run, step)
+            super::reboot::permit(run, session, step)
                 .await
                 .map_err(TransportError::Other)?;
-            run.events.emit(Event::Rebooting {
-                client: run.client(),
-                host: run.host.name.clone(),
-            });
             session.reboot(action.reboot_wait()).await?;
             Ok(done())
         }

@@ -176,7 +176,7 @@ async fn run_rollback_step(
     loop {
         attempts += 1;
         let attempt = attempt_step(run, session, step, vars).await;
-        if attempt.status == StepStatus::Ok || attempts > def.retries {
+        if attempt.status == StepStatus::Ok || attempts > def.retries || attempt.reboot_refused {
             record(&attempt);
             return attempt.status;
         }

@@ -380,6 +380,11 @@ impl WinrmSession {
                 String::from_utf8_lossy(&done.stderr).trim()
             ),
             Err(TransportError::ConnectionLost(_)) => String::new(),
+            // Refused: the host is going down already (an installer that
+            // restarts it itself exits 1641; the runner's question of who
+            // is logged on may have been its last answer). The wait below
+            // sees it gone, then back, or not within the timeout.
+            Err(TransportError::Unreachable(_)) => String::new(),
             Err(e) => return Err(e),
         };
         st.shell = None;

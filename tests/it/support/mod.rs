@@ -4,6 +4,7 @@
 pub mod postgres;
 pub mod proxy;
 pub mod sshd;
+pub mod terminal;
 
 /// A file holding some bytes, ready to upload (its folder goes with it).
 pub struct TempSource {

@@ -213,11 +213,12 @@ impl Fleet {
     /// `reboot` where the host went down and came back.
     pub fn answered(&self, host: &str) -> Vec<String> {
         // The baseline probes (answered by `baseline_entries`) run before
-        // the first step and after the last on every host; the playbooks'
-        // own steps are what these lists are about.
+        // the first step and after the last on every host, and the runner
+        // asks who is logged on before each reboot (`runner: ` entries);
+        // the playbooks' own steps are what these lists are about.
         self.answered_all(host)
             .into_iter()
-            .filter(|name| !name.starts_with("baseline: "))
+            .filter(|name| !name.starts_with("baseline: ") && !name.starts_with("runner: "))
             .collect()
     }
 
@@ -293,7 +294,35 @@ pub fn baseline_entries() -> Vec<Value> {
             "",
             0,
         ),
+        // Who is logged on, asked by the runner before a reboot: quser
+        // ("query user", Microsoft's command reference) exits 1 with "No
+        // User exists for *" on stderr when nobody is (merged into stdout
+        // by the script); see `logged_on_users` for a host in use.
+        entry(
+            "runner: logged-on users",
+            r"System32\\quser\.exe",
+            "No User exists for *
+",
+            1,
+        ),
     ]
+}
+
+/// quser's answer on a host where `users` (name, session) are logged on
+/// (an empty session: disconnected): its header, then one line per
+/// session, the current one marked `>`, exit 0 (Microsoft, "query user").
+pub fn logged_on_users(users: &[(&str, &str)]) -> Value {
+    let mut text = String::from(
+        " USERNAME              SESSIONNAME        ID  STATE   IDLE TIME  LOGON TIME\r\n",
+    );
+    for (i, (name, session)) in users.iter().enumerate() {
+        let state = if session.is_empty() { "Disc" } else { "Active" };
+        text.push_str(&format!(
+            " {name:<21} {session:<18} {:>2}  {state:<6}      none   12/2/2026 8:01 AM\r\n",
+            i + 1
+        ));
+    }
+    json!({ "stdout": text, "exit_code": 0 })
 }
 
 /// The listening-ports probe's answer: SQL Server on 1433 or not.
@@ -387,20 +416,26 @@ pub fn kaspersky_host() -> Vec<Value> {
             "installer logs go to C:\\ProgramData\\MSP\\orchestrate\\logs (Administrators and SYSTEM only)\r\n",
             0,
         ),
-        // msiexec exits 0 once the product is removed, 1605 if it is not
-        // installed, 3010 / 1641 when a reboot is needed / started, 1603 on a
-        // fatal error (Microsoft, "MsiExec.exe and InstMsi.exe error
-        // messages"); the verbose log goes to the private log folder.
+        // The uninstall steps call MsiConfigureProductExW in their own
+        // PowerShell process (no msiexec command line); it returns 0 once
+        // the product is removed, 1605 (ERROR_UNKNOWN_PRODUCT) if it is not
+        // installed, 3010 / 1641 when a reboot is needed / started, 1618
+        // while another installation runs, 1603 on a fatal error - the
+        // codes msiexec exits with (Microsoft, "MsiConfigureProductExW",
+        // learn.microsoft.com/windows/win32/api/msi/nf-msi-msiconfigureproductexw,
+        // and "Error codes", .../windows/win32/msi/error-codes); the script
+        // exits with it. The verbose log (MsiEnableLog) goes to the private
+        // log folder.
         entry(
             "msiexec KES",
             r"kes-uninstall-",
-            "msiexec /x {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} -> 0 (log: C:\\ProgramData\\MSP\\orchestrate\\logs\\kes-uninstall-8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C.log)\r\n",
+            "MsiConfigureProductEx {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} absent -> 0 (log: C:\\ProgramData\\MSP\\orchestrate\\logs\\kes-uninstall-8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C.log)\r\n",
             0,
         ),
         entry(
             "msiexec Network Agent",
             r"klnagent-uninstall-",
-            "msiexec /x {2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B} -> 0 (log: C:\\ProgramData\\MSP\\orchestrate\\logs\\klnagent-uninstall-2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B.log)\r\n",
+            "MsiConfigureProductEx {2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B} absent -> 0 (log: C:\\ProgramData\\MSP\\orchestrate\\logs\\klnagent-uninstall-2924BEDA-E0D7-4DAF-A224-50D2E0B12F5B.log)\r\n",
             0,
         ),
         entry(
@@ -448,7 +483,10 @@ pub fn os_info(caption: &str, build: &str, product_type: i64) -> Value {
         "is_server": server, "ps_version": "5.1.22621.4391", "windefend_present": !server,
         "windefend_status": if server { "missing" } else { "Stopped" },
         "gpo_disables_defender": false, "force_passive_mode": false,
-        "local_admin_merge_disabled": false, "tamper_protected_exclusions": false })
+        "local_admin_merge_disabled": false, "tamper_protected_exclusions": false,
+        // $ExecutionContext.SessionState.LanguageMode of a remote session
+        // with no application-control policy (Microsoft, about_Language_Modes).
+        "language_mode": "FullLanguage" })
 }
 
 /// `Get-MpComputerStatus` (with the WinDefend service) as the verify steps
@@ -547,6 +585,17 @@ pub fn defender_table() -> Vec<Value> {
     table
 }
 
+/// KES's removal succeeds but asks for a reboot (3010,
+/// ERROR_SUCCESS_REBOOT_REQUIRED) on every host of `table`.
+pub fn kes_removal_needs_reboot(table: &mut [Value]) {
+    set(
+        table,
+        "msiexec KES",
+        json!({ "exit_code": 3010,
+            "stdout": "MsiConfigureProductEx {8C3A2B1E-7F4D-4E2A-9B1C-5D6E7F8A9B0C} absent -> 3010\r\n" }),
+    );
+}
+
 /// Asserts that none of the steps that change a host ran on it.
 pub fn nothing_changed(answered: &[String]) {
     for change in [
@@ -592,8 +641,12 @@ pub fn crowdstrike_table() -> Vec<Value> {
         // ESTABLISHED).
         entry("sensor up", r"\$connected = \[bool\]",
             r#"{"service":"Running","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":true}"#, 0),
+        // common/windows-sensor-state.yml, in verify and again in
+        // on_failure: the same facts, plus the kernel driver's state
+        // (Win32_SystemDriver State "Running"; CrowdStrike's deployment
+        // guide checks CSAgent with `sc query csagent`).
         entry("sensor health", r"product = \$\(if",
-            r#"{"service":"Running","start":"Automatic","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":true}"#, 0),
+            r#"{"service":"Running","start":"Automatic","driver":"Running","product":"CrowdStrike Windows Sensor","version":"7.18.18905.0","aid":"3f7c2a91d0e84b6a9c1e5f2d7b8a0c4e","connected":true}"#, 0),
     ]);
     table
 }
