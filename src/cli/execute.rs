@@ -541,15 +541,14 @@ async fn drive(launch: Launch, args: &ExecutionArgs) -> i32 {
     )
     .await;
 
-    let report = report.snapshot();
-    if let Some((path, mut file)) = outputs.report_json {
-        use std::io::Write as _;
-        if let Err(e) = file.write_all(run_json::render(&report).as_bytes()) {
-            output::eprintln(&format!(
-                "error: cannot write the report {}: {e}",
-                path.display()
-            ));
-        }
+    let report = report.take();
+    if let Some((path, file)) = outputs.report_json
+        && let Err(e) = run_json::write(&report, file)
+    {
+        output::eprintln(&format!(
+            "error: cannot write the report {}: {e}",
+            path.display()
+        ));
     }
     match args.format {
         Format::Human => output::print(&summary::render(&report)),

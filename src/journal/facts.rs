@@ -43,12 +43,23 @@ pub(crate) enum Fact<'a> {
     },
 }
 
-/// The event's `event` tag (`host_started`, ...), the `kind` column.
-pub(crate) fn kind_of(event: &Event) -> String {
-    serde_json::to_value(event)
-        .ok()
-        .and_then(|v| v.get("event").and_then(|k| k.as_str()).map(str::to_string))
-        .unwrap_or_default()
+/// The event's `event` tag (`host_started`, ...), the `kind` column, read
+/// from `data`, the event as the journal stores it (serde writes an
+/// internally tagged enum's tag first). Reading it there spares turning
+/// every event, output and all, into a JSON tree a second time.
+pub(crate) fn kind_of(event: &Event, data: &str) -> String {
+    let tag = data
+        .strip_prefix("{\"event\":\"")
+        .and_then(|rest| rest.split_once('"'))
+        .map(|(tag, _)| tag)
+        .filter(|tag| !tag.contains('\\'));
+    match tag {
+        Some(tag) => tag.to_string(),
+        None => serde_json::to_value(event)
+            .ok()
+            .and_then(|v| v.get("event").and_then(|k| k.as_str()).map(str::to_string))
+            .unwrap_or_default(),
+    }
 }
 
 pub(crate) fn fact_of(event: &Event) -> Option<Fact<'_>> {
@@ -140,4 +151,37 @@ pub(crate) fn fact_of(event: &Event) -> Option<Fact<'_>> {
         },
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{HostStatus, RunStatus};
+
+    #[test]
+    fn the_kind_is_the_events_tag_as_stored() {
+        let events = [
+            Event::Interrupting,
+            Event::HostFinished {
+                client: "c".into(),
+                host: "h".into(),
+                status: HostStatus::Failed,
+                error: Some("exited with 1 \"quoted\"".into()),
+                protection_gap_ms: None,
+            },
+            Event::RunFinished {
+                status: RunStatus::Halted,
+                finished_at: "t".into(),
+            },
+        ];
+        for (event, kind) in events
+            .iter()
+            .zip(["interrupting", "host_finished", "run_finished"])
+        {
+            let data = serde_json::to_string(event).unwrap();
+            assert_eq!(kind_of(event, &data), kind);
+        }
+        // Stored in another shape: read from the event itself.
+        assert_eq!(kind_of(&events[0], "{}"), "interrupting");
+    }
 }

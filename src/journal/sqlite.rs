@@ -122,10 +122,10 @@ impl SqliteJournal {
     ) -> rusqlite::Result<()> {
         let data = serde_json::to_string(event).unwrap_or_default();
         let tx = self.conn.transaction()?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO events (run_id, seq, time, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![run_id, seq, time, kind_of(event), data],
-        )?;
+        )?
+        .execute(params![run_id, seq, time, kind_of(event, &data), data])?;
         match fact_of(event) {
             Some(Fact::Host {
                 client,
@@ -135,15 +135,15 @@ impl SqliteJournal {
                 error,
                 protection_gap_ms,
             }) => {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO hosts (run_id, client, host, wave, status, error, protection_gap_ms, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (run_id, host) DO UPDATE SET
                         wave = COALESCE(excluded.wave, hosts.wave), status = excluded.status,
                         error = excluded.error, protection_gap_ms = excluded.protection_gap_ms,
                         updated_at = excluded.updated_at",
-                    params![run_id, client, host, wave, status, error, protection_gap_ms, time],
-                )?;
+                )?
+                .execute(params![run_id, client, host, wave, status, error, protection_gap_ms, time])?;
             }
             Some(Fact::Step {
                 host,
@@ -158,11 +158,11 @@ impl SqliteJournal {
                 stdout,
                 stderr,
             }) => {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO steps (run_id, host, idx, phase, name, status, exit_code, attempts, duration_ms, detail, stdout, stderr, finished_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                    params![run_id, host, index, phase, name, status, exit_code, attempts, duration_ms, detail, stdout, stderr, time],
-                )?;
+                )?
+                .execute(params![run_id, host, index, phase, name, status, exit_code, attempts, duration_ms, detail, stdout, stderr, time])?;
             }
             Some(Fact::Rollback {
                 host,
@@ -171,25 +171,25 @@ impl SqliteJournal {
                 exit_code,
                 detail,
             }) => {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO rollbacks (run_id, host, name, status, exit_code, detail, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![run_id, host, name, status, exit_code, detail, time],
-                )?;
+                )?
+                .execute(params![run_id, host, name, status, exit_code, detail, time])?;
             }
             Some(Fact::Reopened) => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE runs SET finished_at = NULL, status = NULL WHERE run_id = ?1",
-                    [run_id],
-                )?;
+                )?
+                .execute([run_id])?;
             }
             Some(Fact::Finished {
                 finished_at,
                 status,
             }) => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE runs SET finished_at = ?2, status = ?3 WHERE run_id = ?1",
-                    params![run_id, finished_at, status],
-                )?;
+                )?
+                .execute(params![run_id, finished_at, status])?;
             }
             None => {}
         }

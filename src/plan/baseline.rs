@@ -144,10 +144,10 @@ fn must_reach_probe(os: Os, targets: &[String], inventory: &SourceFile, at: Plac
                 step,
                 rollback: Vec::new(),
             }),
-            action: Some(RenderedAction {
+            action: Some(Arc::new(RenderedAction {
                 kind: super::ActionKind::Shell(script),
                 timeout,
-            }),
+            })),
             when_deferred: false,
             skip: None,
             rollback: Vec::new(),

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::baseline::{ProbeDef, plan_probes};
 use super::secrets::{MissingSecrets, SecretStore};
-use super::steps::{Failures, HostPlanner, all_captures, define};
+use super::steps::{Actions, Failures, HostPlanner, all_captures, define};
 use super::targets::target_for;
 use super::templates::Templates;
 use super::waves;
@@ -87,6 +87,7 @@ pub fn build_plan(
 
     let selected = select(inventory, &options.selection)?;
     let mut failures = Failures::default();
+    let mut actions = Actions::default();
     let mut clients = Vec::new();
     for (client, hosts) in selected {
         match plan_client(
@@ -101,6 +102,7 @@ pub fn build_plan(
             &secrets,
             options,
             &mut failures,
+            &mut actions,
         ) {
             Ok(plan) => clients.push(plan),
             Err(e) => errors.push(e),
@@ -187,6 +189,7 @@ fn plan_client(
     secrets: &SecretStore,
     options: &PlanOptions,
     failures: &mut Failures,
+    actions: &mut Actions,
 ) -> Result<ClientPlan, InputError> {
     let applies = |host: &Host| {
         let os = host.os_in(client, inventory);
@@ -210,16 +213,10 @@ fn plan_client(
     let mut waves = Vec::new();
     let mut next = runnable.iter();
     for (i, size) in cut.iter().enumerate() {
-        let members: Vec<String> = next.by_ref().take(*size).map(|h| h.name.clone()).collect();
-        for m in &members {
-            wave_of.insert(
-                hosts
-                    .iter()
-                    .find(|h| &h.name == m)
-                    .map(|h| h.name.as_str())
-                    .unwrap_or(""),
-                i + 1,
-            );
+        let mut members = Vec::with_capacity(*size);
+        for host in next.by_ref().take(*size) {
+            wave_of.insert(host.name.as_str(), i + 1);
+            members.push(host.name.clone());
         }
         waves.push(Wave {
             index: i + 1,
@@ -231,7 +228,8 @@ fn plan_client(
         .failure_budget
         .or(playbook.failure_budget)
         .unwrap_or(Size::Count(0));
-    let mut host_plans = Vec::new();
+    let mut host_plans = Vec::with_capacity(hosts.len());
+    let mut last_vars: Option<Arc<Map<String, Value>>> = None;
     for host in hosts {
         let os = host.os_in(client, inventory);
         // A skipped host is never contacted: its credentials are not needed.
@@ -275,6 +273,7 @@ fn plan_client(
                 all_captures: all_captures(defs),
                 failures,
                 secrets,
+                actions,
             };
             // Probes run first, before anything is captured.
             let baseline = plan_probes(
@@ -284,7 +283,7 @@ fn plan_client(
                 &inventory.source,
                 host.at,
             );
-            let mut steps = Vec::new();
+            let mut steps = Vec::with_capacity(defs.len());
             for def in defs {
                 let planned = planner.plan_step(def, false);
                 if let Some(c) = &def.step.capture {
@@ -306,6 +305,7 @@ fn plan_client(
                 .collect();
             (steps, on_fail, baseline)
         };
+        let (shared_vars, host_var) = share_vars(vars, &mut last_vars);
         host_plans.push(HostPlan {
             name: host.name.clone(),
             client: client.name.clone(),
@@ -313,7 +313,8 @@ fn plan_client(
             wave: wave_of.get(host.name.as_str()).copied(),
             skipped,
             target,
-            vars,
+            shared_vars,
+            host_var,
             steps,
             on_failure: on_fail,
             baseline,
@@ -336,6 +337,23 @@ fn plan_client(
         site: client.site.clone(),
         hosts: host_plans,
     })
+}
+
+/// `vars` split into what hosts may share (all but `host`: the same one
+/// as the host before, `last`, when they are equal) and the `host` value.
+/// `host` is set last in [`host_vars`] (over any variable of that name),
+/// and [`HostPlan::vars`] sets it last again.
+fn share_vars(
+    mut vars: Map<String, Value>,
+    last: &mut Option<Arc<Map<String, Value>>>,
+) -> (Arc<Map<String, Value>>, Value) {
+    let host = vars.shift_remove("host").unwrap_or(Value::Null);
+    let shared = match last.as_ref().filter(|l| ***l == vars) {
+        Some(same) => Arc::clone(same),
+        None => Arc::new(vars),
+    };
+    *last = Some(Arc::clone(&shared));
+    (shared, host)
 }
 
 /// The variables of a host's templates: playbook vars, then inventory
@@ -387,4 +405,66 @@ fn must_reach_names(targets: &[String]) -> Vec<String> {
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::load::{SourceFile, parse_inventory, parse_playbook};
+    use crate::plan::{ActionKind, HostPlan};
+
+    fn plan(playbook: &str, inventory: &str) -> Plan {
+        let playbook = parse_playbook(SourceFile::from_text("p.yml", playbook)).unwrap();
+        let inventory = parse_inventory(SourceFile::from_text("i.yml", inventory)).unwrap();
+        build_plan(playbook, &inventory, &PlanOptions::default())
+            .unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn command(host: &HostPlan, step: usize) -> &str {
+        match &host.steps[step].action.as_ref().unwrap().kind {
+            ActionKind::Shell(script) => script.text(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hosts_whose_commands_render_alike_share_one_copy() {
+        let p = plan(
+            "name: p\nphases:\n  - name: one\n    steps:\n      - { name: same, sh: 'echo {{ greeting }} from the client' }\n      - { name: own, sh: 'echo {{ host.name }}' }\n",
+            "defaults: { transport: ssh }\nclients:\n  acme:\n    vars: { greeting: hello }\n    hosts:\n      - { name: h1, address: 192.0.2.1, os: linux }\n      - { name: h2, address: 192.0.2.2, os: linux }\n  other:\n    vars: { greeting: bye }\n    hosts:\n      - { name: h3, address: 192.0.2.3, os: linux }\n",
+        );
+        let hosts: Vec<&HostPlan> = p.hosts().collect();
+        let shared = |a: &HostPlan, b: &HostPlan, step: usize| {
+            Arc::ptr_eq(
+                a.steps[step].action.as_ref().unwrap(),
+                b.steps[step].action.as_ref().unwrap(),
+            )
+        };
+        assert_eq!(command(hosts[0], 0), "echo hello from the client");
+        assert!(shared(hosts[0], hosts[1], 0), "the same text is held once");
+        assert_eq!(command(hosts[2], 0), "echo bye from the client");
+        assert!(!shared(hosts[0], hosts[2], 0));
+        assert_eq!(command(hosts[0], 1), "echo h1");
+        assert_eq!(command(hosts[1], 1), "echo h2");
+        assert!(!shared(hosts[0], hosts[1], 1));
+    }
+
+    #[test]
+    fn hosts_of_a_client_share_their_variables_and_keep_their_own_host() {
+        let p = plan(
+            "name: p\nvars: { greeting: hi }\nphases:\n  - name: one\n    steps:\n      - { name: s, sh: 'echo {{ greeting }} {{ host.name }}' }\n",
+            "defaults: { transport: ssh }\nclients:\n  acme:\n    hosts:\n      - { name: h1, address: 192.0.2.1, os: linux }\n      - { name: h2, address: 192.0.2.2, os: linux }\n      - { name: h3, address: 192.0.2.3, os: linux, vars: { greeting: hey } }\n",
+        );
+        let hosts: Vec<&HostPlan> = p.hosts().collect();
+        assert!(Arc::ptr_eq(&hosts[0].shared_vars, &hosts[1].shared_vars));
+        assert!(!Arc::ptr_eq(&hosts[1].shared_vars, &hosts[2].shared_vars));
+        let vars = hosts[1].vars();
+        assert_eq!(vars["host"]["name"], "h2");
+        assert_eq!(vars["greeting"], "hi");
+        assert_eq!(vars.keys().last().map(String::as_str), Some("host"));
+        assert_eq!(hosts[2].vars()["greeting"], "hey");
+        assert_eq!(command(hosts[2], 0), "echo hey h3");
+    }
 }

@@ -94,8 +94,13 @@ pub struct HostPlan {
     /// Why the host is skipped (its OS is not the playbook's), if it is.
     pub skipped: Option<String>,
     pub target: Target,
-    /// Variables for the host's templates (everything but captured values).
-    pub vars: serde_json::Map<String, serde_json::Value>,
+    /// Variables for the host's templates (everything but captured values),
+    /// without `host`: shared by the hosts whose variables are the same
+    /// (the usual case in a client), so a fleet holds them once per client,
+    /// not once per host. [`HostPlan::vars`] gives them all.
+    pub shared_vars: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// The `host` variable (name, address, os, client, ...), the host's own.
+    pub host_var: serde_json::Value,
     pub steps: Vec<PlannedStep>,
     pub on_failure: Vec<PlannedStep>,
     /// Probes run before the first step and after the last, compared.
@@ -104,6 +109,16 @@ pub struct HostPlan {
     pub reboot: crate::load::RebootPolicy,
     /// What that reboot does while people are logged on (`reboot_with_users:`).
     pub reboot_with_users: crate::load::RebootWithUsers,
+}
+
+impl HostPlan {
+    /// Every variable of the host's templates, `host` included, as they
+    /// were when the plan was made.
+    pub fn vars(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut vars = serde_json::Map::clone(&self.shared_vars);
+        vars.insert("host".into(), self.host_var.clone());
+        vars
+    }
 }
 
 /// A step as defined in the playbook, shared by all hosts' plans.
@@ -120,8 +135,11 @@ pub struct StepDef {
 pub struct PlannedStep {
     pub def: Arc<StepDef>,
     /// The command as it will run; `None` when it reads a captured value
-    /// and is rendered at run time.
-    pub action: Option<RenderedAction>,
+    /// and is rendered at run time. Shared by every host whose rendering
+    /// is the same (most commands read no host-specific value): a fleet of
+    /// 10,000 hosts would otherwise hold 10,000 copies of each script for
+    /// the whole run.
+    pub action: Option<Arc<RenderedAction>>,
     /// The step's `when` reads captured values: decided at run time.
     pub when_deferred: bool,
     /// Known at plan time not to run on this host (`os`, or a `when` that
@@ -150,7 +168,7 @@ impl PlannedStep {
 /// for the host, 10 minutes unless given) and the step's; the shorter is
 /// carried. A `wait:` is never longer than its step's `timeout` (the
 /// loader refuses that: it could only time out).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RenderedAction {
     pub kind: ActionKind,
     /// `None`: no limit. Always set for a reboot.
@@ -158,7 +176,7 @@ pub struct RenderedAction {
 }
 
 /// What a rendered action does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ActionKind {
     Shell(Script),
     /// Upload the controller's `src` to a temporary path, run it with `args`, remove it.

@@ -138,6 +138,28 @@ pub(super) struct HostPlanner<'a> {
     pub(super) all_captures: BTreeMap<String, String>,
     pub(super) failures: &'a mut Failures,
     pub(super) secrets: &'a SecretStore,
+    /// Actions rendered so far, for every host of the plan.
+    pub(super) actions: &'a mut Actions,
+}
+
+/// Every distinct action the plan rendered, each held once: hosts whose
+/// commands render alike (the usual case: a script reads client-wide
+/// variables, not the host's name) share one copy.
+#[derive(Default)]
+pub(super) struct Actions {
+    seen: HashSet<Arc<RenderedAction>>,
+}
+
+impl Actions {
+    /// The one shared copy of `action`.
+    pub(super) fn share(&mut self, action: RenderedAction) -> Arc<RenderedAction> {
+        if let Some(kept) = self.seen.get(&action) {
+            return Arc::clone(kept);
+        }
+        let action = Arc::new(action);
+        self.seen.insert(Arc::clone(&action));
+        action
+    }
 }
 
 impl HostPlanner<'_> {
@@ -265,7 +287,7 @@ impl HostPlanner<'_> {
                     if let Some(error) = self.secret_args_refused(def, &action) {
                         self.failures.add(def, self.host, error);
                     }
-                    planned.action = Some(action);
+                    planned.action = Some(self.actions.share(action));
                 }
                 Err(e) => self.failures.add(def, self.host, e),
             }

@@ -109,7 +109,10 @@ pub struct Signatures {
 impl Signatures {
     /// `patterns`: (literal text, phase index).
     pub fn new(patterns: Vec<(String, usize)>) -> Signatures {
+        // A contiguous NFA, not the DFA the builder picks for few patterns:
+        // the playbook's step texts are long, and a DFA of them took 7 MB.
         let matcher = aho_corasick::AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
             .build(patterns.iter().map(|(p, _)| p.as_str()))
             .ok();
         Signatures {

@@ -6,6 +6,7 @@
 //! Ctrl-C). The same shape is what the journal will rebuild for
 //! `orchestrate report --format json`.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use indexmap::IndexMap;
@@ -26,6 +27,16 @@ pub struct Report {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub rehearsal: bool,
     pub clients: Vec<ClientReport>,
+    /// Where each host's record is (`clients[c].hosts[h]`), so that folding
+    /// an event costs the same in a fleet of 10,000 as in one of 10. A
+    /// hint, checked on use: a stale or missing entry falls back to a scan.
+    #[serde(skip)]
+    places: HashMap<String, (usize, usize)>,
+    /// Every phase, step name and output the records hold, each once:
+    /// hosts of a fleet repeat the same names, and mostly the same output
+    /// ("Defender is active"), step after step.
+    #[serde(skip)]
+    texts: HashSet<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,8 +93,10 @@ pub struct RebootReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
-    pub phase: String,
-    pub name: String,
+    #[serde(serialize_with = "text")]
+    pub phase: Arc<str>,
+    #[serde(serialize_with = "text")]
+    pub name: Arc<str>,
     pub status: StepStatus,
     pub exit_code: Option<i32>,
     pub attempts: u32,
@@ -91,19 +104,36 @@ pub struct StepReport {
     pub detail: Option<String>,
     pub finished_at: String,
     /// Redacted and capped; `None` for sensitive steps.
-    pub stdout: Option<String>,
-    pub stderr: Option<String>,
+    #[serde(serialize_with = "some_text")]
+    pub stdout: Option<Arc<str>>,
+    #[serde(serialize_with = "some_text")]
+    pub stderr: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RollbackReport {
-    pub name: String,
+    #[serde(serialize_with = "text")]
+    pub name: Arc<str>,
     pub status: StepStatus,
     pub exit_code: Option<i32>,
     pub detail: Option<String>,
     pub finished_at: String,
-    pub stdout: Option<String>,
-    pub stderr: Option<String>,
+    #[serde(serialize_with = "some_text")]
+    pub stdout: Option<Arc<str>>,
+    #[serde(serialize_with = "some_text")]
+    pub stderr: Option<Arc<str>>,
+}
+
+/// A shared text, written as the string it is.
+fn text<S: serde::Serializer>(text: &Arc<str>, out: S) -> Result<S::Ok, S::Error> {
+    out.serialize_str(text)
+}
+
+fn some_text<S: serde::Serializer>(text: &Option<Arc<str>>, out: S) -> Result<S::Ok, S::Error> {
+    match text {
+        Some(text) => out.serialize_some(&**text),
+        None => out.serialize_none(),
+    }
 }
 
 impl Report {
@@ -112,12 +142,59 @@ impl Report {
     }
 
     fn host_mut(&mut self, client: &str, host: &str) -> Option<&mut HostReport> {
-        self.clients
-            .iter_mut()
-            .find(|c| c.name == client)?
-            .hosts
-            .iter_mut()
-            .find(|h| h.name == host)
+        let (c, h) = self.place_of(client, host)?;
+        Some(&mut self.clients[c].hosts[h])
+    }
+
+    /// Where the record of `host` of `client` is: from the index when it
+    /// is right there, else found by a scan (and remembered).
+    fn place_of(&mut self, client: &str, host: &str) -> Option<(usize, usize)> {
+        let at = |clients: &[ClientReport], (c, h): (usize, usize)| {
+            clients
+                .get(c)
+                .filter(|r| r.name == client)
+                .and_then(|r| r.hosts.get(h))
+                .is_some_and(|r| r.name == host)
+        };
+        if let Some(&place) = self.places.get(host)
+            && at(&self.clients, place)
+        {
+            return Some(place);
+        }
+        let c = self.clients.iter().position(|c| c.name == client)?;
+        let h = self.clients[c].hosts.iter().position(|h| h.name == host)?;
+        self.places.insert(host.to_string(), (c, h));
+        Some((c, h))
+    }
+
+    /// The one copy of `text` the report holds.
+    fn share(&mut self, text: &str) -> Arc<str> {
+        if let Some(kept) = self.texts.get(text) {
+            return Arc::clone(kept);
+        }
+        let kept: Arc<str> = Arc::from(text);
+        self.texts.insert(Arc::clone(&kept));
+        kept
+    }
+
+    fn share_some(&mut self, text: &Option<String>) -> Option<Arc<str>> {
+        text.as_deref().map(|t| self.share(t))
+    }
+
+    /// Indexes every host's record (after the clients were laid out).
+    fn index_places(&mut self) {
+        self.places = self
+            .clients
+            .iter()
+            .enumerate()
+            .flat_map(|(c, client)| {
+                client
+                    .hosts
+                    .iter()
+                    .enumerate()
+                    .map(move |(h, host)| (host.name.clone(), (c, h)))
+            })
+            .collect();
     }
 
     fn wave_mut(&mut self, client: &str, wave: usize) -> Option<&mut WaveReport> {
@@ -188,6 +265,7 @@ impl Report {
                             .collect(),
                     })
                     .collect();
+                self.index_places();
             }
             Event::RunResumed { .. } => {
                 self.status = None;
@@ -225,33 +303,35 @@ impl Report {
                 }
             }
             Event::StepFinished { client, host, step } => {
+                let record = StepReport {
+                    phase: self.share(&step.phase),
+                    name: self.share(&step.name),
+                    status: step.status,
+                    exit_code: step.exit_code,
+                    attempts: step.attempts,
+                    duration_ms: step.duration_ms,
+                    detail: step.detail.clone(),
+                    finished_at: time.to_string(),
+                    stdout: self.share_some(&step.stdout),
+                    stderr: self.share_some(&step.stderr),
+                };
                 if let Some(h) = self.host_mut(client, host) {
                     h.waiting = None;
-                    h.steps.push(StepReport {
-                        phase: step.phase.clone(),
-                        name: step.name.clone(),
-                        status: step.status,
-                        exit_code: step.exit_code,
-                        attempts: step.attempts,
-                        duration_ms: step.duration_ms,
-                        detail: step.detail.clone(),
-                        finished_at: time.to_string(),
-                        stdout: step.stdout.clone(),
-                        stderr: step.stderr.clone(),
-                    });
+                    h.steps.push(record);
                 }
             }
             Event::RollbackStepFinished { client, host, step } => {
+                let record = RollbackReport {
+                    name: self.share(&step.name),
+                    status: step.status,
+                    exit_code: step.exit_code,
+                    detail: step.detail.clone(),
+                    finished_at: time.to_string(),
+                    stdout: self.share_some(&step.stdout),
+                    stderr: self.share_some(&step.stderr),
+                };
                 if let Some(h) = self.host_mut(client, host) {
-                    h.rollback.push(RollbackReport {
-                        name: step.name.clone(),
-                        status: step.status,
-                        exit_code: step.exit_code,
-                        detail: step.detail.clone(),
-                        finished_at: time.to_string(),
-                        stdout: step.stdout.clone(),
-                        stderr: step.stderr.clone(),
-                    });
+                    h.rollback.push(record);
                 }
             }
             Event::BaselineTaken {
@@ -286,6 +366,10 @@ impl Report {
                     if *status != HostStatus::Skipped {
                         h.finished_at = Some(time.to_string());
                     }
+                    // Kept to the run's end: without the room they grew
+                    // into (up to twice what they hold), times every host.
+                    h.steps.shrink_to_fit();
+                    h.rollback.shrink_to_fit();
                 }
             }
             Event::HostStarted { client, host, .. } => {
@@ -370,6 +454,13 @@ impl ReportBuilder {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    /// The report, taken out once the run is over (an event after that
+    /// lands in an empty report): a copy of a fleet's report would double
+    /// what the run holds at its very end.
+    pub fn take(&self) -> Report {
+        std::mem::take(&mut *self.report.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl Observer for ReportBuilder {
@@ -394,4 +485,154 @@ pub fn counts(client: &ClientReport) -> IndexMap<HostStatus, usize> {
 
 pub fn render(report: &Report) -> String {
     serde_json::to_string_pretty(report).expect("a report serializes")
+}
+
+/// Writes [`render`]'s text to `out` as it is made, without holding all
+/// of it (a fleet's report runs to tens of megabytes).
+pub fn write(report: &Report, out: impl std::io::Write) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    serde_json::to_writer_pretty(&mut out, report).map_err(std::io::Error::from)?;
+    std::io::Write::flush(&mut out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::events::{ClientInfo, HostInfo};
+
+    fn started(clients: &[(&str, &[&str])]) -> Event {
+        Event::RunStarted {
+            run_id: "r".into(),
+            playbook: "p.yml".into(),
+            inventory: "i.yml".into(),
+            started_at: "t0".into(),
+            check: false,
+            rehearsal: false,
+            clients: clients
+                .iter()
+                .map(|(name, hosts)| ClientInfo {
+                    name: name.to_string(),
+                    waves: Vec::new(),
+                    allowed_failures: 0,
+                    hosts: hosts
+                        .iter()
+                        .map(|h| HostInfo {
+                            name: h.to_string(),
+                            wave: Some(1),
+                            skipped: None,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn finished(client: &str, host: &str, status: HostStatus) -> Event {
+        Event::HostFinished {
+            client: client.into(),
+            host: host.into(),
+            status,
+            error: None,
+            protection_gap_ms: None,
+        }
+    }
+
+    fn status(report: &Report, host: &str) -> HostStatus {
+        report.hosts().find(|h| h.name == host).unwrap().status
+    }
+
+    #[test]
+    fn each_event_lands_on_its_own_hosts_record_in_a_large_fleet() {
+        let names: Vec<String> = (0..2000).map(|n| format!("ws{n:05}")).collect();
+        let (a, b): (Vec<&str>, Vec<&str>) = names
+            .iter()
+            .map(String::as_str)
+            .partition(|n| n.ends_with(['0', '2', '4', '6', '8']));
+        let mut report = Report::default();
+        report.apply(&started(&[("a", &a), ("b", &b)]), "t0");
+        report.apply(&finished("b", "ws01999", HostStatus::Failed), "t1");
+        report.apply(&finished("a", "ws00000", HostStatus::Succeeded), "t2");
+        // A host named under the wrong client is not another client's record.
+        report.apply(&finished("a", "ws01999", HostStatus::Succeeded), "t3");
+        assert_eq!(status(&report, "ws01999"), HostStatus::Failed);
+        assert_eq!(status(&report, "ws00000"), HostStatus::Succeeded);
+        assert_eq!(status(&report, "ws00001"), HostStatus::NotStarted);
+        let failed = report.hosts().find(|h| h.name == "ws01999").unwrap();
+        assert_eq!(failed.finished_at.as_deref(), Some("t1"));
+    }
+
+    #[test]
+    fn a_report_laid_out_again_finds_its_hosts_where_they_are_now() {
+        let mut report = Report::default();
+        report.apply(&started(&[("a", &["h1", "h2"])]), "t0");
+        // A second start (a report seeded from the journal, then started
+        // again) lays the records out anew, in another order.
+        report.apply(&started(&[("b", &["h9"]), ("a", &["h2", "h1"])]), "t1");
+        report.apply(&finished("a", "h1", HostStatus::Failed), "t2");
+        assert_eq!(status(&report, "h1"), HostStatus::Failed);
+        assert_eq!(status(&report, "h2"), HostStatus::NotStarted);
+        assert_eq!(report.clients[1].hosts[1].name, "h1");
+        // Records put in place by hand (no index yet) are found too.
+        report.clients[1].hosts.swap(0, 1);
+        report.apply(&finished("a", "h2", HostStatus::Succeeded), "t3");
+        assert_eq!(status(&report, "h2"), HostStatus::Succeeded);
+        assert_eq!(status(&report, "h1"), HostStatus::Failed);
+    }
+
+    #[test]
+    fn the_report_written_as_it_is_made_is_the_rendered_text_and_is_taken_not_copied() {
+        let mut builder = ReportBuilder::default();
+        builder.on_event(chrono::Utc::now(), &started(&[("a", &["h1", "h2"])]));
+        builder.on_event(
+            chrono::Utc::now(),
+            &finished("a", "h2", HostStatus::Succeeded),
+        );
+        let report = builder.take();
+        let mut written = Vec::new();
+        write(&report, &mut written).unwrap();
+        assert_eq!(String::from_utf8(written).unwrap(), render(&report));
+        assert_eq!(status(&report, "h2"), HostStatus::Succeeded);
+        assert!(builder.snapshot().clients.is_empty(), "taken, not copied");
+    }
+
+    fn step_done(client: &str, host: &str, stdout: &str) -> Event {
+        Event::StepFinished {
+            client: client.into(),
+            host: host.into(),
+            step: crate::run::StepRecord {
+                phase: "install".into(),
+                name: "turn Defender on".into(),
+                index: 0,
+                status: StepStatus::Ok,
+                exit_code: Some(0),
+                attempts: 1,
+                duration_ms: 5,
+                detail: None,
+                stdout: Some(stdout.into()),
+                stderr: None,
+                check_safe: false,
+                capture: None,
+            },
+        }
+    }
+
+    #[test]
+    fn names_and_outputs_that_hosts_repeat_are_held_once() {
+        let mut report = Report::default();
+        report.apply(&started(&[("a", &["h1", "h2"])]), "t0");
+        report.apply(&step_done("a", "h1", "Defender is active (Normal)."), "t1");
+        report.apply(&step_done("a", "h2", "Defender is active (Normal)."), "t2");
+        report.apply(&step_done("a", "h2", "something else"), "t3");
+        let (h1, h2) = (&report.clients[0].hosts[0], &report.clients[0].hosts[1]);
+        assert!(Arc::ptr_eq(&h1.steps[0].name, &h2.steps[0].name));
+        let out = |s: &StepReport| s.stdout.clone().unwrap();
+        assert!(Arc::ptr_eq(&out(&h1.steps[0]), &out(&h2.steps[0])));
+        assert_eq!(&*out(&h2.steps[1]), "something else");
+        assert_eq!(h2.steps[1].finished_at, "t3");
+        let json: serde_json::Value = serde_json::from_str(&render(&report)).unwrap();
+        assert_eq!(
+            json["clients"][0]["hosts"][1]["steps"][0]["stdout"],
+            "Defender is active (Normal)."
+        );
+    }
 }

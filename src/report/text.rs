@@ -157,7 +157,7 @@ impl PhaseOutcome {
 
 /// The steps of `phase` on `host`, how they went, and when the last ended.
 pub fn phase<'a>(host: &'a HostReport, phase: &str) -> (Vec<&'a StepReport>, PhaseOutcome) {
-    let steps: Vec<&StepReport> = host.steps.iter().filter(|s| s.phase == phase).collect();
+    let steps: Vec<&StepReport> = host.steps.iter().filter(|s| &*s.phase == phase).collect();
     let outcome = if steps.is_empty() {
         PhaseOutcome::None
     } else if steps.iter().any(|s| step_failed(s.status)) {

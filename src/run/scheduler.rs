@@ -16,6 +16,7 @@
 //! runtime even runs the newest first), so a host that queued for its own
 //! permits inside its task could overtake the hosts listed before it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::events::{ClientStatus, Event, Events, HostStatus};
 use super::host::{HostRun, run_host};
 use crate::load::Pause;
-use crate::plan::{ClientPlan, LiveRedactor, Plan};
+use crate::plan::{ClientPlan, HostPlan, LiveRedactor, Plan};
 use crate::transport::Connectors;
 
 /// Asks whether to go on to the next wave (`pause_between_waves: confirm`).
@@ -132,6 +133,20 @@ impl Scheduler {
             reason: Mutex::new(None),
         });
         let permits = Arc::new(Semaphore::new(client.concurrency));
+        // Each wave names its hosts; where they are in the client's plan
+        // is looked up once here, not searched for each host.
+        let places: HashMap<&str, usize> = client
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.name.as_str(), i))
+            .collect();
+        let client_index = self
+            .plan
+            .clients
+            .iter()
+            .position(|c| std::ptr::eq(c, client))
+            .unwrap_or(0);
         let mut any_failed = false;
         let mut ran_a_wave = false;
         for wave in &client.waves {
@@ -182,13 +197,10 @@ impl Scheduler {
                 hosts: todo.clone(),
             });
             let mut hosts = tokio::task::JoinSet::new();
-            let client_index = self
-                .plan
-                .clients
-                .iter()
-                .position(|c| c.name == client.name)
-                .unwrap_or(0);
             for name in &todo {
+                let Some(&host_index) = places.get(name.as_str()) else {
+                    continue;
+                };
                 let client_permit = Arc::clone(&permits)
                     .acquire_owned()
                     .await
@@ -199,12 +211,12 @@ impl Scheduler {
                     .expect("never closed");
                 let this = Arc::clone(self);
                 let state = Arc::clone(&state);
-                let name = name.clone();
                 let wave_index = wave.index;
                 hosts.spawn(async move {
                     let _permits = (client_permit, fork);
                     let client = &this.plan.clients[client_index];
-                    this.run_one(client, &name, wave_index, &state).await
+                    let host = &client.hosts[host_index];
+                    this.run_one(client, host, wave_index, &state).await
                 });
             }
             while let Some(done) = hosts.join_next().await {
@@ -238,13 +250,11 @@ impl Scheduler {
     async fn run_one(
         self: &Arc<Self>,
         client: &ClientPlan,
-        name: &str,
+        host: &HostPlan,
         wave: usize,
         state: &ClientState,
     ) -> HostStatus {
-        let Some(host) = client.host(name) else {
-            return HostStatus::NotStarted;
-        };
+        let name = host.name.as_str();
         let resume = match self.start_of(name) {
             super::HostResume::Continue(carried) => Some(carried),
             _ => None,

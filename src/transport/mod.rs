@@ -252,7 +252,7 @@ pub struct Target {
 
 /// What to run. The transport turns it into what the host's shell needs;
 /// the text itself never goes on a command line (see [`wrapper`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Script {
     /// The host's default shell: `sh` on Linux and macOS, PowerShell on Windows.
     Default(String),

@@ -81,7 +81,7 @@ async fn record(
     let inserted = tx.execute(
             &tx.prepare_cached("INSERT INTO events (run_id, event_id, time, kind, data) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (event_id) DO NOTHING").await?,
-            &[&run_id, &event_id, &time, &kind_of(&event), &data],
+            &[&run_id, &event_id, &time, &kind_of(&event, &data), &data],
         )
         .await?;
     if inserted == 0 {

@@ -295,7 +295,7 @@ fn step_log(out: &mut String, host: &HostReport) {
             Esc(&show_time(&s.finished_at)),
             Esc(s.detail.as_deref().unwrap_or(""))
         );
-        let evidence = EVIDENCE.iter().any(|(p, _)| *p == s.phase);
+        let evidence = EVIDENCE.iter().any(|(p, _)| *p == &*s.phase);
         if (evidence && s.status != StepStatus::Skipped) || step_failed(s.status) {
             output(out, s.stdout.as_deref(), s.stderr.as_deref(), 8, 1_000);
         }

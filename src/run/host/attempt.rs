@@ -8,6 +8,7 @@
 //! and only differ in what they do with a failure. It depends on the
 //! context and on [`super::perform`], never on those two.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
@@ -88,11 +89,12 @@ pub(super) fn resolve_action(
     run: &HostRun<'_>,
     step: &PlannedStep,
     vars: &Map<String, Value>,
-) -> Result<RenderedAction, String> {
+) -> Result<Arc<RenderedAction>, String> {
     if let Some(action) = &step.action {
-        return Ok(action.clone());
+        return Ok(Arc::clone(action));
     }
     crate::plan::render_action(&run.plan.templates, &step.def, &context(vars))
+        .map(Arc::new)
         .map_err(|e| format!("template at line {}: {}", e.at.line, e.message))
 }
 

@@ -26,7 +26,7 @@ async fn probe_all(run: &HostRun<'_>, session: &dyn Session) -> Result<Vec<Probe
     let mut snapshots = Vec::new();
     for planned in &run.host.baseline {
         // Probes read no captured value and capture none.
-        let mut vars: Map<String, Value> = run.host.vars.clone();
+        let mut vars: Map<String, Value> = run.host.vars();
         let attempt = attempt_step(run, session, &planned.step, &mut vars).await;
         let name = planned.probe.name.clone();
         let on_regression = planned.probe.on_regression;

@@ -55,7 +55,7 @@ async fn run_steps(
     session: &dyn Session,
     connectors: &Connectors,
 ) -> HostStatus {
-    let mut vars: Map<String, Value> = run.host.vars.clone();
+    let mut vars: Map<String, Value> = run.host.vars();
     let mut done: Vec<&PlannedStep> = Vec::new();
     let mut changed = false;
     let mut gap = Gap::default();
