@@ -4,10 +4,14 @@
 //! `--forks 1000`, msiexec 3010 and its reboot on one host in ten (the
 //! shipped scenario) and 2 % of hosts failing in `install`, so rolled back.
 //!
-//! Run with `cargo run --release --example bench_rehearse [SIZES...]`
-//! (default 1000 3000 10000). Each size runs the release binary as a child
-//! and records its wall time, CPU time (user + system) and peak resident
-//! memory from `wait4`, and the hosts' outcomes from its JSON report. The
+//! Run with `cargo run --release --example bench_rehearse [--forks N]
+//! [SIZES...]` (default: `--forks 1000`, sizes 1000 3000 10000). A smaller
+//! `--forks` holds concurrency equal across sizes, which tells growth with
+//! the fleet's size from growth with the number of hosts at once: at 1,000
+//! endpoints (20 a client, waves of 1, 10 %, 50 % and the rest) at most
+//! 500 hosts run at once, at 10,000 all 1,000 forks are busy. Each size
+//! runs the release binary as a child and records its wall time, CPU time
+//! (user + system) and peak resident memory from `wait4`, and the hosts' outcomes from its JSON report. The
 //! simulator runs inside the same process (its own runtime), so the
 //! figures are the controller's and the simulated fleet's together: an
 //! upper bound on the controller's.
@@ -18,8 +22,18 @@ use std::time::Instant;
 const CLIENTS: usize = 50;
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let forks = match args.iter().position(|a| a == "--forks") {
+        Some(at) => {
+            let value = args.get(at + 1).cloned().expect("--forks takes a number");
+            args.drain(at..at + 2);
+            value
+        }
+        None => "1000".to_string(),
+    };
+    forks.parse::<usize>().expect("--forks takes a number");
+    let sizes: Vec<usize> = args
+        .iter()
         .map(|a| a.parse().expect("a size is a number of hosts"))
         .collect();
     let sizes = if sizes.is_empty() {
@@ -44,6 +58,7 @@ fn main() {
             .replace("reboot_takes: 90s", "reboot_takes: 5s"),
     )
     .unwrap();
+    println!("--forks {forks}");
     println!(
         "| endpoints | wall s | CPU s | CPU ms per host | peak MiB | KiB per host | succeeded | failed | other |"
     );
@@ -66,7 +81,7 @@ fn main() {
                 "--time-scale".as_ref(),
                 "0.0001".as_ref(),
                 "--forks".as_ref(),
-                "1000".as_ref(),
+                forks.as_ref(),
                 "--yes".as_ref(),
                 "--state".as_ref(),
                 state.as_os_str(),

@@ -8,7 +8,7 @@
 //! where that line is in the playbook. Steps rendered only at run time (they
 //! read captured values) cannot be checked here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tree_sitter::{Node, Parser};
 
@@ -17,7 +17,7 @@ use super::{ActionKind, Plan, PlannedStep};
 use crate::load::{Action, InputError};
 use crate::transport::{Os, Script};
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Language {
     PowerShell,
     Shell,
@@ -43,6 +43,7 @@ fn language_of(script: &Script, os: Os) -> Option<Language> {
 }
 
 /// A syntax error inside a script: 1-based line and column in the script.
+#[derive(Clone)]
 struct ScriptError {
     line: usize,
     column: usize,
@@ -143,6 +144,9 @@ type Finding = (
 /// problem, naming the first host and how many more it hits.
 pub fn check_scripts(plan: &Plan) -> Vec<InputError> {
     let mut parsers = Parsers::new();
+    // Most hosts render a step to the same text: each distinct script is
+    // parsed once (at 10,000 hosts, parsing every copy took 24 s).
+    let mut parsed: HashMap<(Language, &str), Option<ScriptError>> = HashMap::new();
     // (step key, script line, message) -> (place in the playbook, message, hosts)
     let mut found: BTreeMap<(String, usize, String), Finding> = BTreeMap::new();
     for host in plan.hosts() {
@@ -157,7 +161,10 @@ pub fn check_scripts(plan: &Plan) -> Vec<InputError> {
             let Some(language) = language_of(script, host.os) else {
                 continue;
             };
-            let Some(error) = parsers.check(language, script.text()) else {
+            let verdict = parsed
+                .entry((language, script.text()))
+                .or_insert_with(|| parsers.check(language, script.text()));
+            let Some(error) = verdict.clone() else {
                 continue;
             };
             let template = match &step.def.step.action {

@@ -14,7 +14,8 @@
 //! `exec` is answered by [`Fleet::answer`]. A round-trip time, when the
 //! scenario sets one, delays every byte each way by half of it (two
 //! pumps between the socket and the SSH session), so pipelined requests
-//! overlap as they would on a WAN and sequential ones pay in full.
+//! overlap as they would on a WAN and sequential ones pay in full; without
+//! one, the session reads the socket itself.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -133,13 +134,33 @@ async fn serve(fleet: Arc<Fleet>, stream: TcpStream, peer: SocketAddr) {
         index,
         cut: cut.clone(),
     };
-    // russh runs the session in a task of its own, which holds what it was
-    // given: the socket stays with two pumps here, so that cutting the
-    // connection (a fault, a reboot) is dropping them.
-    let (near, far) = tokio::io::duplex(64 * 1024);
+    let half = endpoint.rtt / 2;
+    if half.is_zero() {
+        // No delay to apply: the session reads the socket itself. russh runs
+        // it in a task of its own, so cutting the connection (a fault, a
+        // reboot) is shutting the socket down under it, through a second
+        // descriptor of the same socket. (Two pumps and an in-memory pipe
+        // per connection, for nothing, were a fifth of a 10,000-endpoint
+        // rehearsal's memory.)
+        let Ok(under) = socket_of(&stream) else {
+            return;
+        };
+        let Ok(running) = server::run_stream(config, stream, handler).await else {
+            return;
+        };
+        tokio::select! {
+            _ = cut.cancelled() => {
+                let _ = under.shutdown(std::net::Shutdown::Both);
+            }
+            _ = running => {}
+        }
+        return;
+    }
+    // Delayed: the socket stays with two pumps here, so that cutting the
+    // connection is dropping them.
+    let (near, far) = tokio::io::duplex(16 * 1024);
     let (socket_read, socket_write) = stream.into_split();
     let (far_read, far_write) = tokio::io::split(far);
-    let half = endpoint.rtt / 2;
     let mut pumps = tokio::task::JoinSet::new();
     pumps.spawn(delayed(socket_read, far_write, half));
     pumps.spawn(delayed(far_read, socket_write, half));
@@ -158,17 +179,19 @@ async fn serve(fleet: Arc<Fleet>, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
+/// A second descriptor of `stream`'s socket, to shut it down with while
+/// the session owns the stream.
+fn socket_of(stream: &TcpStream) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::AsFd as _;
+    Ok(std::net::TcpStream::from(stream.as_fd().try_clone_to_owned()?))
+}
+
 /// Copies `from` to `to`, each piece `delay` after it was read.
 async fn delayed(
     mut from: impl AsyncRead + Unpin + Send + 'static,
     mut to: impl AsyncWrite + Unpin + Send + 'static,
     delay: Duration,
 ) {
-    if delay.is_zero() {
-        let _ = tokio::io::copy(&mut from, &mut to).await;
-        let _ = to.shutdown().await;
-        return;
-    }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(64);
     let writer = tokio::spawn(async move {
         while let Some((due, bytes)) = rx.recv().await {
