@@ -183,7 +183,9 @@ async fn serve(fleet: Arc<Fleet>, stream: TcpStream, peer: SocketAddr) {
 /// the session owns the stream.
 fn socket_of(stream: &TcpStream) -> std::io::Result<std::net::TcpStream> {
     use std::os::fd::AsFd as _;
-    Ok(std::net::TcpStream::from(stream.as_fd().try_clone_to_owned()?))
+    Ok(std::net::TcpStream::from(
+        stream.as_fd().try_clone_to_owned()?,
+    ))
 }
 
 /// Copies `from` to `to`, each piece `delay` after it was read.

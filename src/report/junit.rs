@@ -375,6 +375,9 @@ fn step_log(host: &HostReport) -> String {
                 .unwrap_or_default()
         );
     }
+    for r in &host.reboots {
+        let _ = writeln!(out, "{} rebooted  for step {}; {}", r.at, r.step, r.who());
+    }
     for r in &host.rollback {
         let _ = writeln!(
             out,

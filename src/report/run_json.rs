@@ -91,6 +91,17 @@ pub struct RebootReport {
     pub logged_on_unknown: Option<String>,
 }
 
+impl RebootReport {
+    /// Who the reboot cut off, as every report says it.
+    pub fn who(&self) -> String {
+        match (&self.logged_on_unknown, self.logged_on.as_slice()) {
+            (Some(why), _) => format!("who was logged on is not known: {why}"),
+            (None, []) => "nobody was logged on".to_string(),
+            (None, users) => format!("logged on: {}", users.join(", ")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
     #[serde(serialize_with = "text")]

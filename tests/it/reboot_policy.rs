@@ -211,6 +211,38 @@ fn ask_without_a_terminal_does_not_reboot_and_the_host_is_rolled_back() {
 }
 
 #[test]
+fn a_reboot_step_that_is_refused_is_not_tried_again() {
+    // Its `retries` are for a reboot that failed, not for one that was not
+    // allowed: asking again would be refused again (and, with `ask`, ask
+    // the operator the same question again).
+    let env = SshdEnv::new();
+    let (scratch, server) = setup(&env, ", reboot: ask", "");
+    scratch.write(
+        "playbook.yml",
+        &PLAYBOOK.replace(
+            "      - name: remove, reboot pending\n        sh: echo removed; exit 100\n        reboot_codes: [100]\n",
+            "      - name: remove, reboot pending\n        reboot: { timeout: 60s }\n        retries: 2\n        retry_delay: 1s\n",
+        ),
+    );
+    let run = run_at(&scratch, OPENS, &[]);
+    run.expect_code(1);
+    assert_eq!(reboots(&server), 0);
+    let report = scratch.report();
+    let step = &h01(&report)["steps"][0];
+    assert_eq!(step["name"], "remove, reboot pending");
+    assert_eq!(step["status"], "failed");
+    assert_eq!(step["attempts"], 1, "{step}");
+    assert!(
+        step["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no terminal to ask"),
+        "{step}"
+    );
+    assert_eq!(h01(&report)["rollback"][0]["name"], "put it back");
+}
+
+#[test]
 fn ask_with_yes_reboots() {
     let env = SshdEnv::new();
     let (scratch, server) = setup(&env, ", reboot: ask", "");

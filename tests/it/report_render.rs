@@ -319,6 +319,20 @@ fn the_html_report_gives_evidence_of_removal_and_verification_per_host() {
         log.contains("uninstall remove Kaspersky Endpoint Security ok 3010"),
         "{log}"
     );
+    // The reboot KES's removal asked for, and whose sessions it cut.
+    assert!(
+        log.contains("for step remove Kaspersky Endpoint Security ; logged on: alice (console, Active), <bob> (rdp-tcp#2, Disc)."),
+        "{log}"
+    );
+    let ws03 = select_in(&acme, "details.host")
+        .into_iter()
+        .find(|d| text(d).starts_with("acme-ws03"))
+        .unwrap();
+    assert!(
+        text(&ws03).contains("for step remove Kaspersky Endpoint Security ; nobody was logged on."),
+        "{}",
+        text(&ws03)
+    );
 
     let gap = text(&acme);
     assert!(
@@ -531,6 +545,19 @@ fn the_junit_report_has_a_suite_per_client_and_a_case_per_host() {
         "2 hosts failed, more than the failure budget of 1"
     );
     assert_eq!(property(suites[1], "client_status").unwrap(), "failed");
+
+    // A host's log says when it was rebooted and whose sessions that cut.
+    let ws01 = suites[0]
+        .descendants()
+        .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some("acme-ws01"))
+        .unwrap();
+    let out = children(ws01, "system-out")[0].text().unwrap();
+    assert!(
+        out.contains(
+            "rebooted  for step remove Kaspersky Endpoint Security; logged on: alice (console, Active), <bob> (rdp-tcp#2, Disc)"
+        ),
+        "{out}"
+    );
 }
 
 #[test]

@@ -272,6 +272,16 @@ fn step_log(out: &mut String, host: &HostReport) {
             Esc(&show_time(end))
         );
     }
+    // Who a reboot cut off: the operator's first question after one.
+    for reboot in &host.reboots {
+        put!(
+            out,
+            "<p class=\"reboot\"><strong>Rebooted</strong> {} for step <q>{}</q>; {}.</p>\n",
+            Esc(&show_time(&reboot.at)),
+            Esc(&reboot.step),
+            Esc(&reboot.who())
+        );
+    }
     if host.steps.is_empty() {
         out.push_str("<p class=\"muted\">No step ran on this host.</p>\n");
         return;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 
 use super::context::HostRun;
-use super::perform::perform;
+use super::perform::{Performed, perform};
 use crate::load::{HumanDuration, Step};
 use crate::plan::{PlannedStep, RenderedAction};
 use crate::run::capture;
@@ -150,6 +150,15 @@ pub(super) async fn attempt_step(
         Err(e) => return failed(None, e),
     };
     let (execution, stopped) = match perform(run, session, &def.name, &action, def.r#become).await {
+        Ok(Performed {
+            reboot_refused: Some(why),
+            ..
+        }) => {
+            return Attempt {
+                reboot_refused: true,
+                ..failed(None, why)
+            };
+        }
         Ok(performed) => (performed.execution, performed.stopped),
         Err(e) => {
             let lost = matches!(

@@ -45,6 +45,11 @@ pub(super) struct Performed {
     /// With [`ExitStatus::TimedOut`]: what the timeout stopped, and what
     /// became of it, to follow "timed out after 5s" in the step's record.
     pub(super) stopped: String,
+    /// A `reboot:` step whose reboot was not allowed (the operator said
+    /// no, nobody could be asked, `reboot_with_users: refuse`): why. Not a
+    /// transport error, so that the step is not tried again only to be
+    /// refused again.
+    pub(super) reboot_refused: Option<String>,
 }
 
 impl From<Execution> for Performed {
@@ -52,6 +57,7 @@ impl From<Execution> for Performed {
         Performed {
             execution,
             stopped: " and was killed".into(),
+            reboot_refused: None,
         }
     }
 }
@@ -73,6 +79,7 @@ fn timed_out(stopped: String) -> Performed {
             stderr: BoundedOutput::default(),
         },
         stopped,
+        reboot_refused: None,
     }
 }
 
@@ -183,9 +190,12 @@ pub(super) async fn perform(
             }
         }
         ActionKind::Reboot => {
-            super::reboot::permit(run, session, step)
-                .await
-                .map_err(TransportError::Other)?;
+            if let Err(why) = super::reboot::permit(run, session, step).await {
+                return Ok(Performed {
+                    reboot_refused: Some(why),
+                    ..done()
+                });
+            }
             session.reboot(action.reboot_wait()).await?;
             Ok(done())
         }

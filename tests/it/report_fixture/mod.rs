@@ -176,6 +176,19 @@ impl Fleet {
             "",
             "",
         );
+        self.emit(Event::Rebooting {
+            client: client.into(),
+            host: host.into(),
+            step: "remove Kaspersky Endpoint Security".into(),
+            logged_on: match host {
+                "acme-ws01" => vec![
+                    "alice (console, Active)".into(),
+                    "<bob> (rdp-tcp#2, Disc)".into(),
+                ],
+                _ => Vec::new(),
+            },
+            logged_on_unknown: None,
+        });
         self.step(
             at,
             "uninstall",
