@@ -11,7 +11,8 @@
 //! Each connection gets the host key of the endpoint it reached, derived
 //! from the seed and the host's name, so the controller verifies host keys
 //! as strictly as in a real run. Nothing received is ever executed: every
-//! `exec` is answered by [`Fleet::answer`]. A round-trip time, when the
+//! `exec` is answered by [`Fleet::answer`], and the `sftp` subsystem by
+//! [`super::sftp`], which keeps what it is sent only as sizes and hashes. A round-trip time, when the
 //! scenario sets one, delays every byte each way by half of it (two
 //! pumps between the socket and the SSH session), so pipelined requests
 //! overlap as they would on a WAN and sequential ones pay in full; without
@@ -31,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::endpoint::{After, Fleet, Greeting};
+use super::sftp;
 use super::wire::{self, Line};
 
 /// A command's input kept at most (the script and its data): past this the
@@ -183,7 +185,9 @@ async fn serve(fleet: Arc<Fleet>, stream: TcpStream, peer: SocketAddr) {
 /// the session owns the stream.
 fn socket_of(stream: &TcpStream) -> std::io::Result<std::net::TcpStream> {
     use std::os::fd::AsFd as _;
-    Ok(std::net::TcpStream::from(stream.as_fd().try_clone_to_owned()?))
+    Ok(std::net::TcpStream::from(
+        stream.as_fd().try_clone_to_owned()?,
+    ))
 }
 
 /// Copies `from` to `to`, each piece `delay` after it was read.
@@ -267,17 +271,22 @@ impl server::Handler for Connection {
     async fn subsystem_request(
         &mut self,
         channel: ChannelId,
-        _name: &str,
+        name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // No SFTP: nothing is stored on a simulated host.
-        session.channel_failure(channel)?;
+        // SFTP is served by the channel's task (see `command`); no other
+        // subsystem exists on a simulated host.
+        if name == "sftp" {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
         Ok(())
     }
 }
 
 /// Serves one session channel: the exec line, the input to its end, then
-/// the scenario's answer.
+/// the scenario's answer; or, asked for the `sftp` subsystem, SFTP.
 async fn command(
     fleet: Arc<Fleet>,
     index: usize,
@@ -295,6 +304,10 @@ async fn command(
                     let _ = channel.extended_data(1, said.as_bytes()).await;
                 }
                 line = Some(text);
+            }
+            Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => {
+                sftp::serve(fleet, index, channel);
+                return;
             }
             Some(ChannelMsg::Data { data }) => {
                 let room = INPUT_LIMIT.saturating_sub(input.len());
