@@ -328,6 +328,18 @@ impl Fleet {
             (reply.exit, reply.stderr) = state.files.check_and_replace(host.os, &check);
             return reply;
         }
+        // A `become` upload's staged copy, copied into place as the become
+        // user (`cp` then `mv`, so the copy is that user's).
+        if let Some((staged, dest)) = wire::become_move(script) {
+            let (staged_key, dest_key) = (files::key(host.os, &staged), files::key(host.os, &dest));
+            if state.files.copy(&staged_key, &dest_key) {
+                state.files.remove(&staged_key);
+            } else {
+                reply.exit = 1;
+                reply.stderr = format!("cp: cannot stat '{staged}': No such file or directory\n");
+            }
+            return reply;
+        }
         // A `script:` step's copy that never arrived cannot be run; one
         // that did is answered by the scenario like any command (its text
         // is the copy's path and arguments).

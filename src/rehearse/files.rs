@@ -174,6 +174,21 @@ impl HostFiles {
         }
     }
 
+    /// Copies `from` to `to` (a new file there, replacing what was).
+    /// `false`: no `from`.
+    pub fn copy(&mut self, from: &str, to: &str) -> bool {
+        let Some(mut file) = self.files.get(from).cloned() else {
+            return false;
+        };
+        if !self.files.contains_key(to) && self.files.len() >= MAX_FILES {
+            return false;
+        }
+        self.created += 1;
+        file.generation = self.created;
+        self.files.insert(to.to_string(), file);
+        true
+    }
+
     /// What the transport's check-and-rename script (see
     /// `transport::atomic_upload`) does on a host of `os` with these files:
     /// its exit code and standard error, the temporary copy renamed over

@@ -14,7 +14,8 @@
 //! Some scripts are the transport's own and are answered from what the
 //! host knows rather than from the scenario: the kill helpers
 //! ([`is_housekeeping`]), the check and rename of an upload's copy
-//! ([`upload_check`], read back from the script's shape) and the run of a
+//! ([`upload_check`], read back from the script's shape), the move into
+//! place of a `become` upload ([`become_move`]) and the run of a
 //! `script:` step's copy ([`copied_script`], which must have been
 //! uploaded).
 
@@ -260,6 +261,21 @@ fn ps_word(text: &str) -> Option<(String, &str)> {
     None
 }
 
+/// The move into place of a `become` upload (`run::host::perform`'s
+/// `move_into_place`: `umask 077 && cp STAGED DEST.orchestrate-new &&
+/// chmod ... && mv -f ... DEST && rm -f STAGED || ...`): the staged copy
+/// and the destination.
+pub fn become_move(script: &str) -> Option<(String, String)> {
+    let rest = script.trim_start().strip_prefix("umask 077 && cp ")?;
+    let (staged, rest) = sh_word(rest)?;
+    let (next, rest) = sh_word(rest.strip_prefix(' ')?)?;
+    let rest = &rest[rest.find(" && mv -f ")? + " && mv -f ".len()..];
+    let (_, rest) = sh_word(rest)?;
+    let (dest, rest) = sh_word(rest.strip_prefix(' ')?)?;
+    (rest.starts_with(" && rm -f ") && next == format!("{dest}.orchestrate-new"))
+        .then_some((staged, dest))
+}
+
 /// The path of the transport's copy of a `script:` step that `script`
 /// runs (`'/tmp/orchestrate-UNIQUE-NAME' ARGS`, `& 'C:\Windows\Temp\
 /// orchestrate-UNIQUE-NAME' ARGS`, or `"C:\...\NAME.cmd" ARGS`): only
@@ -380,6 +396,13 @@ mod tests {
             Some("C:\\Windows\\Temp\\orchestrate-ab12-s.cmd")
         );
         assert_eq!(copied_script("'/opt/tool' run"), None);
+        let moved = "umask 077 && cp '/tmp/orchestrate-1-upload' '/etc/it'\\''s.orchestrate-new' \
+            && chmod 0600 '/etc/it'\\''s.orchestrate-new' && mv -f '/etc/it'\\''s.orchestrate-new' \
+            '/etc/it'\\''s' && rm -f '/tmp/orchestrate-1-upload' || { rm -f x; exit 1; }";
+        assert_eq!(
+            become_move(moved),
+            Some(("/tmp/orchestrate-1-upload".into(), "/etc/it's".into()))
+        );
         assert_eq!(copied_script("echo hi"), None);
     }
 }

@@ -431,6 +431,10 @@ phases:
       - name: send the agent to linux
         os: [linux]
         upload: { src: agent.bin, dest: /opt/msp/agent.bin, mode: "0644" }
+      - name: send its settings as root
+        os: [linux]
+        become: true
+        upload: { src: agent.bin, dest: /etc/msp/agent.conf, mode: "0600" }
       - name: send the agent to windows
         os: [windows]
         upload: { src: agent.bin, dest: 'C:\ProgramData\msp\agent.bin' }
@@ -488,19 +492,16 @@ fn upload_and_script_steps_rehearse_on_linux_and_windows_hosts() {
             .filter(|s| s["status"] == "ok")
             .map(|s| s["name"].as_str().unwrap())
             .collect();
-        let os = if name.starts_with('l') {
-            "linux"
+        let expected: &[&str] = if name.starts_with('l') {
+            &[
+                "send the agent to linux",
+                "send its settings as root",
+                "install the agent on linux",
+            ]
         } else {
-            "windows"
+            &["send the agent to windows", "install the agent on windows"]
         };
-        assert_eq!(
-            ran,
-            [
-                format!("send the agent to {os}"),
-                format!("install the agent on {os}")
-            ],
-            "{h}"
-        );
+        assert_eq!(ran, expected, "{h}");
     }
     // A script the scenario does not answer fails loudly, naming its copy.
     let report = rehearse_files(
