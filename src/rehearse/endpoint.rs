@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::files::{self, HostFiles};
+use super::files::HostFiles;
 use super::scenario::{FaultKind, Scenario};
 use super::wire;
 use crate::transport::Os;
@@ -322,39 +322,11 @@ impl Fleet {
         if wire::is_housekeeping(script) {
             return reply;
         }
-        // The transport's check of an upload, answered from the files the
-        // host was sent: the transport's own step, never the scenario's.
-        if let Some(check) = wire::upload_check(script) {
-            (reply.exit, reply.stderr) = state.files.check_and_replace(host.os, &check);
-            return reply;
-        }
-        // A `become` upload's staged copy, copied into place as the become
-        // user (`cp` then `mv`, so the copy is that user's).
-        if let Some((staged, dest)) = wire::become_move(script) {
-            let (staged_key, dest_key) = (files::key(host.os, &staged), files::key(host.os, &dest));
-            if state.files.copy(&staged_key, &dest_key) {
-                state.files.remove(&staged_key);
-            } else {
-                reply.exit = 1;
-                reply.stderr = format!("cp: cannot stat '{staged}': No such file or directory\n");
-            }
-            return reply;
-        }
-        // A `script:` step's copy that never arrived cannot be run; one
-        // that did is answered by the scenario like any command (its text
-        // is the copy's path and arguments).
-        if let Some(path) = wire::copied_script(script)
-            && !state.files.exists(&files::key(host.os, &path))
-        {
-            (reply.exit, reply.stderr) = match host.os {
-                Os::Windows => (
-                    1,
-                    format!(
-                        "& : The term '{path}' is not recognized as the name of a cmdlet, function, script file, or operable program.\n"
-                    ),
-                ),
-                _ => (127, format!("sh: 1: {path}: not found\n")),
-            };
+        // The transport's own file scripts (an upload's check, a `become`
+        // upload's move, the run of a copy never sent), answered from the
+        // files the host was sent, never from the scenario.
+        if let Some((exit, stderr)) = state.files.answer(host.os, script) {
+            (reply.exit, reply.stderr) = (exit, stderr);
             return reply;
         }
         if wire::is_reboot(script) {

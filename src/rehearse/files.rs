@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use super::wire::UploadCheck;
+use super::wire::{self, UploadCheck};
 use crate::transport::Os;
 
 /// Files one host keeps at most. The transport removes what it writes to
@@ -78,14 +78,6 @@ pub fn key(os: Os, path: &str) -> String {
 }
 
 impl HostFiles {
-    pub fn len(&self) -> usize {
-        self.files.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
-
     pub fn exists(&self, key: &str) -> bool {
         self.files.contains_key(key)
     }
@@ -189,11 +181,49 @@ impl HostFiles {
         true
     }
 
+    /// The host's answer (exit code, standard error) to one of the
+    /// transport's own scripts about files: the check of an upload's copy,
+    /// the move into place of a `become` upload, and the run of a
+    /// `script:` step's copy that never arrived. `None` for any other
+    /// script, a run of a copy that did arrive included: the scenario
+    /// answers those.
+    pub fn answer(&mut self, os: Os, script: &str) -> Option<(i32, String)> {
+        if let Some(check) = wire::upload_check(script) {
+            return Some(self.check_and_replace(os, &check));
+        }
+        if let Some((staged, dest)) = wire::become_move(script) {
+            // `cp` then `mv` as the become user, so the copy is that user's.
+            let staged_key = key(os, &staged);
+            if !self.copy(&staged_key, &key(os, &dest)) {
+                return Some((
+                    1,
+                    format!("cp: cannot stat '{staged}': No such file or directory\n"),
+                ));
+            }
+            self.remove(&staged_key);
+            return Some((0, String::new()));
+        }
+        let path = wire::copied_script(script)?;
+        if self.exists(&key(os, &path)) {
+            return None;
+        }
+        Some(match os {
+            Os::Windows => (
+                1,
+                format!(
+                    "& : The term '{path}' is not recognized as the name of a cmdlet, function, \
+                     script file, or operable program.\n"
+                ),
+            ),
+            _ => (127, format!("sh: 1: {path}: not found\n")),
+        })
+    }
+
     /// What the transport's check-and-rename script (see
     /// `transport::atomic_upload`) does on a host of `os` with these files:
     /// its exit code and standard error, the temporary copy renamed over
     /// the destination when it checks out, removed when it does not.
-    pub fn check_and_replace(&mut self, os: Os, check: &UploadCheck) -> (i32, String) {
+    fn check_and_replace(&mut self, os: Os, check: &UploadCheck) -> (i32, String) {
         let (temp, dest) = (key(os, &check.temp), key(os, &check.dest));
         let expected = format!("expected {} bytes and {}", check.size, check.sha256);
         let Some(file) = self.files.get(&temp) else {
