@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::files::HostFiles;
 use super::scenario::{FaultKind, Scenario};
 use super::wire;
 use crate::transport::Os;
@@ -59,6 +60,9 @@ pub struct HostState {
     down: Down,
     /// Cancelled when the host goes down: every connection to it ends.
     pub alive: CancellationToken,
+    /// What the host knows of the files written to it (over SFTP); they
+    /// outlive a reboot, as files on disk do.
+    pub files: HostFiles,
 }
 
 #[derive(Clone, Copy)]
@@ -206,6 +210,7 @@ impl Fleet {
                         failing: None,
                         down: Down::No,
                         alive: CancellationToken::new(),
+                        files: HostFiles::default(),
                     }),
                 }
             })
@@ -236,7 +241,11 @@ impl Fleet {
     /// command faults strike once unless it says otherwise.
     fn strike(&self, state: &mut HostState, fault: usize) -> bool {
         let f = &self.scenario.faults[fault];
-        let connection = matches!(f.kind, FaultKind::Refuse | FaultKind::StallHandshake);
+        // A full disk stays full too.
+        let connection = matches!(
+            f.kind,
+            FaultKind::Refuse | FaultKind::StallHandshake | FaultKind::DiskFull
+        );
         let limit = f.times.or((!connection).then_some(1));
         let count = state.struck.entry(fault).or_default();
         if limit.is_some_and(|l| *count >= l) {
@@ -287,6 +296,17 @@ impl Fleet {
         state.alive.cancel();
     }
 
+    /// Whether a `disk_full` fault refuses a write to host `index` now
+    /// (counted: it strikes every write, or the first `times`).
+    pub fn disk_full(&self, index: usize) -> bool {
+        let host = &self.endpoints[index];
+        let mut state = host.state.lock().expect("host state");
+        host.faults.iter().any(|&fault| {
+            self.scenario.faults[fault].kind == FaultKind::DiskFull
+                && self.strike(&mut state, fault)
+        })
+    }
+
     /// The answer of host `index` to `script`.
     pub fn answer(&self, index: usize, script: &str) -> Reply {
         let host = &self.endpoints[index];
@@ -300,6 +320,13 @@ impl Fleet {
             after: After::Nothing,
         };
         if wire::is_housekeeping(script) {
+            return reply;
+        }
+        // The transport's own file scripts (an upload's check, a `become`
+        // upload's move, the run of a copy never sent), answered from the
+        // files the host was sent, never from the scenario.
+        if let Some((exit, stderr)) = state.files.answer(host.os, script) {
+            (reply.exit, reply.stderr) = (exit, stderr);
             return reply;
         }
         if wire::is_reboot(script) {
@@ -353,7 +380,10 @@ impl Fleet {
                 FaultKind::Reboot if f.pattern.is_some() => {
                     After::Reboot(f.back_after.map(|d| self.scaled(d)))
                 }
-                FaultKind::Reboot | FaultKind::Refuse | FaultKind::StallHandshake => continue,
+                FaultKind::Reboot
+                | FaultKind::Refuse
+                | FaultKind::StallHandshake
+                | FaultKind::DiskFull => continue,
             };
             if f.pattern.as_ref().is_none_or(|p| p.is_match(script))
                 && self.strike(&mut state, fault)

@@ -8,14 +8,20 @@
 //! - [`wire`]: the script inside an SSH exec request (readers, payloads).
 //! - [`endpoint`]: the simulated hosts, their state and their answers
 //!   (pure, seeded).
+//! - [`files`]: what a simulated host knows of the files uploaded to it
+//!   (size and SHA-256 per path, never the contents).
 //! - [`simulator`]: the SSH server (russh) that plays every endpoint on
 //!   127.0.0.0/8.
+//! - [`sftp`]: its `sftp` subsystem, so `upload:` and `script:` steps
+//!   rehearse too.
 //! - [`fleet`]: the real plan made into a rehearsal's (durations scaled,
 //!   targets pointed at the simulator).
 
 pub mod endpoint;
+pub mod files;
 pub mod fleet;
 pub mod scenario;
+pub mod sftp;
 pub mod simulator;
 pub mod wire;
 

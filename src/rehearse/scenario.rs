@@ -19,14 +19,26 @@
 //! faults:
 //!   - { kind: refuse, hosts: "acme-ws02" }
 //!   - { kind: reboot, share: 0.05, match: 'msiexec', back_after: never }
+//!   - { kind: disk_full, hosts: "acme-fs*" }  # uploads' writes fail
 //! ```
 //!
 //! Patterns are regular expressions searched in the script the controller
-//! sent (the text, not the encoded wire form). A script that no entry
-//! answers exits 127 and says so, the way the WinRM test endpoint's tables
-//! do, so a scenario that misses a step fails loudly rather than passing a
-//! rehearsal that means nothing. Loaded with serde-saphyr like the
-//! playbook; every error names file, line and column.
+//! sent (the text, not the encoded wire form). A `script:` step's run is
+//! matched like any command, by the text that runs its uploaded copy: the
+//! copy's path (`/tmp/orchestrate-UNIQUE-NAME`, `C:\Windows\Temp\...`),
+//! which ends in the script's file name, then its arguments, except on
+//! Linux and macOS for a shell script, whose arguments go inside its copy
+//! (see `transport::script_args`). So `match: 'install-agent\.sh'`
+//! answers it. Not its contents: the simulator keeps only the size and
+//! hash of what is uploaded, and the copy travels over SFTP, not stdin.
+//! Uploads themselves, and the transport's check of each copy, are never
+//! matched: the simulated host answers them from what it was sent.
+//!
+//! A script that no entry answers exits 127 and says so, the way the WinRM
+//! test endpoint's tables do, so a scenario that misses a step fails
+//! loudly rather than passing a rehearsal that means nothing. Loaded with
+//! serde-saphyr like the playbook; every error names file, line and
+//! column.
 
 use std::path::Path;
 use std::time::Duration;
@@ -106,6 +118,10 @@ pub enum FaultKind {
     /// The matching command reboots the host: it is down for `back_after`,
     /// or for good.
     Reboot,
+    /// Every write of an upload fails as a full disk fails it (`ENOSPC`,
+    /// which OpenSSH's SFTP server reports as a bare `Failure`), or the
+    /// first `times`.
+    DiskFull,
 }
 
 /// A fault and the hosts it strikes.

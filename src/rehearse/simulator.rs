@@ -11,7 +11,8 @@
 //! Each connection gets the host key of the endpoint it reached, derived
 //! from the seed and the host's name, so the controller verifies host keys
 //! as strictly as in a real run. Nothing received is ever executed: every
-//! `exec` is answered by [`Fleet::answer`]. A round-trip time, when the
+//! `exec` is answered by [`Fleet::answer`], and the `sftp` subsystem by
+//! [`super::sftp`], which keeps what it is sent only as sizes and hashes. A round-trip time, when the
 //! scenario sets one, delays every byte each way by half of it (two
 //! pumps between the socket and the SSH session), so pipelined requests
 //! overlap as they would on a WAN and sequential ones pay in full; without
@@ -31,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::endpoint::{After, Fleet, Greeting};
+use super::sftp;
 use super::wire::{self, Line};
 
 /// A command's input kept at most (the script and its data): past this the
@@ -269,17 +271,22 @@ impl server::Handler for Connection {
     async fn subsystem_request(
         &mut self,
         channel: ChannelId,
-        _name: &str,
+        name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // No SFTP: nothing is stored on a simulated host.
-        session.channel_failure(channel)?;
+        // SFTP is served by the channel's task (see `command`); no other
+        // subsystem exists on a simulated host.
+        if name == "sftp" {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
         Ok(())
     }
 }
 
 /// Serves one session channel: the exec line, the input to its end, then
-/// the scenario's answer.
+/// the scenario's answer; or, asked for the `sftp` subsystem, SFTP.
 async fn command(
     fleet: Arc<Fleet>,
     index: usize,
@@ -297,6 +304,10 @@ async fn command(
                     let _ = channel.extended_data(1, said.as_bytes()).await;
                 }
                 line = Some(text);
+            }
+            Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => {
+                sftp::serve(fleet, index, channel);
+                return;
             }
             Some(ChannelMsg::Data { data }) => {
                 let room = INPUT_LIMIT.saturating_sub(input.len());

@@ -415,3 +415,319 @@ fn rehearse_shipped(name: &str, args: &[&str], inventory: &Path) {
         "{name}: the journal says so too"
     );
 }
+
+/// An inventory of client `acme`: Linux hosts `l01`, `l02` and Windows
+/// hosts `w01`, `w02` (never contacted in a rehearsal).
+const LINUX_AND_WINDOWS: &str = "defaults:\n  transport: ssh\n  connect_timeout: 30s\nclients:\n  acme:\n    hosts:\n      - { name: l01, address: 192.0.2.1, os: linux }\n      - { name: l02, address: 192.0.2.2, os: linux }\n      - { name: w01, address: 192.0.2.3, os: windows }\n      - { name: w02, address: 192.0.2.4, os: windows }\n";
+
+/// A playbook that uploads an installer and runs a script with arguments,
+/// each OS its own.
+const FILES_PLAYBOOK: &str = r#"name: files
+waves: ["100%"]
+failure_budget: 0
+phases:
+  - name: install
+    steps:
+      - name: send the agent to linux
+        os: [linux]
+        upload: { src: agent.bin, dest: /opt/msp/agent.bin, mode: "0644" }
+      - name: send its settings as root
+        os: [linux]
+        become: true
+        upload: { src: agent.bin, dest: /etc/msp/agent.conf, mode: "0600" }
+      - name: send the agent to windows
+        os: [windows]
+        upload: { src: agent.bin, dest: 'C:\ProgramData\msp\agent.bin' }
+      - name: install the agent on linux
+        os: [linux]
+        script: { src: install-agent.sh, args: [--quiet] }
+      - name: install the agent on windows
+        os: [windows]
+        script: { src: install-agent.ps1, args: [-Quiet] }
+"#;
+
+/// A scratch folder with [`FILES_PLAYBOOK`], its files (`agent` the
+/// installer) and the Linux and Windows inventory.
+fn files_scratch(agent: &[u8]) -> Scratch {
+    let scratch = Scratch::new();
+    std::fs::write(scratch.path().join("agent.bin"), agent).unwrap();
+    scratch.write("install-agent.sh", "#!/bin/sh\necho installing \"$1\"\n");
+    scratch.write("install-agent.ps1", "param([switch]$Quiet)\n'installing'\n");
+    scratch.write("i.yml", LINUX_AND_WINDOWS);
+    scratch
+}
+
+/// Rehearses [`FILES_PLAYBOOK`] with `failure_budget` and `scenario`;
+/// expects exit `code` and gives the JSON report.
+fn rehearse_files(scratch: &Scratch, failure_budget: u32, scenario: &str, code: i32) -> Value {
+    let playbook = FILES_PLAYBOOK.replace(
+        "failure_budget: 0",
+        &format!("failure_budget: {failure_budget}"),
+    );
+    scratch.write("p.yml", &playbook);
+    scratch.write("s.yml", scenario);
+    rehearse(scratch, "p.yml", "i.yml", &["--scenario", "s.yml"]).expect_code(code);
+    read_json(scratch, "report.json")
+}
+
+#[test]
+fn upload_and_script_steps_rehearse_on_linux_and_windows_hosts() {
+    let scratch = files_scratch(&vec![7u8; 3 * 256 * 1024 + 11]);
+    // Only the scripts' runs are in the scenario, by the script's name: the
+    // uploads and the transport's checks of them are answered by the
+    // simulated hosts themselves.
+    let report = rehearse_files(
+        &scratch,
+        0,
+        "hosts:\n  - commands:\n      - { match: 'install-agent\\.(sh|ps1)', stdout: installed }\n",
+        0,
+    );
+    assert_eq!(count(&report, "succeeded"), 4, "{report}");
+    for name in ["l01", "l02", "w01", "w02"] {
+        let h = host(&report, name);
+        let ran: Vec<&str> = h["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["status"] == "ok")
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        let expected: &[&str] = if name.starts_with('l') {
+            &[
+                "send the agent to linux",
+                "send its settings as root",
+                "install the agent on linux",
+            ]
+        } else {
+            &["send the agent to windows", "install the agent on windows"]
+        };
+        assert_eq!(ran, expected, "{h}");
+    }
+    // A script the scenario does not answer fails loudly, naming its copy.
+    let report = rehearse_files(
+        &scratch,
+        4,
+        "hosts:\n  - commands:\n      - { match: 'install-agent\\.ps1' }\n",
+        1,
+    );
+    let error = host(&report, "l01")["error"].as_str().unwrap().to_string();
+    assert!(error.contains("exited with 127"), "{error}");
+    let failed: Vec<&Value> = host(&report, "l01")["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!(failed[0]["name"], "install the agent on linux", "{report}");
+    let detail = failed[0]["stderr"].as_str().unwrap();
+    assert!(
+        detail.contains("no answer in the scenario for: '/tmp/orchestrate-"),
+        "{detail}"
+    );
+    assert_eq!(host(&report, "w01")["status"], "succeeded", "{report}");
+}
+
+#[test]
+fn a_full_disk_fails_the_upload_with_what_a_real_full_disk_says() {
+    let scratch = files_scratch(&vec![7u8; 300_000]);
+    let report = rehearse_files(
+        &scratch,
+        4,
+        "hosts:\n  - commands:\n      - { match: 'install-agent' }\nfaults:\n  - { kind: disk_full, hosts: 'l02' }\n",
+        1,
+    );
+    let full = host(&report, "l02");
+    assert_eq!(full["status"], "failed", "{full}");
+    assert_eq!(full["steps"][0]["status"], "failed", "{full}");
+    // As from OpenSSH's sftp-server: a bare Failure, which the transport
+    // explains, and the half-written copy removed at once.
+    let error = full["error"].as_str().unwrap();
+    assert!(error.contains("free space"), "{error}");
+    assert!(error.contains("partial copy was removed"), "{error}");
+    for name in ["l01", "w01", "w02"] {
+        assert_eq!(host(&report, name)["status"], "succeeded", "{report}");
+    }
+}
+
+/// A simulator in this process playing `hosts`, and the SSH transport's
+/// targets for them (keys pinned, the rehearsal's client key in `dir`).
+async fn simulated(
+    dir: &Path,
+    hosts: &[(&str, orchestrate::transport::Os)],
+) -> (
+    orchestrate::rehearse::simulator::Simulator,
+    Vec<orchestrate::transport::Target>,
+) {
+    use orchestrate::rehearse::endpoint::{Fleet, Signatures, Spec};
+    use orchestrate::rehearse::simulator;
+    use orchestrate::transport::{HostKeyPolicy, SshSettings, Target, TransportKind};
+    let specs: Vec<Spec> = hosts
+        .iter()
+        .enumerate()
+        .map(|(n, (name, os))| Spec {
+            name: name.to_string(),
+            client: "acme".into(),
+            os: *os,
+            address: std::net::Ipv4Addr::new(127, 61, 0, n as u8 + 1),
+        })
+        .collect();
+    let targets_of: Vec<(String, std::net::Ipv4Addr, orchestrate::transport::Os)> = specs
+        .iter()
+        .map(|s| (s.name.clone(), s.address, s.os))
+        .collect();
+    let fleet = Fleet::new(1, 1.0, None, vec![], vec![], Signatures::new(vec![]), specs);
+    let simulator = simulator::start(fleet).await.unwrap();
+    let key = dir.join("client_ed25519");
+    orchestrate::rehearse::write_client_key(&key, 1).unwrap();
+    let known_hosts = dir.join("known_hosts");
+    std::fs::write(&known_hosts, "").unwrap();
+    let targets = targets_of
+        .into_iter()
+        .map(|(name, address, os)| Target {
+            address: address.to_string(),
+            port: Some(simulator.port),
+            os,
+            user: Some("rehearsal".into()),
+            kind: TransportKind::Ssh,
+            ssh: SshSettings {
+                identity_file: Some(key.clone()),
+                known_hosts: Some(known_hosts.clone()),
+                host_key: Some(simulator::host_key_line(1, &name)),
+                ..SshSettings::default()
+            },
+            winrm: Default::default(),
+            host_key_policy: HostKeyPolicy::Strict,
+            connect_timeout: std::time::Duration::from_secs(30),
+            reboot_command: None,
+            r#become: Default::default(),
+            name,
+        })
+        .collect();
+    (simulator, targets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_refuses_a_copy_that_does_not_check_out_as_a_real_host_would() {
+    use orchestrate::transport::atomic_upload::{
+        Expected, powershell_check_and_replace, sh_check_and_replace,
+    };
+    use orchestrate::transport::ssh::SshConnector;
+    use orchestrate::transport::{Command, Connector, ExitStatus, Os, Script};
+    let dir = tempfile::tempdir().unwrap();
+    let (simulator, targets) =
+        simulated(dir.path(), &[("l01", Os::Linux), ("w01", Os::Windows)]).await;
+    let agent = crate::support::upload_source(b"the agent's installer, 35 bytes long");
+    let connector = SshConnector::with_agent(None);
+    for target in &targets {
+        let session = connector.connect(target).await.unwrap();
+        let dest = match target.os {
+            Os::Windows => "C:\\ProgramData\\msp\\agent.bin",
+            _ => "/opt/msp/agent.bin",
+        };
+        let check = |temp: &str, expected: &Expected| {
+            Command::new(match target.os {
+                Os::Windows => {
+                    Script::PowerShell(powershell_check_and_replace(temp, dest, expected))
+                }
+                _ => Script::Sh(sh_check_and_replace(temp, dest, expected)),
+            })
+        };
+        // A copy written over SFTP whose hash is not the one expected: the
+        // check fails as the script does on a real host, and removes it.
+        let temp = session.temp_path("agent.bin");
+        session.upload(&agent, &temp, 0o600).await.unwrap();
+        let wrong = Expected {
+            size: agent.len(),
+            sha256: "0".repeat(64),
+        };
+        let refused = session.execute(&check(&temp, &wrong), None).await.unwrap();
+        assert_eq!(refused.status, ExitStatus::Code(1), "{}", target.name);
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            said.contains(&format!(
+                "the copy on the host has {} bytes and SHA-256 {}; expected {} bytes and {}",
+                agent.len(),
+                agent.sha256_hex(),
+                agent.len(),
+                wrong.sha256
+            )),
+            "{}: {said}",
+            target.name
+        );
+        // Removed: checked again, even with the right hash, it is not there.
+        let right = Expected {
+            size: agent.len(),
+            sha256: agent.sha256_hex(),
+        };
+        let gone = session.execute(&check(&temp, &right), None).await.unwrap();
+        assert_eq!(gone.status, ExitStatus::Code(1), "{}", target.name);
+        // The transport's own upload (beside the destination, checked,
+        // renamed over it) succeeds, and again over the first copy.
+        session.upload(&agent, dest, 0o644).await.unwrap();
+        session.upload(&agent, dest, 0o644).await.unwrap();
+        // A copied script that never arrived cannot be run.
+        let never = session.temp_path("never-sent.sh");
+        let run = match target.os {
+            Os::Windows => Script::PowerShell(format!("& '{never}'")),
+            _ => Script::Sh(format!("'{never}'")),
+        };
+        let missing = session.execute(&Command::new(run), None).await.unwrap();
+        assert_ne!(missing.status, ExitStatus::Code(0), "{}", target.name);
+        session.remove(dest).await.unwrap();
+        session.close().await;
+    }
+    simulator.stop.cancel();
+}
+
+#[test]
+fn a_large_upload_to_a_rehearsal_host_does_not_grow_the_process_by_its_size() {
+    // Peak memory of one rehearsal uploading 1 MiB and of one uploading
+    // 64 MiB: the simulated host hashes what it is sent and keeps none of
+    // it, so the two differ by far less than the file.
+    let peak_mib = |mib: usize| {
+        let scratch = Scratch::new();
+        scratch.write(
+            "p.yml",
+            "name: big\nphases:\n  - name: install\n    steps:\n      - name: send the installer\n        upload: { src: big.bin, dest: /opt/msp/big.bin }\n",
+        );
+        scratch.write("i.yml", &inventory(1, "", documentation_address));
+        {
+            use std::io::Write;
+            let file = std::fs::File::create(scratch.path().join("big.bin")).unwrap();
+            let mut file = std::io::BufWriter::new(file);
+            let block: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
+            for _ in 0..mib {
+                file.write_all(&block).unwrap();
+            }
+        }
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+            .args([
+                "rehearse",
+                "p.yml",
+                "-i",
+                "i.yml",
+                "--yes",
+                "--state",
+                "r.db",
+                "--report-json",
+                "report.json",
+            ])
+            .current_dir(scratch.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let (status, usage) = crate::support::wait_measured(child);
+        let report = read_json(&scratch, "report.json");
+        assert_eq!(status.code(), Some(0), "{report}");
+        assert_eq!(host(&report, "h01")["steps"][0]["status"], "ok", "{report}");
+        usage.ru_maxrss as u64 / 1024
+    };
+    let small = peak_mib(1);
+    let large = peak_mib(64);
+    assert!(
+        large < small + 24,
+        "peak RSS {small} MiB for 1 MiB, {large} MiB for 64 MiB"
+    );
+}
