@@ -12,11 +12,11 @@
 //! from the seed and the host's name, so the controller verifies host keys
 //! as strictly as in a real run. Nothing received is ever executed: every
 //! `exec` is answered by [`Fleet::answer`], and the `sftp` subsystem by
-//! [`super::sftp`], which keeps what it is sent only as sizes and hashes. A round-trip time, when the
-//! scenario sets one, delays every byte each way by half of it (two
-//! pumps between the socket and the SSH session), so pipelined requests
-//! overlap as they would on a WAN and sequential ones pay in full; without
-//! one, the session reads the socket itself.
+//! [`super::sftp`], which keeps what it is sent only as sizes and hashes.
+//! A round-trip time, when the scenario sets one, delays every byte each
+//! way by half of it (two pumps between the socket and the SSH session),
+//! so pipelined requests overlap as they would on a WAN and sequential
+//! ones pay in full; without one, the session reads the socket itself.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
