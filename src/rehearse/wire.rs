@@ -55,6 +55,11 @@ pub fn classify(line: &str) -> Line {
     if trimmed.starts_with("cmd /d /q /k rem ") {
         return Line::Cmd;
     }
+    // The transport's bootstrap (every PowerShell step's line) is known:
+    // found as it is, not decoded again for every command of every host.
+    if trimmed.contains(crate::transport::wrapper::powershell_bootstrap_encoded()) {
+        return Line::Reader;
+    }
     let words: Vec<&str> = trimmed.split_whitespace().collect();
     // PowerShell, alone (Windows) or under a waiting `sh -c` (pwsh elsewhere).
     let program = words.iter().position(|w| {

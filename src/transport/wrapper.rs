@@ -184,14 +184,23 @@ exit 1
 /// `PROGRAM -NoProfile -NonInteractive -EncodedCommand <bootstrap>`: the
 /// whole command line of a PowerShell step, the same for every step.
 pub fn powershell_line(program: &str) -> String {
-    let utf16: Vec<u8> = POWERSHELL_BOOTSTRAP
-        .encode_utf16()
-        .flat_map(u16::to_le_bytes)
-        .collect();
     format!(
         "{program} -NoProfile -NonInteractive -EncodedCommand {}",
-        base64::engine::general_purpose::STANDARD.encode(utf16)
+        powershell_bootstrap_encoded()
     )
+}
+
+/// The bootstrap as `-EncodedCommand` takes it (base64 of UTF-16LE),
+/// encoded once: every PowerShell step's line carries it.
+pub fn powershell_bootstrap_encoded() -> &'static str {
+    static ENCODED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let utf16: Vec<u8> = POWERSHELL_BOOTSTRAP
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        base64::engine::general_purpose::STANDARD.encode(utf16)
+    });
+    &ENCODED
 }
 
 /// cmd.exe reading its commands from standard input: `/k` keeps it
