@@ -130,6 +130,9 @@ fn inventory_text(size: usize) -> String {
 /// Runs `binary` with `args`; its wall time, CPU seconds and peak RSS (KiB).
 fn measure(binary: &Path, args: &[&std::ffi::OsStr]) -> (f64, f64, i64) {
     let started = Instant::now();
+    // Reaped by the wait4 below, which also gives its resource usage
+    // (std's `wait` would reap it without).
+    #[allow(clippy::zombie_processes)]
     let child = std::process::Command::new(binary)
         .args(args)
         .stdout(std::process::Stdio::null())

@@ -463,7 +463,7 @@ mod tests {
         let vars = hosts[1].vars();
         assert_eq!(vars["host"]["name"], "h2");
         assert_eq!(vars["greeting"], "hi");
-        assert_eq!(vars.keys().last().map(String::as_str), Some("host"));
+        assert_eq!(vars.keys().next_back().map(String::as_str), Some("host"));
         assert_eq!(hosts[2].vars()["greeting"], "hey");
         assert_eq!(command(hosts[2], 0), "echo hey h3");
     }
