@@ -95,23 +95,8 @@ pub struct RehearseArgs {
     /// beside the inventory, apart from the runs' journal.
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
-    /// Hosts at once across all clients.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
-    pub forks: u32,
-    /// Answer yes to every confirmation (pause_between_waves: confirm).
-    #[arg(long)]
-    pub yes: bool,
-    /// Write the JSON report here when the rehearsal ends.
-    #[arg(long, value_name = "FILE")]
-    pub report_json: Option<PathBuf>,
-    /// Write a JSON-lines trace of every event here.
-    #[arg(long, value_name = "FILE")]
-    pub log: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Format::Human)]
-    pub format: Format,
-    /// More detail (repeat for more).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    #[command(flatten)]
+    pub execution: ExecutionArgs,
 }
 
 #[derive(Args, Debug)]
@@ -215,11 +200,15 @@ pub struct RunArgs {
     /// return at once: `orchestrate worker` runs it.
     #[arg(long, conflicts_with = "dry_run")]
     pub queue: bool,
+    /// How host keys are checked.
+    #[arg(long, value_enum, default_value_t = HostKeyPolicyArg::Strict)]
+    pub host_key_policy: HostKeyPolicyArg,
     #[command(flatten)]
     pub execution: ExecutionArgs,
 }
 
-/// What `run` and `resume` share: how to execute and what to print.
+/// What `run`, `resume` and `rehearse` share: how many hosts at once,
+/// the answer to confirmations, and what to print and write.
 #[derive(Args, Debug, Clone)]
 pub struct ExecutionArgs {
     /// Hosts at once across all clients.
@@ -228,7 +217,7 @@ pub struct ExecutionArgs {
     /// Answer yes to every confirmation (pause_between_waves: confirm).
     #[arg(long)]
     pub yes: bool,
-    /// Write the JSON report here when the run ends.
+    /// Write the JSON report here when the run (or rehearsal) ends.
     #[arg(long, value_name = "FILE")]
     pub report_json: Option<PathBuf>,
     /// Write a JSON-lines trace of every event here.
@@ -236,9 +225,6 @@ pub struct ExecutionArgs {
     pub log: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
-    /// How host keys are checked.
-    #[arg(long, value_enum, default_value_t = HostKeyPolicyArg::Strict)]
-    pub host_key_policy: HostKeyPolicyArg,
     /// More detail (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -260,6 +246,9 @@ pub struct ResumeArgs {
     /// Resume even though the playbook or inventory changed since the run started.
     #[arg(long)]
     pub force: bool,
+    /// How host keys are checked.
+    #[arg(long, value_enum, default_value_t = HostKeyPolicyArg::Strict)]
+    pub host_key_policy: HostKeyPolicyArg,
     #[command(flatten)]
     pub execution: ExecutionArgs,
 }

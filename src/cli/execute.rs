@@ -265,7 +265,7 @@ fn launch_run(plan: Plan, args: &RunArgs, default_state: PathBuf, rehearsal: boo
 }
 
 pub fn resume(args: &ResumeArgs) -> i32 {
-    super::warn_if_unchecked(args.execution.host_key_policy.into());
+    super::warn_if_unchecked(args.host_key_policy.into());
     let journal = match Location::of(args.state.as_deref(), || {
         PathBuf::from(".orchestrate/state.db")
     })
@@ -297,7 +297,7 @@ pub fn resume(args: &ResumeArgs) -> i32 {
         &row,
         args.force,
         None,
-        args.execution.host_key_policy.into(),
+        args.host_key_policy.into(),
     ) {
         Ok(replanned) => replanned,
         Err(code) => return code,

@@ -67,7 +67,7 @@ pub fn main() -> i32 {
             } else {
                 MissingSecrets::Fail
             };
-            let policy = a.execution.host_key_policy.into();
+            let policy = a.host_key_policy.into();
             if !a.dry_run {
                 warn_if_unchecked(policy);
             }

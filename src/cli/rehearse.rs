@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::args::{ExecutionArgs, HostKeyPolicyArg, RehearseArgs, RunArgs};
+use super::args::{HostKeyPolicyArg, RehearseArgs, RunArgs};
 use super::{EXIT_INVALID, execute, load_pair, report_input_errors};
 use crate::plan::{MissingSecrets, PlanOptions, Selection, build_plan};
 use crate::rehearse::fleet::{self, Rehearsal};
@@ -122,15 +122,8 @@ pub fn rehearse(a: &RehearseArgs) -> i32 {
         check: false,
         state: a.state.clone(),
         queue: false,
-        execution: ExecutionArgs {
-            forks: a.forks,
-            yes: a.yes,
-            report_json: a.report_json.clone(),
-            log: a.log.clone(),
-            format: a.format,
-            host_key_policy: HostKeyPolicyArg::Strict,
-            verbose: a.verbose,
-        },
+        host_key_policy: HostKeyPolicyArg::Strict,
+        execution: a.execution.clone(),
     };
     let code = execute::rehearse(plan, &run_args, state);
     simulator.stop.cancel();
