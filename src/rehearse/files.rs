@@ -25,7 +25,9 @@ pub const MAX_FILES: usize = 512;
 
 /// A gap written past the end of a file that is hashed as the zeros a real
 /// file would hold there; past this, the contents are no longer known.
-const MAX_HASHED_GAP: u64 = 64 << 20;
+/// (The transport writes in order, so it never leaves one; hashing a huge
+/// gap would hold the host's lock and a runtime thread for its length.)
+const MAX_HASHED_GAP: u64 = 1 << 20;
 
 /// What is known of one file.
 #[derive(Clone)]
@@ -133,7 +135,11 @@ impl HostFiles {
             return;
         };
         let offset = offset.unwrap_or(file.size);
-        let end = offset + data.len() as u64;
+        let Some(end) = offset.checked_add(data.len() as u64) else {
+            // Past the largest offset a file can have: nothing is written.
+            file.hash = None;
+            return;
+        };
         if offset < file.size || offset - file.size > MAX_HASHED_GAP {
             // Over what is there (or after a huge hole): unknowable
             // without the contents.
@@ -194,10 +200,19 @@ impl HostFiles {
         if let Some((staged, dest)) = wire::become_move(script) {
             // `cp` then `mv` as the become user, so the copy is that user's.
             let staged_key = key(os, &staged);
-            if !self.copy(&staged_key, &key(os, &dest)) {
+            if !self.files.contains_key(&staged_key) {
                 return Some((
                     1,
                     format!("cp: cannot stat '{staged}': No such file or directory\n"),
+                ));
+            }
+            if !self.copy(&staged_key, &key(os, &dest)) {
+                // Out of room for one more file (see MAX_FILES), as cp says it.
+                return Some((
+                    1,
+                    format!(
+                        "cp: cannot create regular file '{dest}.orchestrate-new': No space left on device\n"
+                    ),
                 ));
             }
             self.remove(&staged_key);

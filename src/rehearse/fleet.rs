@@ -122,13 +122,29 @@ fn template_of(step: &Step) -> Option<&str> {
     }
 }
 
+/// A `script:` step is run from its copy on the host,
+/// `.../orchestrate-UNIQUE-NAME` (`transport::temp_path`): its signature
+/// is `-NAME`, the file's name as the copy keeps it, when the playbook
+/// names the file literally.
+fn script_signature(src: &str) -> Option<String> {
+    if src.contains("{{") || src.contains("{%") {
+        return None;
+    }
+    let name = src.rsplit(['/', '\\']).next().filter(|n| !n.is_empty())?;
+    Some(format!("-{}", crate::transport::temp_name(name)))
+}
+
 /// The playbook's phases, and the signature of each of their steps.
 pub fn phase_signatures(playbook: &Playbook) -> (Vec<String>, Vec<(String, usize)>) {
     let phases = playbook.phases.iter().map(|p| p.name.clone()).collect();
     let mut signatures: Vec<(String, usize)> = Vec::new();
     for (index, phase) in playbook.phases.iter().enumerate() {
         for step in &phase.steps {
-            if let Some(sig) = template_of(step).and_then(signature)
+            let sig = match &step.action {
+                Action::Script { src, .. } => script_signature(&src.text),
+                _ => template_of(step).and_then(signature),
+            };
+            if let Some(sig) = sig
                 && !signatures.iter().any(|(s, _)| *s == sig)
             {
                 signatures.push((sig, index));

@@ -134,7 +134,8 @@ pub struct Fault {
     pub pattern: Option<regex::Regex>,
     pub bytes: u64,
     /// How many times it strikes a host (default: every connection for
-    /// `refuse` and `stall_handshake`, once for the others).
+    /// `refuse` and `stall_handshake`, every write for `disk_full`, once
+    /// for the others).
     pub times: Option<u32>,
     /// `None`: the host never comes back.
     pub back_after: Option<Duration>,
@@ -311,6 +312,17 @@ pub fn parse_scenario(source: &SourceFile) -> Result<Scenario, InputErrors> {
                 "a fault needs `hosts` (a name glob) or `share` (a share of hosts), or both",
             ));
         }
+        if let Some(pattern) = &f.pattern
+            && matches!(
+                f.kind,
+                FaultKind::Refuse | FaultKind::StallHandshake | FaultKind::DiskFull
+            )
+        {
+            errors.push(source.error_at_location(
+                &pattern.referenced,
+                "`match` picks the command a fault strikes; `refuse`, `stall_handshake` and `disk_full` strike connections and writes, not commands: narrow them with `hosts` or `share`",
+            ));
+        }
         scenario.faults.push(Fault {
             kind: f.kind,
             hosts: f.hosts.and_then(|h| glob(source, &h, &mut errors)),
@@ -426,5 +438,10 @@ mod tests {
         );
         let e = parse("rt: 5ms\n").unwrap_err();
         assert!(e.starts_with("s.yml:1:1:"), "{e}");
+        // A `match` the fault would ignore is an error, not a silent widening.
+        let e =
+            parse("faults:\n  - kind: disk_full\n    hosts: 'l*'\n    match: 'kes'\n").unwrap_err();
+        assert!(e.starts_with("s.yml:4:"), "{e}");
+        assert!(e.contains("strike connections and writes"), "{e}");
     }
 }

@@ -144,16 +144,16 @@ async fn serve(fleet: Arc<Fleet>, stream: TcpStream, peer: SocketAddr) {
         // descriptor of the same socket. (Two pumps and an in-memory pipe
         // per connection, for nothing, were a fifth of a 10,000-endpoint
         // rehearsal's memory.)
-        let Ok(under) = socket_of(&stream) else {
+        // Shut down however this ends: cut, session over, or the whole
+        // simulator stopped (which drops this future mid-way).
+        let Ok(_under) = socket_of(&stream).map(ShutDownOnDrop) else {
             return;
         };
         let Ok(running) = server::run_stream(config, stream, handler).await else {
             return;
         };
         tokio::select! {
-            _ = cut.cancelled() => {
-                let _ = under.shutdown(std::net::Shutdown::Both);
-            }
+            _ = cut.cancelled() => {}
             _ = running => {}
         }
         return;
@@ -178,6 +178,16 @@ async fn serve(fleet: Arc<Fleet>, stream: TcpStream, peer: SocketAddr) {
             })
             .await;
         }
+    }
+}
+
+/// A socket shut down (both ways) when this is dropped, whoever else holds
+/// a descriptor of it.
+struct ShutDownOnDrop(std::net::TcpStream);
+
+impl Drop for ShutDownOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
     }
 }
 

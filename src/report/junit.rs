@@ -376,7 +376,11 @@ fn step_log(host: &HostReport) -> String {
         );
     }
     for r in &host.reboots {
-        let _ = writeln!(out, "{} rebooted  for step {}; {}", r.at, r.step, r.who());
+        let step = match r.step.as_str() {
+            "" => String::new(),
+            step => format!(" for step {step}"),
+        };
+        let _ = writeln!(out, "{} rebooted {step}; {}", r.at, r.who());
     }
     for r in &host.rollback {
         let _ = writeln!(

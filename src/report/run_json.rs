@@ -94,6 +94,11 @@ pub struct RebootReport {
 impl RebootReport {
     /// Who the reboot cut off, as every report says it.
     pub fn who(&self) -> String {
+        if self.step.is_empty() && self.logged_on.is_empty() && self.logged_on_unknown.is_none() {
+            // A journal from before reboots recorded their step and who was
+            // logged on: nobody was asked, which is not "nobody was there".
+            return "who was logged on was not recorded".to_string();
+        }
         match (&self.logged_on_unknown, self.logged_on.as_slice()) {
             (Some(why), _) => format!("who was logged on is not known: {why}"),
             (None, []) => "nobody was logged on".to_string(),
@@ -510,6 +515,30 @@ pub fn write(report: &Report, out: impl std::io::Write) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::run::events::{ClientInfo, HostInfo};
+
+    #[test]
+    fn a_reboot_says_who_it_cut_off_and_an_old_record_that_nobody_asked() {
+        let reboot = |step: &str, logged_on: &[&str], unknown: Option<&str>| RebootReport {
+            step: step.into(),
+            at: "t".into(),
+            logged_on: logged_on.iter().map(|u| u.to_string()).collect(),
+            logged_on_unknown: unknown.map(String::from),
+        };
+        assert_eq!(
+            reboot("s", &["alice (console, Active)"], None).who(),
+            "logged on: alice (console, Active)"
+        );
+        assert_eq!(reboot("s", &[], None).who(), "nobody was logged on");
+        assert_eq!(
+            reboot("s", &[], Some("quser is not there")).who(),
+            "who was logged on is not known: quser is not there"
+        );
+        // Journals from before the step and the users were recorded.
+        assert_eq!(
+            reboot("", &[], None).who(),
+            "who was logged on was not recorded"
+        );
+    }
 
     fn started(clients: &[(&str, &[&str])]) -> Event {
         Event::RunStarted {

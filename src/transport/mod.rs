@@ -446,8 +446,16 @@ pub fn encoded_powershell(program: &str, text: &str) -> String {
 /// user of a shared `/tmp` who could predict the name could plant a symlink
 /// there first.
 pub fn temp_path(os: Os, unique: &str, name: &str) -> String {
-    let name: String = name
-        .chars()
+    let name = temp_name(name);
+    match os {
+        Os::Windows => format!("C:\\Windows\\Temp\\orchestrate-{unique}-{name}"),
+        _ => format!("/tmp/orchestrate-{unique}-{name}"),
+    }
+}
+
+/// `name` reduced to the characters a [`temp_path`] keeps.
+pub fn temp_name(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "._-".contains(c) {
                 c
@@ -455,11 +463,7 @@ pub fn temp_path(os: Os, unique: &str, name: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    match os {
-        Os::Windows => format!("C:\\Windows\\Temp\\orchestrate-{unique}-{name}"),
-        _ => format!("/tmp/orchestrate-{unique}-{name}"),
-    }
+        .collect()
 }
 
 /// 122 random bits (a v4 UUID, from the OS's random source) as 32 hex digits.

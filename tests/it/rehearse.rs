@@ -529,6 +529,43 @@ fn upload_and_script_steps_rehearse_on_linux_and_windows_hosts() {
 }
 
 #[test]
+fn a_fail_rate_strikes_a_phase_whose_work_is_a_script_step() {
+    // The install phase is uploads and a script: the fail rate fails the
+    // script's run (found by its file name), as it fails a command.
+    let scratch = files_scratch(&vec![7u8; 1000]);
+    let report = rehearse_files(
+        &scratch,
+        4,
+        "fail_rates: { install: 1 }\nhosts:\n  - commands:\n      - { match: 'install-agent', stdout: installed }\n",
+        1,
+    );
+    assert_eq!(count(&report, "failed"), 4, "{report}");
+    for name in ["l01", "l02", "w01", "w02"] {
+        let failed: Vec<&Value> = host(&report, name)["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["status"] == "failed")
+            .collect();
+        assert_eq!(failed.len(), 1, "{report}");
+        assert!(
+            failed[0]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("install the agent on"),
+            "{report}"
+        );
+        assert!(
+            failed[0]["stderr"]
+                .as_str()
+                .unwrap()
+                .contains("simulated failure"),
+            "{report}"
+        );
+    }
+}
+
+#[test]
 fn a_full_disk_fails_the_upload_with_what_a_real_full_disk_says() {
     let scratch = files_scratch(&vec![7u8; 300_000]);
     let report = rehearse_files(

@@ -274,11 +274,14 @@ fn step_log(out: &mut String, host: &HostReport) {
     }
     // Who a reboot cut off: the operator's first question after one.
     for reboot in &host.reboots {
+        let step = match reboot.step.as_str() {
+            "" => String::new(),
+            step => format!(" for step <q>{}</q>", Esc(step)),
+        };
         put!(
             out,
-            "<p class=\"reboot\"><strong>Rebooted</strong> {} for step <q>{}</q>; {}.</p>\n",
+            "<p class=\"reboot\"><strong>Rebooted</strong> {}{step}; {}.</p>\n",
             Esc(&show_time(&reboot.at)),
-            Esc(&reboot.step),
             Esc(&reboot.who())
         );
     }
