@@ -470,6 +470,16 @@ fn rehearse_files(scratch: &Scratch, failure_budget: u32, scenario: &str, code: 
     read_json(scratch, "report.json")
 }
 
+/// The steps of host `name` that failed.
+fn failed_steps<'a>(report: &'a Value, name: &str) -> Vec<&'a Value> {
+    host(report, name)["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "failed")
+        .collect()
+}
+
 #[test]
 fn upload_and_script_steps_rehearse_on_linux_and_windows_hosts() {
     let scratch = files_scratch(&vec![7u8; 3 * 256 * 1024 + 11]);
@@ -512,12 +522,7 @@ fn upload_and_script_steps_rehearse_on_linux_and_windows_hosts() {
     );
     let error = host(&report, "l01")["error"].as_str().unwrap().to_string();
     assert!(error.contains("exited with 127"), "{error}");
-    let failed: Vec<&Value> = host(&report, "l01")["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["status"] == "failed")
-        .collect();
+    let failed = failed_steps(&report, "l01");
     assert_eq!(failed.len(), 1, "{report}");
     assert_eq!(failed[0]["name"], "install the agent on linux", "{report}");
     let detail = failed[0]["stderr"].as_str().unwrap();
@@ -541,12 +546,7 @@ fn a_fail_rate_strikes_a_phase_whose_work_is_a_script_step() {
     );
     assert_eq!(count(&report, "failed"), 4, "{report}");
     for name in ["l01", "l02", "w01", "w02"] {
-        let failed: Vec<&Value> = host(&report, name)["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["status"] == "failed")
-            .collect();
+        let failed = failed_steps(&report, name);
         assert_eq!(failed.len(), 1, "{report}");
         assert!(
             failed[0]["name"]
