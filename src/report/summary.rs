@@ -5,13 +5,18 @@
 //! decaying protection, and are said so under the table. Names and errors are
 //! drawn through [`inert`]: they came from the inventory or the endpoints.
 //! Then, per client with a baseline, what changed besides the antivirus,
-//! and the hosts that succeeded with a `warn` probe's regression.
+//! and the hosts that succeeded with a `warn` probe's regression; and the
+//! reboots that cut someone's session, with whose.
 
 use std::fmt::Write;
 
 use super::run_json::{Report, counts};
 use super::terminal::inert;
 use crate::run::{HostStatus, name_of};
+
+/// Reboots with someone logged on listed at most, so that a fleet's summary
+/// stays a summary.
+const SESSIONS_CUT_SHOWN: usize = 20;
 
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
@@ -101,6 +106,42 @@ pub fn render(report: &Report) -> String {
                     inert(&diff.summary())
                 );
             }
+        }
+    }
+    // Reboots that cut someone's session: who may call the help desk.
+    let cut: Vec<String> = report
+        .clients
+        .iter()
+        .flat_map(|c| c.hosts.iter().map(move |h| (c, h)))
+        .flat_map(|(c, h)| {
+            h.reboots
+                .iter()
+                .filter(|r| !r.logged_on.is_empty())
+                .map(move |r| {
+                    format!(
+                        "  {}/{}: {}",
+                        inert(&c.name),
+                        inert(&h.name),
+                        inert(&r.who())
+                    )
+                })
+        })
+        .collect();
+    if !cut.is_empty() {
+        let _ = writeln!(
+            out,
+            "
+reboots with someone logged on:"
+        );
+        for line in cut.iter().take(SESSIONS_CUT_SHOWN) {
+            let _ = writeln!(out, "{line}");
+        }
+        if cut.len() > SESSIONS_CUT_SHOWN {
+            let _ = writeln!(
+                out,
+                "  and {} more (each host's `reboots` in the JSON report)",
+                cut.len() - SESSIONS_CUT_SHOWN
+            );
         }
     }
     let unsupported = report

@@ -89,6 +89,16 @@ fn sessions_cut_by_a_reboot_are_recorded_with_it_and_refuse_keeps_a_host_in_use_
         "{}",
         run.stdout
     );
+    // The summary at the end lists the reboots that cut a session.
+    let summary = &run.stdout[run
+        .stdout
+        .rfind("reboots with someone logged on:")
+        .expect("a list of reboots")..];
+    assert!(
+        summary.contains("acme/rds01: logged on: alice (rdp-tcp#3, Active), carol (Disc)"),
+        "{summary}"
+    );
+    assert!(!summary.contains("ws01"), "nobody was on ws01: {summary}");
     let log = fleet.scratch.read("log.jsonl");
     let rebooting: Vec<Value> = log
         .lines()
