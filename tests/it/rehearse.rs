@@ -470,13 +470,13 @@ fn rehearse_files(scratch: &Scratch, failure_budget: u32, scenario: &str, code: 
     read_json(scratch, "report.json")
 }
 
-/// The steps of host `name` that failed.
-fn failed_steps<'a>(report: &'a Value, name: &str) -> Vec<&'a Value> {
+/// The steps of host `name` whose status is `status`.
+fn steps_with<'a>(report: &'a Value, name: &str, status: &str) -> Vec<&'a Value> {
     host(report, name)["steps"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|s| s["status"] == "failed")
+        .filter(|s| s["status"] == status)
         .collect()
 }
 
@@ -494,12 +494,8 @@ fn upload_and_script_steps_rehearse_on_linux_and_windows_hosts() {
     );
     assert_eq!(count(&report, "succeeded"), 4, "{report}");
     for name in ["l01", "l02", "w01", "w02"] {
-        let h = host(&report, name);
-        let ran: Vec<&str> = h["steps"]
-            .as_array()
-            .unwrap()
+        let ran: Vec<&str> = steps_with(&report, name, "ok")
             .iter()
-            .filter(|s| s["status"] == "ok")
             .map(|s| s["name"].as_str().unwrap())
             .collect();
         let expected: &[&str] = if name.starts_with('l') {
@@ -511,7 +507,7 @@ fn upload_and_script_steps_rehearse_on_linux_and_windows_hosts() {
         } else {
             &["send the agent to windows", "install the agent on windows"]
         };
-        assert_eq!(ran, expected, "{h}");
+        assert_eq!(ran, expected, "{}", host(&report, name));
     }
     // A script the scenario does not answer fails loudly, naming its copy.
     let report = rehearse_files(
@@ -522,7 +518,7 @@ fn upload_and_script_steps_rehearse_on_linux_and_windows_hosts() {
     );
     let error = host(&report, "l01")["error"].as_str().unwrap().to_string();
     assert!(error.contains("exited with 127"), "{error}");
-    let failed = failed_steps(&report, "l01");
+    let failed = steps_with(&report, "l01", "failed");
     assert_eq!(failed.len(), 1, "{report}");
     assert_eq!(failed[0]["name"], "install the agent on linux", "{report}");
     let detail = failed[0]["stderr"].as_str().unwrap();
@@ -546,7 +542,7 @@ fn a_fail_rate_strikes_a_phase_whose_work_is_a_script_step() {
     );
     assert_eq!(count(&report, "failed"), 4, "{report}");
     for name in ["l01", "l02", "w01", "w02"] {
-        let failed = failed_steps(&report, name);
+        let failed = steps_with(&report, name, "failed");
         assert_eq!(failed.len(), 1, "{report}");
         assert!(
             failed[0]["name"]
