@@ -173,7 +173,7 @@ impl HostFiles {
     }
 
     /// Copies `from` to `to` (a new file there, replacing what was).
-    /// `false`: no `from`.
+    /// `false`: no `from`, or no room for one more file.
     pub fn copy(&mut self, from: &str, to: &str) -> bool {
         let Some(mut file) = self.files.get(from).cloned() else {
             return false;

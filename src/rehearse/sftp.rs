@@ -7,7 +7,9 @@
 //! transport's later check of the copy and the host's answers need.
 //!
 //! The requests the SSH transport sends are answered as OpenSSH's
-//! `sftp-server` answers them: an exclusive open of a new path (refused
+//! `sftp-server` answers them (its `errno_to_portable` in sftp-server.c
+//! maps ENOENT to `NoSuchFile` and EEXIST, ENOSPC and the rest to a bare
+//! `Failure`): an exclusive open of a new path (refused
 //! with `Failure` when the path is taken), writes, close, `setstat` of the
 //! mode, `stat`, `remove` (`NoSuchFile` when there is nothing to remove)
 //! and `rename` (refused with `Failure` when the new path is taken, as

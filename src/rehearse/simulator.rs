@@ -138,14 +138,13 @@ async fn serve(fleet: Arc<Fleet>, stream: TcpStream, peer: SocketAddr) {
     };
     let half = endpoint.rtt / 2;
     if half.is_zero() {
-        // No delay to apply: the session reads the socket itself. russh runs
-        // it in a task of its own, so cutting the connection (a fault, a
-        // reboot) is shutting the socket down under it, through a second
-        // descriptor of the same socket. (Two pumps and an in-memory pipe
-        // per connection, for nothing, were a fifth of a 10,000-endpoint
-        // rehearsal's memory.)
-        // Shut down however this ends: cut, session over, or the whole
-        // simulator stopped (which drops this future mid-way).
+        // No delay to apply: the session reads the socket itself (two pumps
+        // and an in-memory pipe per connection, for nothing, were a fifth
+        // of a 10,000-endpoint rehearsal's memory). russh runs the session
+        // in a task of its own, so the connection is ended by shutting the
+        // socket down under it, through a second descriptor, however this
+        // ends: cut (a fault, a reboot), session over, or the simulator
+        // stopped (which drops this future mid-way).
         let Ok(_under) = socket_of(&stream).map(ShutDownOnDrop) else {
             return;
         };

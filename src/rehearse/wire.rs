@@ -297,10 +297,11 @@ pub fn copied_script(script: &str) -> Option<String> {
     } else {
         return None;
     };
-    let temporary = path.starts_with("/tmp/orchestrate-")
+    use crate::transport::{Os, temp_prefix};
+    let temporary = path.starts_with(temp_prefix(Os::Linux))
         || path
             .to_ascii_lowercase()
-            .starts_with("c:\\windows\\temp\\orchestrate-");
+            .starts_with(&temp_prefix(Os::Windows).to_ascii_lowercase());
     temporary.then_some(path)
 }
 

@@ -109,24 +109,19 @@ pub fn render(report: &Report) -> String {
         }
     }
     // Reboots that cut someone's session: who may call the help desk.
-    let cut: Vec<String> = report
-        .clients
-        .iter()
-        .flat_map(|c| c.hosts.iter().map(move |h| (c, h)))
-        .flat_map(|(c, h)| {
-            h.reboots
-                .iter()
-                .filter(|r| !r.logged_on.is_empty())
-                .map(move |r| {
-                    format!(
-                        "  {}/{}: {}",
-                        inert(&c.name),
-                        inert(&h.name),
-                        inert(&r.who())
-                    )
-                })
-        })
-        .collect();
+    let mut cut: Vec<String> = Vec::new();
+    for client in &report.clients {
+        for host in &client.hosts {
+            for reboot in host.reboots.iter().filter(|r| !r.logged_on.is_empty()) {
+                cut.push(format!(
+                    "  {}/{}: {}",
+                    inert(&client.name),
+                    inert(&host.name),
+                    inert(&reboot.who())
+                ));
+            }
+        }
+    }
     if !cut.is_empty() {
         let _ = writeln!(
             out,

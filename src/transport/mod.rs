@@ -446,10 +446,14 @@ pub fn encoded_powershell(program: &str, text: &str) -> String {
 /// user of a shared `/tmp` who could predict the name could plant a symlink
 /// there first.
 pub fn temp_path(os: Os, unique: &str, name: &str) -> String {
-    let name = temp_name(name);
+    format!("{}{unique}-{}", temp_prefix(os), temp_name(name))
+}
+
+/// What every [`temp_path`] on a host of `os` begins with.
+pub fn temp_prefix(os: Os) -> &'static str {
     match os {
-        Os::Windows => format!("C:\\Windows\\Temp\\orchestrate-{unique}-{name}"),
-        _ => format!("/tmp/orchestrate-{unique}-{name}"),
+        Os::Windows => "C:\\Windows\\Temp\\orchestrate-",
+        _ => "/tmp/orchestrate-",
     }
 }
 
